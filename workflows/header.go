@@ -1,0 +1,106 @@
+// Package workflows understands n8n workflow JSON as n8n-fn uses it: the directive header in Code
+// nodes, function discovery, lint, migration from the origin node package and replay of test
+// workflows.
+package workflows
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Marker starts every n8n-fn directive: the Code node's code begins with "/* @n8n-fn {...} */".
+const Marker = "@n8n-fn"
+
+// CurrentVersion is the directive format version this build writes and understands.
+const CurrentVersion = 1
+
+// Known ops. "echo" is a diagnostic op: it returns its input items plus a marker field and proves
+// that a Code node reached the sidecar.
+const (
+	OpFunction = "function"
+	OpCall     = "call"
+	OpReturn   = "return"
+	OpEcho     = "echo"
+)
+
+// ErrDirective is wrapped by every error about a malformed directive header.
+var ErrDirective = errors.New("invalid n8n-fn directive")
+
+// Header is the first part of a directive: its op, its version and the whole JSON object, which
+// the op's own parser reads strictly.
+type Header struct {
+	Op      string
+	Version int
+	Raw     json.RawMessage
+}
+
+// IsDirective reports whether code starts with an n8n-fn header comment (leading whitespace
+// allowed). It is cheap: the sidecar calls it for every Code-node task.
+func IsDirective(code string) bool {
+	rest, ok := strings.CutPrefix(strings.TrimLeft(code, " \t\r\n\ufeff"), "/*")
+	if !ok {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimLeft(rest, " \t\r\n*"), Marker)
+}
+
+// ParseHeader reads the header comment of a Code node. It returns (nil, nil) when code is not a
+// directive, so callers can relay it unchanged; an error wrapping ErrDirective when the header is
+// there but broken.
+func ParseHeader(code string) (*Header, error) {
+	if !IsDirective(code) {
+		return nil, nil
+	}
+	rest, _ := strings.CutPrefix(strings.TrimLeft(code, " \t\r\n\ufeff"), "/*")
+	rest = strings.TrimLeft(rest, " \t\r\n*")
+	rest = strings.TrimLeft(strings.TrimPrefix(rest, Marker), " \t\r\n")
+	end := strings.Index(rest, "*/")
+	if end < 0 {
+		return nil, fmt.Errorf("%w: the header comment is not closed with */", ErrDirective)
+	}
+	body := strings.TrimSpace(rest[:end])
+	if !strings.HasPrefix(body, "{") {
+		return nil, fmt.Errorf("%w: expected one JSON object after %s, got %q", ErrDirective, Marker, clip(body))
+	}
+	dec := json.NewDecoder(strings.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%w: the JSON after %s does not parse: %v (in %q)", ErrDirective, Marker, err, clip(body))
+	}
+	if dec.More() || strings.TrimSpace(body[dec.InputOffset():]) != "" {
+		return nil, fmt.Errorf("%w: unexpected text after the JSON object: %q", ErrDirective, clip(strings.TrimSpace(body[dec.InputOffset():])))
+	}
+	var head struct {
+		Op      *string `json:"op"`
+		Version *int    `json:"v"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("%w: field \"op\" or \"v\" has the wrong type: %v", ErrDirective, err)
+	}
+	if head.Op == nil || *head.Op == "" {
+		return nil, fmt.Errorf("%w: missing field \"op\" (one of function, call, return)", ErrDirective)
+	}
+	switch *head.Op {
+	case OpFunction, OpCall, OpReturn, OpEcho:
+	default:
+		return nil, fmt.Errorf("%w: unknown op %q (expected function, call or return)", ErrDirective, *head.Op)
+	}
+	version := CurrentVersion
+	if head.Version != nil {
+		version = *head.Version
+	}
+	if version != CurrentVersion {
+		return nil, fmt.Errorf("%w: version \"v\":%d is not supported by this n8n-fn (it reads version %d)", ErrDirective, version, CurrentVersion)
+	}
+	return &Header{Op: *head.Op, Version: version, Raw: bytes.Clone(raw)}, nil
+}
+
+func clip(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
+}
