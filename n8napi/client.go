@@ -1,0 +1,360 @@
+// Package n8napi is a small client of n8n's public REST API (X-N8N-API-KEY) plus the reader of the
+// stack env file that scripts/stack.sh writes. It is a leaf: it imports nothing from this module.
+package n8napi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is wrapped by errors for a workflow or execution that n8n does not know (HTTP 404).
+var ErrNotFound = errors.New("not found")
+
+// maxErrorBody caps how much of an error response is kept in an *Error.
+const maxErrorBody = 2048
+
+// Client talks to one n8n instance. It holds no mutable state and is safe for concurrent use.
+type Client struct {
+	BaseURL    string // e.g. http://127.0.0.1:5678 (no trailing slash)
+	WebhookURL string // e.g. http://127.0.0.1:5678/webhook
+	APIKey     string
+	HTTP       *http.Client
+}
+
+// New returns a client for baseURL with the default webhook URL (baseURL + "/webhook").
+func New(baseURL, apiKey string) *Client {
+	baseURL = strings.TrimRight(baseURL, "/")
+	return &Client{
+		BaseURL:    baseURL,
+		WebhookURL: baseURL + "/webhook",
+		APIKey:     apiKey,
+		// A per-request deadline guards against a hung keep-alive connection (seen once in research).
+		HTTP: &http.Client{Timeout: 60 * time.Second},
+	}
+}
+
+// Error is returned when n8n answers with a non-2xx status. It names the operation and carries
+// n8n's own message so that the cause is visible without a debugger.
+type Error struct {
+	Op      string // e.g. "create workflow"
+	Method  string
+	URL     string
+	Status  int
+	Message string // n8n's "message" field, or the raw body when it is not JSON
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("n8n api: %s: %s %s: HTTP %d: %s", e.Op, e.Method, e.URL, e.Status, e.Message)
+}
+
+// Unwrap lets callers test errors.Is(err, ErrNotFound).
+func (e *Error) Unwrap() error {
+	if e.Status == http.StatusNotFound {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Workflow is the part of n8n's workflow object that callers use; Raw keeps the whole object.
+type Workflow struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	Active      bool            `json:"active"`
+	VersionID   string          `json:"versionId"`
+	Nodes       json.RawMessage `json:"nodes"`
+	Connections json.RawMessage `json:"connections"`
+	Settings    json.RawMessage `json:"settings"`
+	Raw         json.RawMessage `json:"-"`
+}
+
+// Execution is the part of n8n's execution object that callers use; Raw keeps the whole object.
+type Execution struct {
+	ID         string          `json:"-"`
+	WorkflowID string          `json:"-"`
+	Finished   bool            `json:"finished"`
+	Mode       string          `json:"mode"`
+	Status     string          `json:"status"`
+	StartedAt  string          `json:"startedAt"`
+	StoppedAt  string          `json:"stoppedAt"`
+	Data       json.RawMessage `json:"data"`
+	Raw        json.RawMessage `json:"-"`
+}
+
+// WebhookResponse is what a webhook call returned.
+type WebhookResponse struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// CreateWorkflow creates a workflow from its JSON (an n8n export is fine: read-only fields are
+// dropped) and returns its id. The workflow is not published.
+func (c *Client) CreateWorkflow(ctx context.Context, workflowJSON []byte) (string, error) {
+	const op = "create workflow"
+	var in map[string]json.RawMessage
+	if err := json.Unmarshal(workflowJSON, &in); err != nil {
+		return "", fmt.Errorf("n8n api: %s: workflow JSON is not an object: %w", op, err)
+	}
+	for _, f := range []string{"name", "nodes", "connections"} {
+		if _, ok := in[f]; !ok {
+			return "", fmt.Errorf("n8n api: %s: workflow JSON has no %q field (need name, nodes, connections)", op, f)
+		}
+	}
+	// POST /api/v1/workflows has additionalProperties:false, so an export's read-only fields (id,
+	// active, versionId, tags, meta, ...) would be rejected: keep only the writable ones.
+	out := make(map[string]json.RawMessage, 6)
+	for _, f := range []string{"name", "description", "nodes", "connections", "settings", "staticData"} {
+		if v, ok := in[f]; ok && string(v) != "null" {
+			out[f] = v
+		}
+	}
+	if _, ok := out["settings"]; !ok {
+		out["settings"] = json.RawMessage(`{}`) // required by the API
+	}
+	body, err := json.Marshal(out)
+	if err != nil {
+		return "", fmt.Errorf("n8n api: %s: encode body: %w", op, err)
+	}
+	var wf Workflow
+	if err := c.do(ctx, op, http.MethodPost, "/api/v1/workflows", nil, body, &wf); err != nil {
+		return "", err
+	}
+	if wf.ID == "" {
+		return "", fmt.Errorf("n8n api: %s: response has no workflow id", op)
+	}
+	return wf.ID, nil
+}
+
+// GetWorkflow returns one workflow.
+func (c *Client) GetWorkflow(ctx context.Context, id string) (Workflow, error) {
+	var raw json.RawMessage
+	if err := c.do(ctx, "get workflow "+id, http.MethodGet, "/api/v1/workflows/"+url.PathEscape(id), nil, nil, &raw); err != nil {
+		return Workflow{}, err
+	}
+	return decodeWorkflow("get workflow "+id, raw)
+}
+
+// ListWorkflows returns every workflow (all pages), or only the published ones when activeOnly.
+func (c *Client) ListWorkflows(ctx context.Context, activeOnly bool) ([]Workflow, error) {
+	const op = "list workflows"
+	var all []Workflow
+	cursor := ""
+	for page := 0; ; page++ {
+		q := url.Values{"limit": {"250"}}
+		if activeOnly {
+			q.Set("active", "true")
+		}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		var resp struct {
+			Data       []json.RawMessage `json:"data"`
+			NextCursor *string           `json:"nextCursor"`
+		}
+		if err := c.do(ctx, op, http.MethodGet, "/api/v1/workflows", q, nil, &resp); err != nil {
+			return nil, err
+		}
+		for _, raw := range resp.Data {
+			wf, err := decodeWorkflow(op, raw)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, wf)
+		}
+		if resp.NextCursor == nil || *resp.NextCursor == "" {
+			return all, nil
+		}
+		if page > 10000 {
+			return nil, fmt.Errorf("n8n api: %s: more than 10000 pages, cursor does not advance", op)
+		}
+		cursor = *resp.NextCursor
+	}
+}
+
+// PublishWorkflow makes the workflow's current version live (webhooks registered at once).
+func (c *Client) PublishWorkflow(ctx context.Context, id string) error {
+	return c.do(ctx, "publish workflow "+id, http.MethodPost, "/api/v1/workflows/"+url.PathEscape(id)+"/publish", nil, []byte(`{}`), nil)
+}
+
+// UnpublishWorkflow takes the workflow offline.
+func (c *Client) UnpublishWorkflow(ctx context.Context, id string) error {
+	return c.do(ctx, "unpublish workflow "+id, http.MethodPost, "/api/v1/workflows/"+url.PathEscape(id)+"/unpublish", nil, []byte(`{}`), nil)
+}
+
+// DeleteWorkflow deletes the workflow (published ones included).
+func (c *Client) DeleteWorkflow(ctx context.Context, id string) error {
+	return c.do(ctx, "delete workflow "+id, http.MethodDelete, "/api/v1/workflows/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// GetExecution returns one execution; includeData adds its run data (can be large).
+func (c *Client) GetExecution(ctx context.Context, id string, includeData bool) (Execution, error) {
+	op := "get execution " + id
+	q := url.Values{}
+	if includeData {
+		q.Set("includeData", "true")
+	}
+	var raw json.RawMessage
+	if err := c.do(ctx, op, http.MethodGet, "/api/v1/executions/"+url.PathEscape(id), q, nil, &raw); err != nil {
+		return Execution{}, err
+	}
+	return decodeExecution(op, raw)
+}
+
+// ListExecutions returns up to limit most recent executions of one workflow (newest first).
+func (c *Client) ListExecutions(ctx context.Context, workflowID string, limit int) ([]Execution, error) {
+	op := "list executions of workflow " + workflowID
+	q := url.Values{"workflowId": {workflowID}, "limit": {fmt.Sprint(limit)}}
+	var resp struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	if err := c.do(ctx, op, http.MethodGet, "/api/v1/executions", q, nil, &resp); err != nil {
+		return nil, err
+	}
+	out := make([]Execution, 0, len(resp.Data))
+	for _, raw := range resp.Data {
+		e, err := decodeExecution(op, raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// CallWebhook calls WebhookURL + "/" + path. Any HTTP status is returned, not turned into an
+// error: callers test for n8n's error answers too. A JSON body gets content-type application/json.
+func (c *Client) CallWebhook(ctx context.Context, method, path string, body []byte) (WebhookResponse, error) {
+	u := c.WebhookURL + "/" + strings.TrimLeft(path, "/")
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return WebhookResponse{}, fmt.Errorf("n8n webhook: build %s %s: %w", method, u, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return WebhookResponse{}, fmt.Errorf("n8n webhook: %s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return WebhookResponse{}, fmt.Errorf("n8n webhook: %s %s: read body: %w", method, u, err)
+	}
+	return WebhookResponse{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// do runs one API request; out (when non-nil) receives the decoded 2xx body.
+func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body []byte, out any) error {
+	u := c.BaseURL + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("n8n api: %s: build request: %w", op, err)
+	}
+	req.Header.Set("X-N8N-API-KEY", c.APIKey)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("n8n api: %s: %s %s: %w", op, method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("n8n api: %s: read response: %w", op, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &Error{Op: op, Method: method, URL: u, Status: resp.StatusCode, Message: errorMessage(b)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("n8n api: %s: decode response (HTTP %d): %w", op, resp.StatusCode, err)
+	}
+	return nil
+}
+
+// errorMessage extracts n8n's {"message": ..., "description": ...} or falls back to the raw body.
+func errorMessage(b []byte) string {
+	var e struct {
+		Message     string `json:"message"`
+		Description string `json:"description"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		if e.Description != "" {
+			return e.Message + " (" + e.Description + ")"
+		}
+		return e.Message
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > maxErrorBody {
+		s = s[:maxErrorBody] + "..."
+	}
+	if s == "" {
+		s = "(empty body)"
+	}
+	return s
+}
+
+func decodeWorkflow(op string, raw json.RawMessage) (Workflow, error) {
+	var wf Workflow
+	if err := json.Unmarshal(raw, &wf); err != nil {
+		return Workflow{}, fmt.Errorf("n8n api: %s: decode workflow: %w", op, err)
+	}
+	wf.Raw = raw
+	return wf, nil
+}
+
+// decodeExecution accepts ids as numbers or strings: the public API returns numbers, the
+// internal API strings.
+func decodeExecution(op string, raw json.RawMessage) (Execution, error) {
+	var e Execution
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return Execution{}, fmt.Errorf("n8n api: %s: decode execution: %w", op, err)
+	}
+	var ids struct {
+		ID         json.RawMessage `json:"id"`
+		WorkflowID json.RawMessage `json:"workflowId"`
+	}
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return Execution{}, fmt.Errorf("n8n api: %s: decode execution ids: %w", op, err)
+	}
+	e.ID = idString(ids.ID)
+	e.WorkflowID = idString(ids.WorkflowID)
+	e.Raw = raw
+	return e, nil
+}
+
+func idString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
