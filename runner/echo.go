@@ -1,0 +1,67 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/n8n-fn/n8n-fn/n8nproto"
+	"github.com/n8n-fn/n8n-fn/workflows"
+)
+
+// inputOnlyParams asks n8n for the node's input items and nothing else, shaped like the official
+// runner's request for code that only uses $input.
+const inputOnlyParams = `{"dataOfNodes":[],"env":false,"input":{"include":true},"prevNode":false}`
+
+// fetchInput pulls the task's input items (inputData.main[0]) through one data request.
+func fetchInput(ctx context.Context, t *n8nproto.UpstreamTask) ([]map[string]json.RawMessage, error) {
+	raw, err := t.RequestData(ctx, json.RawMessage(inputOnlyParams))
+	if err != nil {
+		return nil, fmt.Errorf("request input data from n8n: %w", err)
+	}
+	var data struct {
+		InputData struct {
+			Main [][]map[string]json.RawMessage `json:"main"`
+		} `json:"inputData"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return nil, fmt.Errorf("decode n8n's data response: %w", err)
+	}
+	if len(data.InputData.Main) == 0 {
+		return nil, nil
+	}
+	return data.InputData.Main[0], nil
+}
+
+// echoOp returns the input items unchanged plus json._n8nfn = {"echo":true,"sidecar":<id>} and a
+// pairedItem pointing at the input item: it proves a Code node reached the sidecar.
+func (s *Sidecar) echoOp(ctx context.Context, t *n8nproto.UpstreamTask, _ *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+	items, err := fetchInput(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("echo: %w", err)
+	}
+	marker, _ := json.Marshal(map[string]any{"echo": true, "sidecar": s.cfg.ID})
+	out := make([]map[string]json.RawMessage, 0, len(items))
+	for i, it := range items {
+		var fields map[string]json.RawMessage
+		if j := it["json"]; len(j) > 0 && string(j) != "null" {
+			if err := json.Unmarshal(j, &fields); err != nil {
+				return nil, fmt.Errorf("echo: input item %d: json is not an object: %w", i, err)
+			}
+		}
+		if fields == nil {
+			fields = map[string]json.RawMessage{}
+		}
+		fields["_n8nfn"] = marker
+		j, err := json.Marshal(fields)
+		if err != nil {
+			return nil, fmt.Errorf("echo: encode item %d: %w", i, err)
+		}
+		item := map[string]json.RawMessage{"json": j, "pairedItem": json.RawMessage(fmt.Sprintf(`{"item":%d}`, i))}
+		if b, ok := it["binary"]; ok {
+			item["binary"] = b
+		}
+		out = append(out, item)
+	}
+	return json.Marshal(map[string]any{"result": out})
+}

@@ -1,0 +1,52 @@
+package runner
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// healthHandler serves /healthz (the process is alive) and /readyz (it can take tasks: connected to
+// n8n, a runner behind it unless mode none, the function runtime ready, not shutting down).
+func (s *Sidecar) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "id": s.cfg.ID})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		problems := s.notReady()
+		if len(problems) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "id": s.cfg.ID, "problems": problems})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "id": s.cfg.ID, "running": s.runner.Running()})
+	})
+	return mux
+}
+
+// notReady lists why the sidecar cannot take tasks; empty means ready.
+func (s *Sidecar) notReady() []string {
+	var problems []string
+	if s.draining.Load() {
+		problems = append(problems, "shutting down")
+	}
+	if !s.runner.Connected() {
+		problems = append(problems, "not connected to n8n's task broker at "+s.cfg.BrokerURI)
+	}
+	if s.cfg.RunnerMode != ModeNone {
+		for _, t := range s.cfg.TaskTypes {
+			if !s.broker.HasRunner(t) {
+				problems = append(problems, "no "+t+" runner registered behind the sidecar (mode "+s.cfg.RunnerMode+")")
+			}
+		}
+	}
+	if err := s.fns.ready(); err != nil {
+		problems = append(problems, "functions: "+err.Error())
+	}
+	return problems
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
