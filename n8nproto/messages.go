@@ -1,0 +1,473 @@
+package n8nproto
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/tidwall/gjson"
+)
+
+// Message is one JSON frame of the task-runner protocol.
+type Message interface{ MessageType() string }
+
+// TaskMessage is every message that belongs to one task.
+type TaskMessage interface {
+	Message
+	TaskKey() string
+}
+
+// Message types, both directions. Wire names are identical from n8n 1.70 to 2.41.
+const (
+	TypeInfoRequest      = "broker:inforequest"
+	TypeRunnerRegistered = "broker:runnerregistered"
+	TypeTaskOfferAccept  = "broker:taskofferaccept"
+	TypeTaskSettings     = "broker:tasksettings"
+	TypeTaskCancel       = "broker:taskcancel"
+	TypeTaskDataResponse = "broker:taskdataresponse"
+	TypeNodeTypes        = "broker:nodetypes"
+	TypeRPCResponse      = "broker:rpcresponse"
+	TypeDrain            = "broker:drain"
+
+	TypeRunnerInfo       = "runner:info"
+	TypeTaskOffer        = "runner:taskoffer"
+	TypeTaskAccepted     = "runner:taskaccepted"
+	TypeTaskRejected     = "runner:taskrejected"
+	TypeTaskDeferred     = "runner:taskdeferred"
+	TypeTaskDataRequest  = "runner:taskdatarequest"
+	TypeNodeTypesRequest = "runner:nodetypesrequest"
+	TypeRPC              = "runner:rpc"
+	TypeTaskDone         = "runner:taskdone"
+	TypeTaskError        = "runner:taskerror"
+)
+
+// RPC response statuses.
+const (
+	RPCStatusSuccess = "success"
+	RPCStatusError   = "error"
+)
+
+// ---- broker -> runner ----
+
+// InfoRequest is the broker's first frame after the upgrade.
+type InfoRequest struct{}
+
+// RunnerRegistered confirms runner:info; the runner starts offering.
+type RunnerRegistered struct{}
+
+// Drain tells the runner to stop offering (broker shutting down).
+type Drain struct{}
+
+// TaskOfferAccept matches one of the runner's offers to a new task.
+type TaskOfferAccept struct {
+	TaskID  string `json:"taskId"`
+	OfferID string `json:"offerId"`
+}
+
+// TaskSettings carries the requester's opaque settings (Code node: code, nodeMode, ...).
+type TaskSettings struct {
+	TaskID   string          `json:"taskId"`
+	Settings json.RawMessage `json:"settings,omitempty"`
+}
+
+// TaskCancel aborts a task.
+type TaskCancel struct {
+	TaskID string `json:"taskId"`
+	Reason string `json:"reason"`
+}
+
+// TaskDataResponse answers a TaskDataRequest. Data can hold n8n's environment: never log it.
+type TaskDataResponse struct {
+	TaskID    string          `json:"taskId"`
+	RequestID string          `json:"requestId"`
+	Data      json.RawMessage `json:"data,omitempty"`
+}
+
+// NodeTypes answers a NodeTypesRequest with node-type descriptions.
+type NodeTypes struct {
+	TaskID    string          `json:"taskId"`
+	RequestID string          `json:"requestId"`
+	NodeTypes json.RawMessage `json:"nodeTypes,omitempty"`
+}
+
+// RPCResponse answers an RPC; Status is "success" or "error".
+type RPCResponse struct {
+	TaskID string          `json:"taskId"`
+	CallID string          `json:"callId"`
+	Status string          `json:"status"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// ---- runner -> broker ----
+
+// RunnerInfo registers the runner.
+type RunnerInfo struct {
+	Name  string   `json:"name"`
+	Types []string `json:"types"`
+}
+
+// TaskOffer offers one slot for ValidFor milliseconds (-1 = never expires).
+type TaskOffer struct {
+	OfferID  string `json:"offerId"`
+	TaskType string `json:"taskType"`
+	ValidFor int64  `json:"validFor"`
+}
+
+// TaskAccepted answers TaskOfferAccept: the runner owns the task.
+type TaskAccepted struct {
+	TaskID string `json:"taskId"`
+}
+
+// TaskRejected answers TaskOfferAccept: the runner cannot take it.
+type TaskRejected struct {
+	TaskID string `json:"taskId"`
+	Reason string `json:"reason"`
+}
+
+// TaskDeferred answers TaskOfferAccept (launcher): keep the request, a real runner will offer.
+type TaskDeferred struct {
+	TaskID string `json:"taskId"`
+}
+
+// TaskDataRequest asks for execution data (requestParams: dataOfNodes, prevNode, input, env).
+type TaskDataRequest struct {
+	TaskID        string          `json:"taskId"`
+	RequestID     string          `json:"requestId"`
+	RequestParams json.RawMessage `json:"requestParams,omitempty"`
+}
+
+// NodeTypesRequest asks for node-type descriptions ([{name, version}]).
+type NodeTypesRequest struct {
+	TaskID        string          `json:"taskId"`
+	RequestID     string          `json:"requestId"`
+	RequestParams json.RawMessage `json:"requestParams,omitempty"`
+}
+
+// RPC calls a helper in the n8n process (e.g. logNodeOutput, helpers.httpRequest).
+type RPC struct {
+	TaskID string          `json:"taskId"`
+	CallID string          `json:"callId"`
+	Name   string          `json:"name"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// TaskDone ends a task: {"result":[...], "customData"?, "staticData"?}.
+type TaskDone struct {
+	TaskID string          `json:"taskId"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// TaskError ends a task with an error: {"message","stack","description","lineNumber",...}.
+type TaskError struct {
+	TaskID string          `json:"taskId"`
+	Error  json.RawMessage `json:"error,omitempty"`
+}
+
+// Unknown is a message of a type this package does not know; both roles ignore it (as n8n does).
+type Unknown struct {
+	Type string
+	Raw  json.RawMessage
+}
+
+func (InfoRequest) MessageType() string      { return TypeInfoRequest }
+func (RunnerRegistered) MessageType() string { return TypeRunnerRegistered }
+func (Drain) MessageType() string            { return TypeDrain }
+func (TaskOfferAccept) MessageType() string  { return TypeTaskOfferAccept }
+func (TaskSettings) MessageType() string     { return TypeTaskSettings }
+func (TaskCancel) MessageType() string       { return TypeTaskCancel }
+func (TaskDataResponse) MessageType() string { return TypeTaskDataResponse }
+func (NodeTypes) MessageType() string        { return TypeNodeTypes }
+func (RPCResponse) MessageType() string      { return TypeRPCResponse }
+func (RunnerInfo) MessageType() string       { return TypeRunnerInfo }
+func (TaskOffer) MessageType() string        { return TypeTaskOffer }
+func (TaskAccepted) MessageType() string     { return TypeTaskAccepted }
+func (TaskRejected) MessageType() string     { return TypeTaskRejected }
+func (TaskDeferred) MessageType() string     { return TypeTaskDeferred }
+func (TaskDataRequest) MessageType() string  { return TypeTaskDataRequest }
+func (NodeTypesRequest) MessageType() string { return TypeNodeTypesRequest }
+func (RPC) MessageType() string              { return TypeRPC }
+func (TaskDone) MessageType() string         { return TypeTaskDone }
+func (TaskError) MessageType() string        { return TypeTaskError }
+func (u Unknown) MessageType() string        { return u.Type }
+
+func (m TaskOfferAccept) TaskKey() string  { return m.TaskID }
+func (m TaskSettings) TaskKey() string     { return m.TaskID }
+func (m TaskCancel) TaskKey() string       { return m.TaskID }
+func (m TaskDataResponse) TaskKey() string { return m.TaskID }
+func (m NodeTypes) TaskKey() string        { return m.TaskID }
+func (m RPCResponse) TaskKey() string      { return m.TaskID }
+func (m TaskAccepted) TaskKey() string     { return m.TaskID }
+func (m TaskRejected) TaskKey() string     { return m.TaskID }
+func (m TaskDeferred) TaskKey() string     { return m.TaskID }
+func (m TaskDataRequest) TaskKey() string  { return m.TaskID }
+func (m NodeTypesRequest) TaskKey() string { return m.TaskID }
+func (m RPC) TaskKey() string              { return m.TaskID }
+func (m TaskDone) TaskKey() string         { return m.TaskID }
+func (m TaskError) TaskKey() string        { return m.TaskID }
+
+// ErrMalformedMessage is returned by Decode for frames that are not a JSON object with a string "type".
+var ErrMalformedMessage = errors.New("n8nproto: malformed message")
+
+// Decode parses one frame by its "type". Known types come back as values (TaskDone, not *TaskDone);
+// unknown types come back as Unknown with the raw frame.
+func Decode(data []byte) (Message, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformedMessage)
+	}
+	t := gjson.GetBytes(data, "type")
+	if t.Type != gjson.String {
+		return nil, fmt.Errorf("%w: no string field \"type\"", ErrMalformedMessage)
+	}
+	var (
+		m   Message
+		err error
+	)
+	switch t.Str {
+	case TypeInfoRequest:
+		m, err = decodeEmpty(data, InfoRequest{})
+	case TypeRunnerRegistered:
+		m, err = decodeEmpty(data, RunnerRegistered{})
+	case TypeDrain:
+		m, err = decodeEmpty(data, Drain{})
+	case TypeTaskOfferAccept:
+		m, err = decodeAs[TaskOfferAccept](data)
+	case TypeTaskSettings:
+		m, err = decodeAs[TaskSettings](data)
+	case TypeTaskCancel:
+		m, err = decodeAs[TaskCancel](data)
+	case TypeTaskDataResponse:
+		m, err = decodeAs[TaskDataResponse](data)
+	case TypeNodeTypes:
+		m, err = decodeAs[NodeTypes](data)
+	case TypeRPCResponse:
+		m, err = decodeAs[RPCResponse](data)
+	case TypeRunnerInfo:
+		m, err = decodeAs[RunnerInfo](data)
+	case TypeTaskOffer:
+		m, err = decodeAs[TaskOffer](data)
+	case TypeTaskAccepted:
+		m, err = decodeAs[TaskAccepted](data)
+	case TypeTaskRejected:
+		m, err = decodeAs[TaskRejected](data)
+	case TypeTaskDeferred:
+		m, err = decodeAs[TaskDeferred](data)
+	case TypeTaskDataRequest:
+		m, err = decodeAs[TaskDataRequest](data)
+	case TypeNodeTypesRequest:
+		m, err = decodeAs[NodeTypesRequest](data)
+	case TypeRPC:
+		m, err = decodeAs[RPC](data)
+	case TypeTaskDone:
+		m, err = decodeAs[TaskDone](data)
+	case TypeTaskError:
+		m, err = decodeAs[TaskError](data)
+	default:
+		if !json.Valid(data) {
+			return nil, fmt.Errorf("%w: invalid JSON in %q frame", ErrMalformedMessage, t.Str)
+		}
+		return Unknown{Type: t.Str, Raw: append(json.RawMessage(nil), data...)}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: decode %s: %v", ErrMalformedMessage, t.Str, err)
+	}
+	return m, nil
+}
+
+func decodeAs[T Message](data []byte) (Message, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func decodeEmpty(data []byte, m Message) (Message, error) {
+	if !json.Valid(data) {
+		return nil, errors.New("invalid JSON")
+	}
+	return m, nil
+}
+
+// Encode serialises m as one frame with its "type" first. Pointers to message structs are accepted too.
+func Encode(m Message) ([]byte, error) {
+	if m == nil {
+		return nil, errors.New("n8nproto: encode nil message")
+	}
+	if u, ok := m.(Unknown); ok {
+		if !json.Valid(u.Raw) {
+			return nil, fmt.Errorf("n8nproto: encode unknown %q: raw is not valid JSON", u.Type)
+		}
+		return append([]byte(nil), u.Raw...), nil
+	}
+	if u, ok := m.(*Unknown); ok {
+		return Encode(*u)
+	}
+	if fast, ok, err := encodeFast(m); ok {
+		return fast, err
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("n8nproto: encode %s: %w", m.MessageType(), err)
+	}
+	typ := m.MessageType()
+	out := make([]byte, 0, len(body)+len(typ)+12)
+	out = append(out, `{"type":`...)
+	out = appendJSONString(out, typ)
+	if len(body) > 2 { // body is "{...}" with fields
+		out = append(out, ',')
+		out = append(out, body[1:]...)
+	} else {
+		out = append(out, '}')
+	}
+	return out, nil
+}
+
+// encodeFast writes the messages that carry big opaque payloads without re-compacting the payload
+// (json.Marshal would copy and re-scan a data response of up to 1 GiB twice). The payload is still
+// validated, so a broken payload never reaches the wire.
+func encodeFast(m Message) ([]byte, bool, error) {
+	var (
+		typ    string
+		ids    [][2]string
+		key    string
+		raw    json.RawMessage
+		errPfx string
+	)
+	switch v := m.(type) {
+	case TaskDataResponse:
+		typ, ids, key, raw = TypeTaskDataResponse, [][2]string{{"taskId", v.TaskID}, {"requestId", v.RequestID}}, "data", v.Data
+	case *TaskDataResponse:
+		return encodeFast(*v)
+	case TaskSettings:
+		typ, ids, key, raw = TypeTaskSettings, [][2]string{{"taskId", v.TaskID}}, "settings", v.Settings
+	case *TaskSettings:
+		return encodeFast(*v)
+	case TaskDone:
+		typ, ids, key, raw = TypeTaskDone, [][2]string{{"taskId", v.TaskID}}, "data", v.Data
+	case *TaskDone:
+		return encodeFast(*v)
+	default:
+		return nil, false, nil
+	}
+	errPfx = "n8nproto: encode " + typ
+	out := make([]byte, 0, len(raw)+96)
+	out = append(out, `{"type":`...)
+	out = appendJSONString(out, typ)
+	for _, kv := range ids {
+		out = append(out, ',')
+		out = appendJSONString(out, kv[0])
+		out = append(out, ':')
+		out = appendJSONString(out, kv[1])
+	}
+	if len(raw) > 0 {
+		if !json.Valid(raw) {
+			return nil, true, fmt.Errorf("%s: field %q is not valid JSON", errPfx, key)
+		}
+		out = append(out, ',')
+		out = appendJSONString(out, key)
+		out = append(out, ':')
+		out = append(out, raw...)
+	}
+	out = append(out, '}')
+	return out, true, nil
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	simple := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			simple = false
+			break
+		}
+	}
+	if simple {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	b, _ := json.Marshal(s) // cannot fail for a string
+	return append(dst, b...)
+}
+
+// withTaskID returns a copy of m whose TaskID is id (Send rewrites ids so a relay can forward as is).
+func withTaskID(m TaskMessage, id string) (TaskMessage, error) {
+	switch v := m.(type) {
+	case TaskOfferAccept:
+		v.TaskID = id
+		return v, nil
+	case *TaskOfferAccept:
+		return withTaskID(*v, id)
+	case TaskSettings:
+		v.TaskID = id
+		return v, nil
+	case *TaskSettings:
+		return withTaskID(*v, id)
+	case TaskCancel:
+		v.TaskID = id
+		return v, nil
+	case *TaskCancel:
+		return withTaskID(*v, id)
+	case TaskDataResponse:
+		v.TaskID = id
+		return v, nil
+	case *TaskDataResponse:
+		return withTaskID(*v, id)
+	case NodeTypes:
+		v.TaskID = id
+		return v, nil
+	case *NodeTypes:
+		return withTaskID(*v, id)
+	case RPCResponse:
+		v.TaskID = id
+		return v, nil
+	case *RPCResponse:
+		return withTaskID(*v, id)
+	case TaskAccepted:
+		v.TaskID = id
+		return v, nil
+	case *TaskAccepted:
+		return withTaskID(*v, id)
+	case TaskRejected:
+		v.TaskID = id
+		return v, nil
+	case *TaskRejected:
+		return withTaskID(*v, id)
+	case TaskDeferred:
+		v.TaskID = id
+		return v, nil
+	case *TaskDeferred:
+		return withTaskID(*v, id)
+	case TaskDataRequest:
+		v.TaskID = id
+		return v, nil
+	case *TaskDataRequest:
+		return withTaskID(*v, id)
+	case NodeTypesRequest:
+		v.TaskID = id
+		return v, nil
+	case *NodeTypesRequest:
+		return withTaskID(*v, id)
+	case RPC:
+		v.TaskID = id
+		return v, nil
+	case *RPC:
+		return withTaskID(*v, id)
+	case TaskDone:
+		v.TaskID = id
+		return v, nil
+	case *TaskDone:
+		return withTaskID(*v, id)
+	case TaskError:
+		v.TaskID = id
+		return v, nil
+	case *TaskError:
+		return withTaskID(*v, id)
+	case nil:
+		return nil, errors.New("n8nproto: nil task message")
+	default:
+		return nil, fmt.Errorf("n8nproto: %T is not a task message of this package", m)
+	}
+}
