@@ -1,0 +1,185 @@
+// Package replay runs the bundled test workflows against a live n8n: it imports each workflow
+// through n8n's public API (replacing one of the same name), publishes it, waits until the n8n-fn
+// sidecars discovered its functions, calls the webhooks named by the workflow's cases file and
+// compares the answers with the expected outputs or errors.
+//
+// A suite is one workflow file X.json plus its cases file X.cases.json in the same directory.
+// Package replay does not talk HTTP itself: the caller passes an API (cmd/n8n-fn adapts the n8napi
+// client) and a readiness check (cmd/n8n-fn asks the registry), so workflows stays a leaf.
+package replay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// ErrSuite is wrapped by every error about a malformed workflow or cases file.
+var ErrSuite = errors.New("invalid replay suite")
+
+// CasesSuffix names the cases file of workflow X.json: X.cases.json.
+const CasesSuffix = ".cases.json"
+
+// Suite is one test workflow and its cases.
+type Suite struct {
+	File        string          // workflow file name, e.g. basic-function-test.json
+	Name        string          // the workflow's name (the import replaces a workflow of this name)
+	Workflow    json.RawMessage // the workflow JSON as in the file
+	Webhooks    []string        // webhook paths the workflow serves (production URL paths)
+	Description string
+	Cases       []Case
+}
+
+// Case is one request (or several, see Concurrency/Repeat) and what it must give.
+type Case struct {
+	Name    string          `json:"name"`
+	Webhook string          `json:"webhook"`          // path under N8N_WEBHOOK_URL, e.g. n8n-fn-test/call-add
+	Method  string          `json:"method,omitempty"` // default POST
+	Body    json.RawMessage `json:"body,omitempty"`
+	// Expect is matched against the webhook's JSON answer: objects need every expected key (more
+	// keys are fine), arrays need the same length and each element to match, scalars must be equal.
+	Expect json.RawMessage `json:"expect,omitempty"`
+	// ExpectError passes the case when the request failed with an error containing this text (case-
+	// insensitive): an n8n error answer (the message is read from the failed execution), or an item
+	// with an "error" field (a node with "On Error: Continue").
+	ExpectError string `json:"expectError,omitempty"`
+	MaxMs       int    `json:"maxMs,omitempty"`       // every request must answer within this time
+	Concurrency int    `json:"concurrency,omitempty"` // parallel requests per round (default 1)
+	Repeat      int    `json:"repeat,omitempty"`      // rounds (default 1)
+	// ExpectWorkers is the least number of distinct values of WorkerField seen over all answers'
+	// items: 2 proves that calls ran on two workers.
+	ExpectWorkers int    `json:"expectWorkers,omitempty"`
+	WorkerField   string `json:"workerField,omitempty"` // default "worker"
+	Skip          string `json:"skip,omitempty"`        // non-empty: not run, the text says why
+}
+
+type casesFile struct {
+	Description string `json:"description"`
+	Cases       []Case `json:"cases"`
+}
+
+// Load reads every X.json with an X.cases.json next to it in dir, sorted by file name. A workflow
+// without a cases file is an error (it would be imported but never checked).
+func Load(dir string) ([]Suite, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load replay suites: %w", err)
+	}
+	var suites []Suite
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".json") || strings.HasSuffix(name, CasesSuffix) {
+			continue
+		}
+		s, err := loadSuite(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		suites = append(suites, s)
+	}
+	if len(suites) == 0 {
+		return nil, fmt.Errorf("%w: no workflow files (*.json with a *%s next to them) in %s", ErrSuite, CasesSuffix, dir)
+	}
+	sort.Slice(suites, func(i, j int) bool { return suites[i].File < suites[j].File })
+	seenName := map[string]string{}
+	seenHook := map[string]string{}
+	for _, s := range suites {
+		if other, ok := seenName[s.Name]; ok {
+			return nil, fmt.Errorf("%w: %s and %s both name their workflow %q (the import replaces by name)", ErrSuite, other, s.File, s.Name)
+		}
+		seenName[s.Name] = s.File
+		for _, h := range s.Webhooks {
+			if other, ok := seenHook[h]; ok {
+				return nil, fmt.Errorf("%w: %s and %s both serve the webhook path %q", ErrSuite, other, s.File, h)
+			}
+			seenHook[h] = s.File
+		}
+	}
+	for _, s := range suites {
+		for _, c := range s.Cases {
+			if _, ok := seenHook[c.Webhook]; !ok {
+				return nil, fmt.Errorf("%w: %s, case %q: no workflow in %s serves the webhook path %q", ErrSuite, s.File+"", c.Name, dir, c.Webhook)
+			}
+		}
+	}
+	return suites, nil
+}
+
+func loadSuite(dir, file string) (Suite, error) {
+	wfPath := filepath.Join(dir, file)
+	wf, err := os.ReadFile(wfPath)
+	if err != nil {
+		return Suite{}, fmt.Errorf("load replay suite: %w", err)
+	}
+	if !gjson.ValidBytes(wf) {
+		return Suite{}, fmt.Errorf("%w: %s is not valid JSON", ErrSuite, wfPath)
+	}
+	doc := gjson.ParseBytes(wf)
+	name := doc.Get("name").String()
+	if name == "" || !doc.Get("nodes").IsArray() || !doc.Get("connections").IsObject() {
+		return Suite{}, fmt.Errorf("%w: %s is not an n8n workflow (needs name, nodes, connections)", ErrSuite, wfPath)
+	}
+	s := Suite{File: file, Name: name, Workflow: wf}
+	doc.Get("nodes").ForEach(func(_, n gjson.Result) bool {
+		if n.Get("type").String() == "n8n-nodes-base.webhook" && !n.Get("disabled").Bool() {
+			if p := strings.Trim(n.Get("parameters.path").String(), "/"); p != "" {
+				s.Webhooks = append(s.Webhooks, p)
+			}
+		}
+		return true
+	})
+	casesPath := filepath.Join(dir, strings.TrimSuffix(file, ".json")+CasesSuffix)
+	cb, err := os.ReadFile(casesPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return Suite{}, fmt.Errorf("%w: %s has no cases file %s (write one, or move the workflow out of the directory)", ErrSuite, wfPath, casesPath)
+		}
+		return Suite{}, fmt.Errorf("load replay suite: %w", err)
+	}
+	var cf casesFile
+	dec := json.NewDecoder(strings.NewReader(string(cb)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cf); err != nil {
+		return Suite{}, fmt.Errorf("%w: %s: %v", ErrSuite, casesPath, err)
+	}
+	s.Description = cf.Description
+	for i, c := range cf.Cases {
+		where := fmt.Sprintf("%s, case %d (%q)", casesPath, i, c.Name)
+		switch {
+		case c.Name == "":
+			return Suite{}, fmt.Errorf("%w: %s: missing name", ErrSuite, where)
+		case c.Webhook == "":
+			return Suite{}, fmt.Errorf("%w: %s: missing webhook (the path to call)", ErrSuite, where)
+		case len(c.Expect) == 0 && c.ExpectError == "":
+			return Suite{}, fmt.Errorf("%w: %s: give expect or expectError", ErrSuite, where)
+		case len(c.Expect) > 0 && c.ExpectError != "":
+			return Suite{}, fmt.Errorf("%w: %s: give expect or expectError, not both", ErrSuite, where)
+		case c.Concurrency < 0 || c.Repeat < 0 || c.MaxMs < 0 || c.ExpectWorkers < 0:
+			return Suite{}, fmt.Errorf("%w: %s: concurrency, repeat, maxMs and expectWorkers must not be negative", ErrSuite, where)
+		}
+		c.Webhook = strings.Trim(c.Webhook, "/")
+		if c.Method == "" {
+			c.Method = "POST"
+		}
+		if c.Concurrency == 0 {
+			c.Concurrency = 1
+		}
+		if c.Repeat == 0 {
+			c.Repeat = 1
+		}
+		if c.WorkerField == "" {
+			c.WorkerField = "worker"
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	if len(s.Cases) == 0 {
+		return Suite{}, fmt.Errorf("%w: %s has no cases", ErrSuite, casesPath)
+	}
+	return s, nil
+}
