@@ -40,7 +40,7 @@ type Config struct {
 	TaskTypes       []string      // N8N_FN_TASK_TYPES
 	BrokerListen    string        // N8N_FN_BROKER_LISTEN
 	BrokerAuthToken string        // N8N_FN_BROKER_AUTH_TOKEN
-	HealthListen    string        // N8N_FN_HEALTH_LISTEN
+	HealthListen    string        // N8N_FN_HEALTH_LISTEN ("off" = none)
 	RunnerMode      string        // N8N_FN_RUNNER_MODE
 	RunnerCommand   string        // N8N_FN_RUNNER_COMMAND
 	RunnerArgs      []string      // N8N_FN_RUNNER_ARGS (space separated)
@@ -64,6 +64,9 @@ type EnvVar struct {
 	Description string
 }
 
+// healthOff as N8N_FN_HEALTH_LISTEN turns the health server off.
+const healthOff = "off"
+
 const defaultRunnerArgs = "--disallow-code-generation-from-strings --disable-proto=delete dist/start.js"
 
 // EnvVars lists every variable `n8n-fn run` reads, in the order --help prints them.
@@ -78,7 +81,7 @@ func EnvVars() []EnvVar {
 		{"N8N_FN_TASK_TYPES", "javascript", "task types taken from n8n (add python when a Python runner is attached behind)"},
 		{"N8N_FN_BROKER_LISTEN", "127.0.0.1:5700", "address of the broker for runners behind the sidecar"},
 		{"N8N_FN_BROKER_AUTH_TOKEN", "= N8N_RUNNERS_AUTH_TOKEN", "auth token runners/launchers behind the sidecar must present"},
-		{"N8N_FN_HEALTH_LISTEN", "127.0.0.1:5701", "address of /healthz and /readyz (empty = off)"},
+		{"N8N_FN_HEALTH_LISTEN", "127.0.0.1:5701", "address of /healthz and /readyz (off = no health server)"},
 		{"N8N_FN_RUNNER_MODE", "spawn", "spawn: start the official JS runner; external: a runner/launcher connects; none: directives only"},
 		{"N8N_FN_RUNNER_COMMAND", "node", "spawn mode: command that starts the official JS runner"},
 		{"N8N_FN_RUNNER_ARGS", defaultRunnerArgs, "spawn mode: its arguments (space separated)"},
@@ -200,6 +203,9 @@ func (c *Config) setDefaults() {
 	if c.BrokerAuthToken == "" {
 		c.BrokerAuthToken = c.AuthToken
 	}
+	if c.HealthListen == "" {
+		c.HealthListen = "127.0.0.1:5701"
+	}
 	if c.RunnerMode == "" {
 		c.RunnerMode = ModeSpawn
 	}
@@ -260,9 +266,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.BrokerListen); err != nil {
 		bad("N8N_FN_BROKER_LISTEN=%q: want host:port (%v)", c.BrokerListen, err)
 	}
-	if c.HealthListen != "" {
+	if c.HealthListen != healthOff {
 		if _, _, err := net.SplitHostPort(c.HealthListen); err != nil {
-			bad("N8N_FN_HEALTH_LISTEN=%q: want host:port or empty (%v)", c.HealthListen, err)
+			bad("N8N_FN_HEALTH_LISTEN=%q: want host:port or off (%v)", c.HealthListen, err)
 		}
 	}
 	switch c.RunnerMode {

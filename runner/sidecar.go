@@ -85,7 +85,7 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 	if s.brokerLn, err = net.Listen("tcp", cfg.BrokerListen); err != nil {
 		return nil, fmt.Errorf("listen for runners on N8N_FN_BROKER_LISTEN=%s: %w", cfg.BrokerListen, err)
 	}
-	if cfg.HealthListen != "" {
+	if cfg.HealthListen != healthOff {
 		if s.healthLn, err = net.Listen("tcp", cfg.HealthListen); err != nil {
 			s.brokerLn.Close()
 			return nil, fmt.Errorf("listen for health checks on N8N_FN_HEALTH_LISTEN=%s: %w", cfg.HealthListen, err)

@@ -1,0 +1,132 @@
+package runner
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := ConfigFromEnv(envOf(map[string]string{
+		"N8N_RUNNERS_AUTH_TOKEN": "tok",
+		"N8N_FN_RUNNER_MODE":     "external",
+	}))
+	if err != nil {
+		t.Fatalf("ConfigFromEnv: %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"BrokerURI", cfg.BrokerURI, "http://127.0.0.1:5679"},
+		{"MaxConcurrency", cfg.MaxConcurrency, 10},
+		{"MaxPayload", cfg.MaxPayload, int64(1073741824)},
+		{"TaskTimeout", cfg.TaskTimeout, 300 * time.Second},
+		{"BrokerListen", cfg.BrokerListen, "127.0.0.1:5700"},
+		{"BrokerAuthToken", cfg.BrokerAuthToken, "tok"},
+		{"HealthListen", cfg.HealthListen, "127.0.0.1:5701"},
+		{"RunnerCommand", cfg.RunnerCommand, "node"},
+		{"RunnerArgs", strings.Join(cfg.RunnerArgs, " "), defaultRunnerArgs},
+		{"RedisURL", cfg.RedisURL, "redis://127.0.0.1:6379/0"},
+		{"Prefix", cfg.Prefix, "n8nfn:"},
+		{"N8NAPIURL", cfg.N8NAPIURL, "http://127.0.0.1:5678"},
+		{"WebhookURL", cfg.WebhookURL, "http://127.0.0.1:5678/webhook"},
+		{"ShutdownGrace", cfg.ShutdownGrace, 30 * time.Second},
+		{"TaskTypes", strings.Join(cfg.TaskTypes, ","), "javascript"},
+		{"runnerTaskTimeout", cfg.runnerTaskTimeout(), 295},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if cfg.ID == "" {
+		t.Error("ID has no default")
+	}
+}
+
+func TestConfigValues(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := ConfigFromEnv(envOf(map[string]string{
+		"N8N_RUNNERS_AUTH_TOKEN":      "tok",
+		"N8N_RUNNERS_TASK_TIMEOUT":    "10",
+		"N8N_RUNNERS_MAX_CONCURRENCY": "3",
+		"N8N_FN_BROKER_AUTH_TOKEN":    "other",
+		"N8N_FN_RUNNER_MODE":          "spawn",
+		"N8N_FN_RUNNER_DIR":           dir,
+		"N8N_FN_RUNNER_ARGS":          "/bin/true",
+		"N8N_FN_SHUTDOWN_GRACE":       "2m",
+		"N8N_FN_NO_RUNNER_WAIT":       "1",
+		"N8N_FN_N8N_API_URL":          "http://n8n:5678/",
+		"N8N_FN_HEALTH_LISTEN":        "127.0.0.1:0",
+	}))
+	if err != nil {
+		t.Fatalf("ConfigFromEnv: %v", err)
+	}
+	if cfg.BrokerAuthToken != "other" || cfg.MaxConcurrency != 3 || cfg.ShutdownGrace != 2*time.Minute ||
+		cfg.NoRunnerWait != time.Second || cfg.WebhookURL != "http://n8n:5678/webhook" || cfg.runnerTaskTimeout() != 8 {
+		t.Errorf("unexpected config: %+v (runner timeout %d)", cfg, cfg.runnerTaskTimeout())
+	}
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"N8N_FN_RUNNER_MODE": "none"}, []string{"N8N_RUNNERS_AUTH_TOKEN is not set"}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t"}, []string{"N8N_FN_RUNNER_DIR is not set"}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "spawn", "N8N_FN_RUNNER_DIR": "/nonexistent/x"}, []string{`N8N_FN_RUNNER_DIR="/nonexistent/x" is not a directory`}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "sometimes"}, []string{`N8N_FN_RUNNER_MODE="sometimes"`}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_RUNNERS_MAX_CONCURRENCY": "ten"}, []string{`N8N_RUNNERS_MAX_CONCURRENCY="ten": want a positive whole number`}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_SHUTDOWN_GRACE": "soon"}, []string{`N8N_FN_SHUTDOWN_GRACE="soon"`}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_RUNNERS_TASK_BROKER_URI": "ws://x"}, []string{"N8N_RUNNERS_TASK_BROKER_URI"}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_TASK_TYPES": "python"}, []string{"must include javascript", "python tasks could never run"}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_LOG_FORMAT": "xml", "N8N_FN_LOG_LEVEL": "loud"}, []string{"N8N_FN_LOG_FORMAT", "N8N_FN_LOG_LEVEL"}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_BROKER_LISTEN": "5700"}, []string{"N8N_FN_BROKER_LISTEN"}},
+	}
+	for _, c := range cases {
+		_, err := ConfigFromEnv(envOf(c.env))
+		if err == nil {
+			t.Errorf("%v: no error", c.env)
+			continue
+		}
+		if !errors.Is(err, ErrConfig) {
+			t.Errorf("%v: error does not wrap ErrConfig: %v", c.env, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: error %q does not mention %q", c.env, err, w)
+			}
+		}
+	}
+}
+
+func TestEnvVarsCoverConfig(t *testing.T) {
+	seen := map[string]bool{}
+	for _, v := range EnvVars() {
+		if seen[v.Name] {
+			t.Errorf("%s listed twice", v.Name)
+		}
+		seen[v.Name] = true
+		if v.Description == "" {
+			t.Errorf("%s has no description", v.Name)
+		}
+	}
+	for _, name := range []string{
+		"N8N_RUNNERS_TASK_BROKER_URI", "N8N_RUNNERS_AUTH_TOKEN", "N8N_RUNNERS_MAX_CONCURRENCY", "N8N_RUNNERS_MAX_PAYLOAD",
+		"N8N_RUNNERS_TASK_TIMEOUT", "N8N_FN_ID", "N8N_FN_BROKER_LISTEN", "N8N_FN_BROKER_AUTH_TOKEN", "N8N_FN_HEALTH_LISTEN",
+		"N8N_FN_RUNNER_MODE", "N8N_FN_RUNNER_COMMAND", "N8N_FN_RUNNER_ARGS", "N8N_FN_RUNNER_DIR", "N8N_FN_REDIS_URL",
+		"N8N_FN_PREFIX", "N8N_FN_SECRET", "N8N_FN_N8N_API_URL", "N8N_FN_N8N_API_KEY", "N8N_FN_WEBHOOK_URL",
+		"N8N_FN_SHUTDOWN_GRACE", "N8N_FN_LOG_LEVEL", "N8N_FN_LOG_FORMAT",
+	} {
+		if !seen[name] {
+			t.Errorf("%s missing from EnvVars", name)
+		}
+	}
+}
