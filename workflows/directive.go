@@ -1,0 +1,597 @@
+package workflows
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// Scopes a function can be registered in. A call may also name another workflow's id as its scope.
+const (
+	ScopeGlobal   = "global"
+	ScopeWorkflow = "workflow"
+)
+
+// Call modes: one call per input item, or one call carrying all input items.
+const (
+	ModeEachItem = "eachItem"
+	ModeAllItems = "allItems"
+)
+
+// Param types a function can declare.
+const (
+	TypeString  = "string"
+	TypeNumber  = "number"
+	TypeBoolean = "boolean"
+	TypeObject  = "object"
+	TypeArray   = "array"
+)
+
+// Defaults and limits of the directive fields (docs/directives.md lists them for users).
+const (
+	DefaultFunctionTimeoutMs = 60_000     // how long a function execution may take
+	MinTimeoutMs             = 100        // below this a call cannot even be dispatched
+	MaxTimeoutMs             = 86_400_000 // 24 h; the caller's n8n task timeout is usually the tighter bound
+	MaxConcurrencyLimit      = 10_000
+	MaxRetries               = 10
+	DefaultRetryBackoffMs    = 1_000
+	MaxRetryBackoffMs        = 600_000
+	DefaultWaitForLiveMs     = 2_000 // fail fast when no live sidecar serves the function
+	MaxWaitForLiveMs         = 60_000
+	MaxParams                = 100
+	MaxNameLength            = 100
+	MaxDescriptionLength     = 2_000
+	MaxMessageLength         = 2_000
+)
+
+// ContextField is the item field that carries the signed call context (callctx.go).
+const ContextField = "_functionCall"
+
+var (
+	nameRe       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	workflowIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	fieldPathRe  = regexp.MustCompile(`^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$`)
+)
+
+// DirectiveError is one problem with one field of one node's directive. It wraps ErrDirective.
+type DirectiveError struct {
+	Node  string // the Code node's name ("" when the caller did not say)
+	Field string // the directive field ("" for the header as a whole)
+	Msg   string
+}
+
+func (e *DirectiveError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrDirective.Error())
+	if e.Node != "" {
+		fmt.Fprintf(&b, " in node %q", e.Node)
+	}
+	if e.Field != "" {
+		fmt.Fprintf(&b, ", field %q", e.Field)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+func (e *DirectiveError) Unwrap() error { return ErrDirective }
+
+// DirectiveErrors is every problem found in one directive; parsers return it (never empty) so a
+// user fixes everything in one round.
+type DirectiveErrors []*DirectiveError
+
+func (es DirectiveErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (es DirectiveErrors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// Directive is a parsed, validated directive of any op.
+type Directive interface {
+	DirectiveOp() string
+}
+
+// Param declares one parameter of a function.
+type Param struct {
+	Name        string          `json:"name"`
+	Type        string          `json:"type"`
+	Required    bool            `json:"required,omitempty"`
+	Default     json.RawMessage `json:"default,omitempty"` // already coerced to Type; nil = no default
+	Description string          `json:"description,omitempty"`
+}
+
+// FunctionDirective is {"op":"function",...}: it defines a callable function.
+type FunctionDirective struct {
+	Name           string  `json:"name"`
+	Scope          string  `json:"scope"` // ScopeGlobal or ScopeWorkflow
+	Params         []Param `json:"params,omitempty"`
+	TimeoutMs      int     `json:"timeoutMs"`
+	MaxConcurrency int     `json:"maxConcurrency"` // 0 = no per-function limit
+	Description    string  `json:"description,omitempty"`
+}
+
+// CallDirective is {"op":"call",...}: it calls a function and waits for its return value.
+type CallDirective struct {
+	Function string `json:"function"`
+	// Scope is ScopeGlobal, ScopeWorkflow (the caller's own workflow) or another workflow's id.
+	Scope          string `json:"scope"`
+	Mode           string `json:"mode"`      // ModeEachItem or ModeAllItems
+	TimeoutMs      int    `json:"timeoutMs"` // 0 = the function's own timeout
+	Retries        int    `json:"retries"`
+	RetryBackoffMs int    `json:"retryBackoffMs"`
+	// ResultField "" outputs the returned items; otherwise the input item is output with
+	// ResultValue(returned items) stored under this top-level field.
+	ResultField string `json:"resultField,omitempty"`
+	// IdempotencyKey "" = none; otherwise a dotted field path into the input item's json whose
+	// value identifies the call (see IdempotencyValue).
+	IdempotencyKey string `json:"idempotencyKey,omitempty"`
+	WaitForLiveMs  int    `json:"waitForLive"`
+}
+
+// ReturnDirective is {"op":"return"} or its fail form {"op":"return","fail":true,"message":"..."}.
+type ReturnDirective struct {
+	Fail    bool   `json:"fail,omitempty"`
+	Message string `json:"message,omitempty"` // "" = the item's json.error or json.message
+}
+
+// EchoDirective is the diagnostic op: the sidecar returns the input items with a marker.
+type EchoDirective struct{}
+
+func (*FunctionDirective) DirectiveOp() string { return OpFunction }
+func (*CallDirective) DirectiveOp() string     { return OpCall }
+func (*ReturnDirective) DirectiveOp() string   { return OpReturn }
+func (*EchoDirective) DirectiveOp() string     { return OpEcho }
+
+// ParseDirective reads a Code node's code. It returns (nil, nil) when the code is no directive;
+// otherwise the op's typed directive or an error wrapping ErrDirective that names node and field.
+func ParseDirective(node, code string) (Directive, error) {
+	h, err := ParseHeader(code)
+	if err != nil {
+		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), ErrDirective.Error()), ": ")
+		return nil, DirectiveErrors{{Node: node, Msg: msg}}
+	}
+	if h == nil {
+		return nil, nil
+	}
+	return ParseHeaderDirective(node, h)
+}
+
+// ParseHeaderDirective parses an already split header with the parser of its op.
+func ParseHeaderDirective(node string, h *Header) (Directive, error) {
+	// Each case returns explicitly so a failed parse yields a nil interface, not a typed nil.
+	switch h.Op {
+	case OpFunction:
+		d, err := ParseFunction(node, h)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	case OpCall:
+		d, err := ParseCall(node, h)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	case OpReturn:
+		d, err := ParseReturn(node, h)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	case OpEcho:
+		d, err := ParseEcho(node, h)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
+	return nil, DirectiveErrors{{Node: node, Field: "op", Msg: fmt.Sprintf("unknown op %q (expected function, call or return)", h.Op)}}
+}
+
+// fields reads one JSON object strictly: unknown and duplicate fields are errors, and every
+// problem is collected.
+type fields struct {
+	node string
+	op   string
+	vals map[string]gjson.Result
+	errs DirectiveErrors
+}
+
+func newFields(node, op string, raw []byte, allowed ...string) *fields {
+	f := &fields{node: node, op: op, vals: map[string]gjson.Result{}}
+	obj := gjson.ParseBytes(raw)
+	if !obj.IsObject() {
+		if op == "" {
+			f.fail("", fmt.Sprintf("expected an object {\"name\",\"type\",...}, got %s", clip(obj.Raw)))
+		} else {
+			f.fail("", "the directive must be one JSON object")
+		}
+		return f
+	}
+	ok := map[string]bool{}
+	if op != "" {
+		ok["op"], ok["v"] = true, true
+	}
+	for _, a := range allowed {
+		ok[a] = true
+	}
+	obj.ForEach(func(k, v gjson.Result) bool {
+		name := k.String()
+		switch {
+		case !ok[name]:
+			what := fmt.Sprintf("op %q", op)
+			if op == "" {
+				what = "a param"
+			}
+			f.fail(name, fmt.Sprintf("unknown field for %s (allowed: %s)", what, strings.Join(sortedKeys(ok), ", ")))
+		case f.has(name):
+			f.fail(name, "given twice")
+		default:
+			f.vals[name] = v
+		}
+		return true
+	})
+	return f
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *fields) has(name string) bool { _, ok := f.vals[name]; return ok }
+
+func (f *fields) fail(field, msg string) {
+	f.errs = append(f.errs, &DirectiveError{Node: f.node, Field: field, Msg: msg})
+}
+
+func (f *fields) err() error {
+	if len(f.errs) == 0 {
+		return nil
+	}
+	return f.errs
+}
+
+func (f *fields) str(name, def string) string {
+	v, ok := f.vals[name]
+	if !ok {
+		return def
+	}
+	if v.Type != gjson.String {
+		f.fail(name, fmt.Sprintf("expected a string, got %s", clip(v.Raw)))
+		return def
+	}
+	return v.Str
+}
+
+func (f *fields) boolean(name string) bool {
+	v, ok := f.vals[name]
+	if !ok {
+		return false
+	}
+	if v.Type != gjson.True && v.Type != gjson.False {
+		f.fail(name, fmt.Sprintf("expected true or false, got %s", clip(v.Raw)))
+		return false
+	}
+	return v.Bool()
+}
+
+// integer reads a whole number in [lo, hi]; zeroOK also admits 0 (meaning "not set").
+func (f *fields) integer(name string, def, lo, hi int, zeroOK bool, unit string) int {
+	v, ok := f.vals[name]
+	if !ok {
+		return def
+	}
+	n := v.Float()
+	if v.Type != gjson.Number || n != math.Trunc(n) || math.IsInf(n, 0) {
+		f.fail(name, fmt.Sprintf("expected a whole number%s, got %s", unit, clip(v.Raw)))
+		return def
+	}
+	if zeroOK && n == 0 {
+		return 0
+	}
+	if n < float64(lo) || n > float64(hi) {
+		rng := fmt.Sprintf("%d..%d", lo, hi)
+		if zeroOK {
+			rng = "0 or " + rng
+		}
+		f.fail(name, fmt.Sprintf("%s is out of range (allowed %s%s)", v.Raw, rng, unit))
+		return def
+	}
+	return int(n)
+}
+
+func (f *fields) name(field string, required bool, what string) string {
+	s := f.str(field, "")
+	if _, given := f.vals[field]; !given {
+		if required {
+			f.fail(field, fmt.Sprintf("missing: the %s is required", what))
+		}
+		return ""
+	}
+	if err := checkName(s); err != nil {
+		f.fail(field, err.Error())
+	}
+	return s
+}
+
+func checkName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > MaxNameLength:
+		return fmt.Errorf("longer than %d characters", MaxNameLength)
+	case !nameRe.MatchString(s):
+		return fmt.Errorf("%q may only contain letters, digits, '_', '-' and '.' (and must not start with '-' or '.')", s)
+	}
+	return nil
+}
+
+// ValidName reports whether s can name a function or a param (letters, digits, '_', '-', '.').
+func ValidName(s string) bool { return checkName(s) == nil }
+
+// ParseFunction parses {"op":"function",...}.
+func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
+	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "description")
+	d := &FunctionDirective{
+		Name:           f.name("name", true, "function name"),
+		Scope:          f.str("scope", ScopeGlobal),
+		TimeoutMs:      f.integer("timeoutMs", DefaultFunctionTimeoutMs, MinTimeoutMs, MaxTimeoutMs, false, " ms"),
+		MaxConcurrency: f.integer("maxConcurrency", 0, 1, MaxConcurrencyLimit, true, ""),
+		Description:    f.str("description", ""),
+	}
+	if d.Scope != ScopeGlobal && d.Scope != ScopeWorkflow {
+		f.fail("scope", fmt.Sprintf("%q is not a scope (use %q or %q)", d.Scope, ScopeGlobal, ScopeWorkflow))
+	}
+	if len(d.Description) > MaxDescriptionLength {
+		f.fail("description", fmt.Sprintf("longer than %d characters", MaxDescriptionLength))
+	}
+	if p, ok := f.vals["params"]; ok {
+		d.Params = parseParams(f, p)
+	}
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func parseParams(f *fields, p gjson.Result) []Param {
+	if !p.IsArray() {
+		f.fail("params", fmt.Sprintf("expected an array of {\"name\",\"type\",...} objects, got %s", clip(p.Raw)))
+		return nil
+	}
+	items := p.Array()
+	if len(items) > MaxParams {
+		f.fail("params", fmt.Sprintf("%d params declared, at most %d allowed", len(items), MaxParams))
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []Param
+	for i, it := range items {
+		pf := newFields(f.node, "", []byte(it.Raw), "name", "type", "required", "default", "description")
+		prm := Param{
+			Name:        pf.name("name", true, "param name"),
+			Type:        pf.str("type", TypeString),
+			Required:    pf.boolean("required"),
+			Description: pf.str("description", ""),
+		}
+		switch prm.Type {
+		case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray:
+		default:
+			pf.fail("type", fmt.Sprintf("%q is not a param type (use string, number, boolean, object or array)", prm.Type))
+		}
+		if prm.Name == ContextField {
+			pf.fail("name", fmt.Sprintf("%q is reserved for the call context", ContextField))
+		}
+		if prm.Name != "" && seen[prm.Name] {
+			pf.fail("name", fmt.Sprintf("param %q is declared twice", prm.Name))
+		}
+		seen[prm.Name] = true
+		if dv, ok := pf.vals["default"]; ok && dv.Type != gjson.Null && len(pf.errs) == 0 {
+			c, err := coerce(prm.Type, dv)
+			if err != nil {
+				pf.fail("default", fmt.Sprintf("does not fit type %s: %v", prm.Type, err))
+			} else {
+				prm.Default = c
+			}
+		}
+		for _, e := range pf.errs {
+			label := fmt.Sprintf("params[%d]", i)
+			if prm.Name != "" {
+				label = fmt.Sprintf("params[%d] (%s)", i, prm.Name)
+			}
+			if e.Field != "" {
+				label += "." + e.Field
+			}
+			e.Field = label
+			f.errs = append(f.errs, e)
+		}
+		out = append(out, prm)
+	}
+	return out
+}
+
+// ParseCall parses {"op":"call",...}.
+func ParseCall(node string, h *Header) (*CallDirective, error) {
+	f := newFields(node, OpCall, h.Raw, "function", "scope", "mode", "timeoutMs", "retries", "retryBackoffMs", "resultField", "idempotencyKey", "waitForLive")
+	d := &CallDirective{
+		Function:       f.name("function", true, "name of the function to call"),
+		Scope:          f.str("scope", ScopeGlobal),
+		Mode:           f.str("mode", ModeEachItem),
+		TimeoutMs:      f.integer("timeoutMs", 0, MinTimeoutMs, MaxTimeoutMs, true, " ms"),
+		Retries:        f.integer("retries", 0, 0, MaxRetries, false, ""),
+		RetryBackoffMs: f.integer("retryBackoffMs", DefaultRetryBackoffMs, 0, MaxRetryBackoffMs, false, " ms"),
+		ResultField:    f.str("resultField", ""),
+		IdempotencyKey: f.str("idempotencyKey", ""),
+		WaitForLiveMs:  f.integer("waitForLive", DefaultWaitForLiveMs, 0, MaxWaitForLiveMs, false, " ms"),
+	}
+	if d.Scope != ScopeGlobal && d.Scope != ScopeWorkflow && !workflowIDRe.MatchString(d.Scope) {
+		f.fail("scope", fmt.Sprintf("%q is neither %q, %q nor a workflow id (letters, digits, '_', '-')", d.Scope, ScopeGlobal, ScopeWorkflow))
+	}
+	if d.Mode != ModeEachItem && d.Mode != ModeAllItems {
+		f.fail("mode", fmt.Sprintf("%q is not a mode (use %q or %q)", d.Mode, ModeEachItem, ModeAllItems))
+	}
+	switch {
+	case d.ResultField == ContextField:
+		f.fail("resultField", fmt.Sprintf("%q is reserved for the call context", ContextField))
+	case d.ResultField != "" && (len(d.ResultField) > MaxNameLength || strings.ContainsAny(d.ResultField, ".\x00")):
+		f.fail("resultField", fmt.Sprintf("%q must be one top-level field name (no '.', at most %d characters)", d.ResultField, MaxNameLength))
+	}
+	if d.IdempotencyKey != "" && !fieldPathRe.MatchString(d.IdempotencyKey) {
+		f.fail("idempotencyKey", fmt.Sprintf("%q is not a field path like \"orderId\" or \"order.id\" (letters, digits, '_', '$', '-', separated by '.')", d.IdempotencyKey))
+	}
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ParseReturn parses {"op":"return"} and {"op":"return","fail":true,"message":"..."}.
+func ParseReturn(node string, h *Header) (*ReturnDirective, error) {
+	f := newFields(node, OpReturn, h.Raw, "fail", "message")
+	d := &ReturnDirective{Fail: f.boolean("fail"), Message: f.str("message", "")}
+	if f.has("message") && !d.Fail {
+		f.fail("message", "only the fail form takes a message: add \"fail\":true or remove \"message\"")
+	}
+	if len(d.Message) > MaxMessageLength {
+		f.fail("message", fmt.Sprintf("longer than %d characters", MaxMessageLength))
+	}
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ParseEcho parses the diagnostic {"op":"echo"}.
+func ParseEcho(node string, h *Header) (*EchoDirective, error) {
+	f := newFields(node, OpEcho, h.Raw)
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return &EchoDirective{}, nil
+}
+
+// Target is the function a call directive names, resolved against the caller's workflow id.
+func (d *CallDirective) Target(callerWorkflowID string) FunctionRef {
+	if d.Scope == ScopeWorkflow {
+		return FunctionRef{Scope: callerWorkflowID, Name: d.Function}
+	}
+	return FunctionRef{Scope: d.Scope, Name: d.Function}
+}
+
+// Ref is the registry identity of a function defined in workflowID.
+func (d *FunctionDirective) Ref(workflowID string) FunctionRef {
+	if d.Scope == ScopeGlobal {
+		return FunctionRef{Scope: ScopeGlobal, Name: d.Name}
+	}
+	return FunctionRef{Scope: workflowID, Name: d.Name}
+}
+
+// RetryDelayMs is the wait before retry number attempt (1-based): RetryBackoffMs doubled per
+// retry, capped at MaxRetryBackoffMs.
+func (d *CallDirective) RetryDelayMs(attempt int) int {
+	if attempt < 1 {
+		attempt = 1
+	}
+	delay := d.RetryBackoffMs
+	for i := 1; i < attempt && delay < MaxRetryBackoffMs; i++ {
+		delay *= 2
+	}
+	return min(delay, MaxRetryBackoffMs)
+}
+
+// ErrIdempotencyKey is wrapped when an item lacks the field its call's idempotencyKey names.
+var ErrIdempotencyKey = errors.New("idempotency key missing")
+
+// IdempotencyValue reads the call's idempotency key from one input item's json: the field's string
+// value, or the compact JSON of a number, boolean, object or array. ("", nil) when the directive
+// has no idempotencyKey; an error when the item lacks the field or it is null or "".
+func (d *CallDirective) IdempotencyValue(itemJSON []byte) (string, error) {
+	if d.IdempotencyKey == "" {
+		return "", nil
+	}
+	v := gjson.GetBytes(itemJSON, d.IdempotencyKey)
+	switch {
+	case !v.Exists() || v.Type == gjson.Null:
+		return "", fmt.Errorf("%w: the item has no field %q (idempotencyKey); set it before the call or remove idempotencyKey", ErrIdempotencyKey, d.IdempotencyKey)
+	case v.Type == gjson.String:
+		if v.Str == "" {
+			return "", fmt.Errorf("%w: field %q (idempotencyKey) is an empty string", ErrIdempotencyKey, d.IdempotencyKey)
+		}
+		return v.Str, nil
+	default:
+		return compactRaw(v.Raw), nil
+	}
+}
+
+// ResultValue is what a call with resultField stores under that field: the returned item's json
+// when exactly one item came back (the common case, and what the origin package stored), null for
+// none, and an array of the items' json for several.
+func ResultValue(returned []json.RawMessage) json.RawMessage {
+	switch len(returned) {
+	case 0:
+		return json.RawMessage("null")
+	case 1:
+		return returned[0]
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, r := range returned {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(r)
+	}
+	b.WriteByte(']')
+	return json.RawMessage(b.String())
+}
+
+// FailMessage is the message a fail-form return sends for one item: the directive's message, else
+// the item's json.error (a string, or an object's message), else json.message, else a generic text.
+func (d *ReturnDirective) FailMessage(itemJSON []byte) string {
+	if d.Message != "" {
+		return d.Message
+	}
+	e := gjson.GetBytes(itemJSON, "error")
+	switch {
+	case e.Type == gjson.String && e.Str != "":
+		return e.Str
+	case e.IsObject() && e.Get("message").Type == gjson.String && e.Get("message").Str != "":
+		return e.Get("message").Str
+	case e.Exists() && e.Type != gjson.Null && e.Type != gjson.String:
+		return compactRaw(e.Raw)
+	}
+	if m := gjson.GetBytes(itemJSON, "message"); m.Type == gjson.String && m.Str != "" {
+		return m.Str
+	}
+	return "the function failed (return with fail:true; the item had no error or message field)"
+}
+
+func compactRaw(raw string) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, []byte(raw)); err != nil {
+		return raw
+	}
+	return b.String()
+}
