@@ -19,6 +19,8 @@ type API interface {
 	ListWorkflows(ctx context.Context) ([]Workflow, error)
 	CreateWorkflow(ctx context.Context, workflowJSON []byte) (id string, err error)
 	PublishWorkflow(ctx context.Context, id string) error
+	UnpublishWorkflow(ctx context.Context, id string) error
+	// DeleteWorkflow deletes an unpublished workflow (n8n refuses to delete a published one).
 	DeleteWorkflow(ctx context.Context, id string) error
 	// CallWebhook calls a production webhook path; every HTTP status is an answer, not an error.
 	CallWebhook(ctx context.Context, method, path string, body []byte) (status int, answer []byte, err error)
@@ -107,7 +109,7 @@ func Run(ctx context.Context, api API, suites []Suite, opt Options) (*Report, er
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		for _, im := range imported {
-			if err := api.DeleteWorkflow(cctx, im.ID); err != nil {
+			if err := remove(cctx, api, im.ID); err != nil {
 				progress("could not delete workflow %q (%s): %v", im.Suite.Name, im.ID, err)
 			}
 		}
@@ -187,7 +189,7 @@ func importAll(ctx context.Context, api API, suites []Suite, progress func(strin
 	}
 	for _, wf := range existing {
 		if names[wf.Name] {
-			if err := api.DeleteWorkflow(ctx, wf.ID); err != nil {
+			if err := remove(ctx, api, wf.ID); err != nil {
 				return nil, fmt.Errorf("replay: replace workflow %q: delete the old one (%s): %w", wf.Name, wf.ID, err)
 			}
 			progress("replaced: deleted the old workflow %q (%s)", wf.Name, wf.ID)
@@ -207,6 +209,27 @@ func importAll(ctx context.Context, api API, suites []Suite, progress func(strin
 		progress("imported and published %-34s as %s", s.File, id)
 	}
 	return out, nil
+}
+
+// remove unpublishes (n8n refuses to delete a published workflow) and deletes a workflow.
+func remove(ctx context.Context, api API, id string) error {
+	uerr := api.UnpublishWorkflow(ctx, id)
+	var err error
+	// n8n answers 409 "still being unpublished" for a moment after an unpublish.
+	for attempt := 0; attempt < 40; attempt++ {
+		if err = api.DeleteWorkflow(ctx, id); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if uerr != nil {
+		return fmt.Errorf("%w (unpublish first failed too: %v)", err, uerr)
+	}
+	return err
 }
 
 type answer struct {
