@@ -189,9 +189,66 @@ func (c *Client) UnpublishWorkflow(ctx context.Context, id string) error {
 	return c.do(ctx, "unpublish workflow "+id, http.MethodPost, "/api/v1/workflows/"+url.PathEscape(id)+"/unpublish", nil, []byte(`{}`), nil)
 }
 
-// DeleteWorkflow deletes the workflow (published ones included).
+// DeleteWorkflow deletes the workflow. n8n 2.41 refuses to delete a published workflow (HTTP 409
+// "Unpublish it before deleting"), and unpublishing is asynchronous (409 "still being unpublished"
+// for a moment), so a published workflow is unpublished and the delete retried until ctx ends.
 func (c *Client) DeleteWorkflow(ctx context.Context, id string) error {
-	return c.do(ctx, "delete workflow "+id, http.MethodDelete, "/api/v1/workflows/"+url.PathEscape(id), nil, nil, nil)
+	op := "delete workflow " + id
+	unpublished := false
+	for {
+		err := c.do(ctx, op, http.MethodDelete, "/api/v1/workflows/"+url.PathEscape(id), nil, nil, nil)
+		var apiErr *Error
+		if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+			return err
+		}
+		if !unpublished {
+			if uerr := c.UnpublishWorkflow(ctx, id); uerr != nil {
+				return fmt.Errorf("n8n api: %s: %s; unpublishing failed: %w", op, apiErr.Message, uerr)
+			}
+			unpublished = true
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WaitWebhook waits until n8n serves method+path on its production webhook URL. Publishing is
+// asynchronous in n8n 2.41 (it goes through an outbox): the publish call returns before the webhook
+// is registered, and a call in that gap gets 404. The probe is a CORS preflight, which n8n answers
+// 204 for a registered webhook and 500 "not registered" otherwise, without running the workflow.
+func (c *Client) WaitWebhook(ctx context.Context, method, path string) error {
+	u := c.WebhookURL + "/" + strings.TrimLeft(path, "/")
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodOptions, u, nil)
+		if err != nil {
+			return fmt.Errorf("n8n webhook: wait for %s %s: %w", method, u, err)
+		}
+		req.Header.Set("Origin", "http://n8n-fn.local")
+		req.Header.Set("Access-Control-Request-Method", method)
+		resp, err := c.HTTP.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("n8n webhook: %s %s not registered (last probe: %s): %w", method, u, last, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // GetExecution returns one execution; includeData adds its run data (can be large).

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeN8N answers like n8n's public API for the handful of routes the client uses.
@@ -75,10 +76,33 @@ func fakeN8N(t *testing.T) (*httptest.Server, *[]string) {
 			io.WriteString(w, `{"id":"wf1","active":true}`)
 		}
 	})
-	mux.HandleFunc("DELETE /api/v1/workflows/{id}", func(w http.ResponseWriter, r *http.Request) {
+	published, deleteTries := true, 0
+	mux.HandleFunc("POST /api/v1/workflows/{id}/unpublish", func(w http.ResponseWriter, r *http.Request) {
 		if check(w, r) {
-			io.WriteString(w, `{"id":"wf1"}`)
+			published = false
+			io.WriteString(w, `{"id":"wf1","active":false}`)
 		}
+	})
+	mux.HandleFunc("DELETE /api/v1/workflows/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if !check(w, r) {
+			return
+		}
+		if published || deleteTries < 2 { // what n8n 2.41 does: published, then "still being unpublished"
+			deleteTries++
+			w.WriteHeader(409)
+			io.WriteString(w, `{"message":"Cannot delete a published workflow. Unpublish it before deleting."}`)
+			return
+		}
+		io.WriteString(w, `{"id":"wf1"}`)
+	})
+	probes := 0
+	mux.HandleFunc("OPTIONS /webhook/{path}", func(w http.ResponseWriter, r *http.Request) {
+		probes++
+		if r.Header.Get("Access-Control-Request-Method") != "POST" || probes < 3 {
+			w.WriteHeader(500) // n8n: "The requested webhook ... is not registered."
+			return
+		}
+		w.WriteHeader(204)
 	})
 	mux.HandleFunc("GET /api/v1/executions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if check(w, r) {
@@ -125,7 +149,7 @@ func TestClientWorkflowLifecycle(t *testing.T) {
 		t.Fatalf("GetExecution = %+v, %v", ex, err)
 	}
 	joined := strings.Join(*seen, "\n")
-	for _, want := range []string{"active=true", "cursor=c2", "includeData=true", "POST /api/v1/workflows/wf1/publish"} {
+	for _, want := range []string{"active=true", "cursor=c2", "includeData=true", "POST /api/v1/workflows/wf1/publish", "POST /api/v1/workflows/wf1/unpublish"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("requests %q lack %q", joined, want)
 		}
@@ -160,6 +184,21 @@ func TestCallWebhook(t *testing.T) {
 	resp, err := New(srv.URL, "k").CallWebhook(context.Background(), http.MethodPost, "/echo", []byte(`{"a":1}`))
 	if err != nil || resp.Status != 201 || string(resp.Body) != `{"a":1}` || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("CallWebhook = %+v, %v", resp, err)
+	}
+}
+
+func TestWaitWebhook(t *testing.T) {
+	srv, _ := fakeN8N(t)
+	c := New(srv.URL, "k")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitWebhook(ctx, http.MethodPost, "p"); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if err := c.WaitWebhook(short, http.MethodGet, "p"); err == nil || !strings.Contains(err.Error(), "not registered") {
+		t.Fatalf("GET never registered: %v", err)
 	}
 }
 
