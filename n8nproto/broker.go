@@ -2,51 +2,745 @@ package n8nproto
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/sirupsen/logrus"
+)
+
+// ErrDraining is returned by Acquire once Drain has started.
+var ErrDraining = errors.New("n8nproto: broker is draining, no new tasks")
+
+// ErrRunnerDisconnected is the cause in DownstreamTask.Err when the runner's connection was lost mid-task.
+var ErrRunnerDisconnected = errors.New("n8nproto: runner disconnected")
+
+// Cancel reasons the broker sends itself (n8n's wording where n8n has one).
+const (
+	CancelAcceptTimeout   = "Acknowledgement window elapsed"
+	CancelRequestCanceled = "Task request cancelled"
 )
 
 // BrokerConfig configures the broker role for runners behind the sidecar.
 type BrokerConfig struct {
-	AuthToken         string        // token for POST /runners/auth; empty = random (only MintGrant works)
-	GrantTTL          time.Duration // 30s
-	HeartbeatInterval time.Duration // 30s
-	AcceptTimeout     time.Duration // 2s
-	MaxPayload        int64         // 1 GiB
+	AuthToken         string        // token for POST /runners/auth; empty = a random one (then only MintGrant works)
+	GrantTTL          time.Duration // lifetime of a grant token, 30 s
+	HeartbeatInterval time.Duration // websocket ping period; a runner that misses one pong is dropped, 30 s
+	AcceptTimeout     time.Duration // how long a runner may take to answer taskofferaccept, 2 s
+	MaxPayload        int64         // websocket read limit, 1 GiB
 	Logger            *logrus.Entry
 }
 
-// Broker is the broker role (stub, being written).
-type Broker struct{ cfg BrokerConfig }
-
-// ErrDraining is returned by Acquire after Drain started.
-var ErrDraining = errors.New("n8nproto: broker is draining")
-
-func NewBroker(cfg BrokerConfig) (*Broker, error) { return &Broker{cfg: cfg}, nil }
-
-func (b *Broker) Handler() http.Handler { return http.NotFoundHandler() }
-
-func (b *Broker) MintGrant() string { return randomHex(32) }
-
-func (b *Broker) HasRunner(taskType string) bool { return false }
-
-func (b *Broker) Acquire(ctx context.Context, taskType, taskID string, settings json.RawMessage) (*DownstreamTask, error) {
-	<-ctx.Done()
-	return nil, ctx.Err()
+func (c *BrokerConfig) setDefaults() {
+	if c.AuthToken == "" {
+		c.AuthToken = randomHex(32)
+	}
+	if c.GrantTTL == 0 {
+		c.GrantTTL = 30 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 30 * time.Second
+	}
+	if c.AcceptTimeout == 0 {
+		c.AcceptTimeout = 2 * time.Second
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 1 << 30
+	}
+	if c.Logger == nil {
+		c.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
 }
 
-func (b *Broker) Drain(ctx context.Context) error { return nil }
+// Broker is n8n's task-broker role, for the official runner (spawned by us) or the launcher.
+type Broker struct {
+	cfg      BrokerConfig
+	log      *logrus.Entry
+	mux      *http.ServeMux
+	upgrader websocket.Upgrader
+	drainCh  chan struct{}
+
+	mu            sync.Mutex
+	grants        map[string]time.Time // grant token -> expiry
+	conns         map[*runnerConn]struct{}
+	runners       map[string]*runnerConn // registered, by runner id
+	offers        []*brokerOffer         // FIFO
+	offerSig      chan struct{}          // closed and replaced when an offer may have become available
+	deferredUntil map[string]time.Time   // task type -> a launcher deferred, its runner is on the way
+	inflight      int
+	inflightSig   chan struct{}
+	draining      bool
+}
+
+type brokerOffer struct {
+	rc         *runnerConn
+	id         string
+	taskType   string
+	forever    bool // validFor -1
+	validUntil time.Time
+}
+
+func (o *brokerOffer) valid(now time.Time) bool { return o.forever || now.Before(o.validUntil) }
+
+// NewBroker returns a broker; mount Handler() on an HTTP server.
+func NewBroker(cfg BrokerConfig) (*Broker, error) {
+	cfg.setDefaults()
+	if cfg.GrantTTL < 0 || cfg.HeartbeatInterval < 0 || cfg.AcceptTimeout < 0 || cfg.MaxPayload < 0 {
+		return nil, errors.New("broker config: durations and MaxPayload must be positive")
+	}
+	b := &Broker{
+		cfg:           cfg,
+		log:           cfg.Logger.WithField("component", "broker"),
+		drainCh:       make(chan struct{}),
+		grants:        map[string]time.Time{},
+		conns:         map[*runnerConn]struct{}{},
+		runners:       map[string]*runnerConn{},
+		offerSig:      make(chan struct{}),
+		deferredUntil: map[string]time.Time{},
+		inflightSig:   make(chan struct{}),
+		// The official clients send no Origin; a grant is required anyway.
+		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", b.serveHealth)
+	mux.HandleFunc("/runners/auth", b.serveAuth)
+	mux.HandleFunc("/runners/_ws", b.serveWS)
+	b.mux = mux
+	return b, nil
+}
+
+// Handler serves GET /healthz, POST /runners/auth and GET /runners/_ws (fixed paths: the official clients
+// hard-code them).
+func (b *Broker) Handler() http.Handler { return b.mux }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (b *Broker) serveHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (b *Broker) serveAuth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": 405, "message": "use POST"})
+		return
+	}
+	var body struct {
+		Token *string `json:"token"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 400, "message": "body must be JSON {\"token\":\"<auth token>\"}: " + err.Error()})
+		return
+	}
+	if body.Token == nil || *body.Token == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 400, "message": "token must be a non-empty string"})
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(*body.Token), []byte(b.cfg.AuthToken)) != 1 {
+		b.log.WithField("remote", r.RemoteAddr).Warn("runner auth with a wrong token")
+		writeJSON(w, http.StatusForbidden, map[string]any{"code": 403, "message": "Forbidden"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": map[string]string{"token": b.MintGrant()}})
+}
+
+// MintGrant returns a one-time grant token valid for GrantTTL (for a runner we spawn ourselves).
+func (b *Broker) MintGrant() string {
+	g := randomHex(32)
+	now := time.Now()
+	b.mu.Lock()
+	for k, exp := range b.grants {
+		if now.After(exp) {
+			delete(b.grants, k)
+		}
+	}
+	b.grants[g] = now.Add(b.cfg.GrantTTL)
+	b.mu.Unlock()
+	return g
+}
+
+// takeGrant consumes a grant; false if unknown, used or expired.
+func (b *Broker) takeGrant(g string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	exp, ok := b.grants[g]
+	delete(b.grants, g)
+	return ok && time.Now().Before(exp)
+}
+
+func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	if id == "" {
+		http.Error(w, "missing ?id=<runner id>", http.StatusBadRequest)
+		return
+	}
+	authz := r.Header.Get("Authorization")
+	if len(authz) < 8 || !strings.EqualFold(authz[:7], "bearer ") || strings.TrimSpace(authz[7:]) == "" {
+		http.Error(w, "missing Authorization: Bearer <grant token>", http.StatusUnauthorized)
+		return
+	}
+	if !b.takeGrant(strings.TrimSpace(authz[7:])) {
+		http.Error(w, "grant token unknown, used or expired: get a new one from POST /runners/auth", http.StatusForbidden)
+		return
+	}
+	b.mu.Lock()
+	draining := b.draining
+	b.mu.Unlock()
+	if draining {
+		http.Error(w, "broker is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := b.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade already answered
+	}
+	ws.SetReadLimit(b.cfg.MaxPayload)
+	rc := &runnerConn{
+		b: b, id: id, conn: newWSConn(ws), done: make(chan struct{}),
+		log:     b.log.WithField("runner_id", id),
+		accepts: map[string]chan acceptResult{},
+		tasks:   map[string]*DownstreamTask{},
+	}
+	b.mu.Lock()
+	b.conns[rc] = struct{}{}
+	b.mu.Unlock()
+	rc.serve()
+}
+
+type acceptKind int
+
+const (
+	acceptAccepted acceptKind = iota
+	acceptRejected
+	acceptDeferred
+	acceptLost
+)
+
+type acceptResult struct {
+	kind   acceptKind
+	reason string
+}
+
+// runnerConn is one runner (or launcher) connection. Its maps are guarded by Broker.mu.
+type runnerConn struct {
+	b    *Broker
+	id   string
+	conn *wsConn
+	log  *logrus.Entry
+	done chan struct{} // closed when the connection is gone
+
+	name       string
+	types      []string
+	registered bool
+	gone       bool
+	accepts    map[string]chan acceptResult // task id -> Acquire waiting for the answer
+	tasks      map[string]*DownstreamTask
+}
+
+func (rc *runnerConn) serve() {
+	ws := rc.conn.ws
+	var pong sync.Mutex
+	pongSeen := true
+	ws.SetPongHandler(func(string) error {
+		pong.Lock()
+		pongSeen = true
+		pong.Unlock()
+		return nil
+	})
+	go func() { // heartbeat: n8n's rule, a connection that did not pong since the last ping is dropped
+		t := time.NewTicker(rc.b.cfg.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-rc.done:
+				return
+			case <-t.C:
+			}
+			pong.Lock()
+			ok := pongSeen
+			pongSeen = false
+			pong.Unlock()
+			if !ok {
+				rc.log.Warn("runner missed a heartbeat pong; disconnecting")
+				rc.conn.closeWith(websocket.CloseProtocolError, "failed-heartbeat-check")
+				return
+			}
+			if err := rc.conn.ping(5 * time.Second); err != nil {
+				rc.conn.closeWith(websocket.CloseProtocolError, "failed-heartbeat-check")
+				return
+			}
+		}
+	}()
+
+	var cause error
+	if err := rc.conn.send(context.Background(), InfoRequest{}); err != nil {
+		cause = err
+	}
+	for cause == nil {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			cause = err
+			break
+		}
+		m, err := Decode(data)
+		if err != nil {
+			rc.log.WithError(err).Warn("ignoring malformed frame from runner")
+			continue
+		}
+		rc.handle(m)
+	}
+	rc.b.disconnect(rc, cause)
+}
+
+func (rc *runnerConn) handle(m Message) {
+	b := rc.b
+	b.mu.Lock()
+	registered := rc.registered
+	b.mu.Unlock()
+	if !registered {
+		info, ok := m.(RunnerInfo)
+		if !ok {
+			return // n8n drops everything before runner:info
+		}
+		b.register(rc, info)
+		return
+	}
+	switch v := m.(type) {
+	case TaskOffer:
+		b.addOffer(rc, v)
+	case TaskAccepted:
+		rc.answer(v.TaskID, acceptResult{kind: acceptAccepted})
+	case TaskRejected:
+		rc.answer(v.TaskID, acceptResult{kind: acceptRejected, reason: v.Reason})
+	case TaskDeferred:
+		rc.answer(v.TaskID, acceptResult{kind: acceptDeferred})
+	case TaskDataRequest, NodeTypesRequest, RPC:
+		b.mu.Lock()
+		t := rc.tasks[v.(TaskMessage).TaskKey()]
+		b.mu.Unlock()
+		if t != nil {
+			t.mb.push(v.(TaskMessage))
+		}
+	case TaskDone, TaskError:
+		id := v.(TaskMessage).TaskKey()
+		b.mu.Lock()
+		t := rc.tasks[id]
+		if t != nil {
+			delete(rc.tasks, id)
+			b.inflightDoneLocked(1)
+		}
+		b.mu.Unlock()
+		if t != nil {
+			t.finish(v.(TaskMessage), nil)
+		}
+	default:
+		// later runner:info, unknown types: ignored like n8n does
+	}
+}
+
+func (rc *runnerConn) answer(taskID string, res acceptResult) {
+	rc.b.mu.Lock()
+	ch := rc.accepts[taskID]
+	delete(rc.accepts, taskID)
+	rc.b.mu.Unlock()
+	if ch != nil {
+		ch <- res // buffered 1
+	}
+}
+
+func (b *Broker) register(rc *runnerConn, info RunnerInfo) {
+	b.mu.Lock()
+	if rc.gone {
+		b.mu.Unlock()
+		return
+	}
+	old := b.runners[rc.id]
+	rc.registered = true
+	rc.name = info.Name
+	rc.types = append([]string(nil), info.Types...)
+	b.runners[rc.id] = rc
+	b.signalOffersLocked()
+	b.mu.Unlock()
+	if old != nil && old != rc {
+		old.log.Warn("runner replaced by a new connection with the same id; give each runner a unique N8N_RUNNERS_ID")
+		old.conn.closeWith(websocket.CloseNormalClosure, "Replaced by a new connection with the same id")
+	}
+	rc.log.WithFields(logrus.Fields{"name": info.Name, "types": info.Types}).Info("runner registered")
+	if err := rc.conn.send(context.Background(), RunnerRegistered{}); err != nil {
+		rc.conn.closeWith(websocket.CloseInternalServerErr, "send failed")
+	}
+}
+
+func (b *Broker) addOffer(rc *runnerConn, o TaskOffer) {
+	off := &brokerOffer{rc: rc, id: o.OfferID, taskType: o.TaskType}
+	switch {
+	case o.ValidFor == -1:
+		off.forever = true
+	case o.ValidFor > 0:
+		off.validUntil = time.Now().Add(time.Duration(o.ValidFor) * time.Millisecond)
+	default:
+		return // validFor 0 or other negatives would expire before matching (as in n8n)
+	}
+	b.mu.Lock()
+	if !rc.gone {
+		b.offers = append(b.offers, off)
+		b.signalOffersLocked()
+	}
+	b.mu.Unlock()
+}
+
+func (b *Broker) signalOffersLocked() {
+	close(b.offerSig)
+	b.offerSig = make(chan struct{})
+}
+
+func (b *Broker) inflightDoneLocked(n int) {
+	b.inflight -= n
+	close(b.inflightSig)
+	b.inflightSig = make(chan struct{})
+}
+
+// takeOfferLocked removes and returns the first valid offer of taskType, purging expired ones.
+func (b *Broker) takeOfferLocked(taskType string) *brokerOffer {
+	now := time.Now()
+	kept := b.offers[:0]
+	var found *brokerOffer
+	for _, o := range b.offers {
+		switch {
+		case !o.valid(now) || o.rc.gone:
+			// drop
+		case found == nil && o.taskType == taskType:
+			found = o
+		default:
+			kept = append(kept, o)
+		}
+	}
+	for i := len(kept); i < len(b.offers); i++ {
+		b.offers[i] = nil
+	}
+	b.offers = kept
+	return found
+}
+
+func (b *Broker) dropOffersLocked(rc *runnerConn) {
+	kept := b.offers[:0]
+	for _, o := range b.offers {
+		if o.rc != rc {
+			kept = append(kept, o)
+		}
+	}
+	for i := len(kept); i < len(b.offers); i++ {
+		b.offers[i] = nil
+	}
+	b.offers = kept
+}
+
+// HasRunner reports whether a runner registered for taskType, an offer of it is open, or a launcher just
+// deferred a task of it (its runner is being started).
+func (b *Broker) HasRunner(taskType string) bool {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, rc := range b.runners {
+		for _, t := range rc.types {
+			if t == taskType {
+				return true
+			}
+		}
+	}
+	for _, o := range b.offers {
+		if o.taskType == taskType && o.valid(now) {
+			return true
+		}
+	}
+	return now.Before(b.deferredUntil[taskType])
+}
+
+// Acquire matches the first valid offer of taskType (FIFO, validFor -1 never expires), sends taskofferaccept
+// with taskID, waits AcceptTimeout for taskaccepted; on taskrejected / timeout tries the next offer; on
+// taskdeferred (the official launcher) keeps waiting for the next offer from anyone; then sends tasksettings.
+// It blocks until a runner took the task, ctx ends or Drain starts (ErrDraining).
+func (b *Broker) Acquire(ctx context.Context, taskType, taskID string, settings json.RawMessage) (*DownstreamTask, error) {
+	if taskID == "" || taskType == "" {
+		return nil, errors.New("acquire: empty task id or task type")
+	}
+	log := b.log.WithFields(logrus.Fields{"task_id": taskID, "task_type": taskType})
+	for {
+		b.mu.Lock()
+		if b.draining {
+			b.mu.Unlock()
+			return nil, fmt.Errorf("acquire %s runner for task %s: %w", taskType, taskID, ErrDraining)
+		}
+		off := b.takeOfferLocked(taskType)
+		sig := b.offerSig
+		var ch chan acceptResult
+		if off != nil {
+			if off.rc.accepts[taskID] != nil || off.rc.tasks[taskID] != nil {
+				b.mu.Unlock()
+				return nil, fmt.Errorf("acquire: task id %s is already in use on runner %s", taskID, off.rc.id)
+			}
+			ch = make(chan acceptResult, 1)
+			off.rc.accepts[taskID] = ch
+		}
+		b.mu.Unlock()
+		if off == nil {
+			select {
+			case <-sig:
+				continue
+			case <-b.drainCh:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("acquire %s runner for task %s: no runner took it: %w", taskType, taskID, ctx.Err())
+			}
+		}
+		t, done, err := b.offerTask(ctx, log, off, ch, taskID, settings)
+		if done {
+			return t, err
+		}
+	}
+}
+
+// offerTask runs one accept attempt; done=false means try the next offer.
+func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOffer, ch chan acceptResult, taskID string, settings json.RawMessage) (*DownstreamTask, bool, error) {
+	rc := off.rc
+	forget := func() {
+		b.mu.Lock()
+		if rc.accepts[taskID] == ch {
+			delete(rc.accepts, taskID)
+		}
+		b.mu.Unlock()
+	}
+	if err := rc.conn.send(ctx, TaskOfferAccept{TaskID: taskID, OfferID: off.id}); err != nil {
+		forget()
+		if ctx.Err() != nil {
+			return nil, true, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
+		}
+		return nil, false, nil
+	}
+	timer := time.NewTimer(b.cfg.AcceptTimeout)
+	defer timer.Stop()
+	var res acceptResult
+	select {
+	case res = <-ch:
+	case <-timer.C:
+		forget()
+		select {
+		case res = <-ch: // answered just in time
+		default:
+			b.mu.Lock()
+			b.dropOffersLocked(rc)
+			b.mu.Unlock()
+			log.WithField("runner_id", rc.id).Warn("runner did not answer the task offer in time; trying the next offer")
+			_ = rc.conn.send(context.Background(), TaskCancel{TaskID: taskID, Reason: CancelAcceptTimeout})
+			return nil, false, nil
+		}
+	case <-ctx.Done():
+		forget()
+		select {
+		case res = <-ch:
+			if res.kind == acceptAccepted {
+				_ = rc.conn.send(context.Background(), TaskCancel{TaskID: taskID, Reason: CancelRequestCanceled})
+			}
+		default:
+			_ = rc.conn.send(context.Background(), TaskCancel{TaskID: taskID, Reason: CancelRequestCanceled})
+		}
+		return nil, true, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
+	}
+	switch res.kind {
+	case acceptRejected:
+		log.WithFields(logrus.Fields{"runner_id": rc.id, "reason": res.reason}).Debug("runner rejected the task; trying the next offer")
+		return nil, false, nil
+	case acceptDeferred:
+		b.mu.Lock()
+		b.deferredUntil[off.taskType] = time.Now().Add(b.cfg.GrantTTL)
+		b.mu.Unlock()
+		log.WithField("runner_id", rc.id).Info("launcher deferred the task; waiting for its runner's offer")
+		return nil, false, nil
+	case acceptLost:
+		return nil, false, nil
+	}
+	t := &DownstreamTask{ID: taskID, TaskType: off.taskType, RunnerID: rc.id, rc: rc, mb: newMailbox()}
+	b.mu.Lock()
+	if rc.gone {
+		b.mu.Unlock()
+		return nil, false, nil
+	}
+	rc.tasks[taskID] = t
+	b.inflight++
+	b.mu.Unlock()
+	if err := rc.conn.send(ctx, TaskSettings{TaskID: taskID, Settings: settings}); err != nil {
+		b.mu.Lock()
+		if rc.tasks[taskID] == t {
+			delete(rc.tasks, taskID)
+			b.inflightDoneLocked(1)
+		}
+		b.mu.Unlock()
+		t.mb.abandon()
+		if ctx.Err() != nil {
+			return nil, true, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
+		}
+		return nil, false, nil
+	}
+	log.WithField("runner_id", rc.id).Debug("task handed to runner")
+	return t, true, nil
+}
+
+func (b *Broker) disconnect(rc *runnerConn, cause error) {
+	b.mu.Lock()
+	rc.gone = true
+	delete(b.conns, rc)
+	if b.runners[rc.id] == rc {
+		delete(b.runners, rc.id)
+	}
+	b.dropOffersLocked(rc)
+	accepts, tasks := rc.accepts, rc.tasks
+	rc.accepts, rc.tasks = map[string]chan acceptResult{}, map[string]*DownstreamTask{}
+	if len(tasks) > 0 {
+		b.inflightDoneLocked(len(tasks))
+	}
+	b.mu.Unlock()
+	close(rc.done)
+	rc.conn.markClosed()
+	for _, ch := range accepts {
+		ch <- acceptResult{kind: acceptLost}
+	}
+	err := fmt.Errorf("%w: runner %s: %v", ErrRunnerDisconnected, rc.id, cause)
+	for _, t := range tasks {
+		t.finish(nil, err)
+	}
+	rc.log.WithFields(logrus.Fields{"name": rc.name, "tasks_failed": len(tasks)}).Info("runner disconnected")
+}
+
+// Drain sends broker:drain to every runner, refuses new tasks, waits for in-flight tasks until ctx ends,
+// then closes every connection with 1001.
+func (b *Broker) Drain(ctx context.Context) error {
+	b.mu.Lock()
+	if !b.draining {
+		b.draining = true
+		close(b.drainCh)
+	}
+	conns := make([]*runnerConn, 0, len(b.conns))
+	for rc := range b.conns {
+		conns = append(conns, rc)
+	}
+	b.mu.Unlock()
+	for _, rc := range conns {
+		_ = rc.conn.send(ctx, Drain{})
+	}
+	var err error
+	for {
+		b.mu.Lock()
+		n, sig := b.inflight, b.inflightSig
+		b.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-sig:
+			continue
+		case <-ctx.Done():
+			err = fmt.Errorf("drain: %d tasks still running: %w", n, ctx.Err())
+		}
+		break
+	}
+	b.mu.Lock()
+	conns = conns[:0]
+	for rc := range b.conns {
+		conns = append(conns, rc)
+	}
+	b.mu.Unlock()
+	for _, rc := range conns {
+		rc.conn.closeWith(websocket.CloseGoingAway, "Shutting down")
+	}
+	return err
+}
 
 // DownstreamTask is one task handed to a runner behind the sidecar.
-type DownstreamTask struct{ ID string }
+type DownstreamTask struct {
+	ID       string
+	TaskType string
+	RunnerID string
 
-func (t *DownstreamTask) Send(ctx context.Context, m TaskMessage) error { return ErrConnectionClosed }
-func (t *DownstreamTask) Incoming() <-chan TaskMessage                  { return nil }
+	rc *runnerConn
+	mb *mailbox
+
+	mu    sync.Mutex
+	ended bool
+	err   error
+}
+
+// finish ends the task: last (the runner's taskdone/taskerror) is delivered before Incoming closes.
+func (t *DownstreamTask) finish(last TaskMessage, err error) {
+	t.mu.Lock()
+	if t.ended {
+		t.mu.Unlock()
+		return
+	}
+	t.ended = true
+	t.err = err
+	t.mu.Unlock()
+	if last != nil {
+		t.mb.push(last)
+	}
+	t.mb.close()
+}
+
+// Send writes m to the runner as a message of this task (TaskID rewritten).
+func (t *DownstreamTask) Send(ctx context.Context, m TaskMessage) error {
+	m, err := withTaskID(m, t.ID)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	ended := t.ended
+	t.mu.Unlock()
+	if ended {
+		return fmt.Errorf("send %s for task %s: %w", m.MessageType(), t.ID, ErrTaskEnded)
+	}
+	return t.rc.conn.send(ctx, m)
+}
+
+// Incoming gets the runner's taskdatarequest / nodetypesrequest / rpc and finally taskdone / taskerror; it
+// is closed after taskdone/taskerror, after Cancel, or when the runner disconnects (then Err says why).
+func (t *DownstreamTask) Incoming() <-chan TaskMessage { return t.mb.out }
+
+// Cancel sends broker:taskcancel and ends the task here (the official runner aborts silently).
 func (t *DownstreamTask) Cancel(ctx context.Context, reason string) error {
+	t.mu.Lock()
+	if t.ended {
+		t.mu.Unlock()
+		return nil
+	}
+	t.ended = true
+	t.mu.Unlock()
+	b := t.rc.b
+	b.mu.Lock()
+	if t.rc.tasks[t.ID] == t {
+		delete(t.rc.tasks, t.ID)
+		b.inflightDoneLocked(1)
+	}
+	b.mu.Unlock()
+	t.mb.abandon()
+	if err := t.rc.conn.send(ctx, TaskCancel{TaskID: t.ID, Reason: reason}); err != nil {
+		return fmt.Errorf("cancel task %s: %w", t.ID, err)
+	}
 	return nil
 }
-func (t *DownstreamTask) Err() error { return nil }
+
+// Err is nil unless the task ended because its runner disconnected (wraps ErrRunnerDisconnected).
+func (t *DownstreamTask) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
