@@ -148,7 +148,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.LogLevel = strings.ToLower(get("N8N_FN_LOG_LEVEL"))
 	c.LogFormat = strings.ToLower(get("N8N_FN_LOG_FORMAT"))
 	if len(errs) > 0 {
-		return c, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+		return c, configError(errs)
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
@@ -310,9 +310,18 @@ func (c *Config) Validate() error {
 		bad("N8N_FN_LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+		return configError(errs)
 	}
 	return nil
+}
+
+// configError lists every problem on its own line.
+func configError(errs []error) error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return fmt.Errorf("%w:\n  - %s", ErrConfig, strings.Join(msgs, "\n  - "))
 }
 
 // Logger builds the logrus logger the configuration asks for.

@@ -38,7 +38,7 @@ func runUsage(w io.Writer) {
 	vars := runner.EnvVars()
 	nameW, defW := 0, 0
 	for _, v := range vars {
-		nameW, defW = max(nameW, len(v.Name)), max(defW, len(v.Default))
+		nameW, defW = max(nameW, len(v.Name)), max(defW, min(len(v.Default), 26))
 	}
 	for _, v := range vars {
 		def := v.Default

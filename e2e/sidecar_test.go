@@ -1,0 +1,340 @@
+package e2e
+
+// End-to-end checks of the sidecar (issue 3) on the real stack. The relay tests run on either runner
+// kind and assert the same facts: each was first run with RUNNER_KIND=official (the official runner
+// attached to n8n directly) and the expectations below are what n8n 2.41.1 produced there; with
+// RUNNER_KIND=sidecar they must hold unchanged. TestSidecarEcho needs the sidecar.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// codeNodeMode is a Code node in the given mode ("runOnceForAllItems" / "runOnceForEachItem").
+func codeNodeMode(name, mode, js string) Node {
+	n := CodeNode(name, js)
+	n["parameters"].(map[string]any)["mode"] = mode
+	return n
+}
+
+// spread gives nodes distinct positions (n8n does not care, people opening the workflow do).
+func spread(nodes ...Node) []Node {
+	for i, n := range nodes {
+		n["position"] = []int{i * 220, 0}
+	}
+	return nodes
+}
+
+// callFlow deploys Webhook -> nodes..., calls it with body and returns the answer and workflow id.
+func callFlow(t *testing.T, s *Stack, body string, nodes ...Node) (int, []byte, string) {
+	t.Helper()
+	path := UniqueName(t, "sc")
+	all := spread(append([]Node{WebhookNode(path)}, nodes...)...)
+	wfID := s.Deploy(t, Chain("e2e sidecar "+path, all...))
+	resp, err := s.Client.CallWebhook(Ctx(t, 120*time.Second), http.MethodPost, path, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Status, resp.Body, wfID
+}
+
+func decodeItems(t *testing.T, body []byte) []map[string]any {
+	t.Helper()
+	var items []map[string]any
+	if err := json.Unmarshal(body, &items); err != nil {
+		t.Fatalf("webhook answer is not an item list: %v: %s", err, clip(body))
+	}
+	return items
+}
+
+func clip(b []byte) string {
+	if len(b) > 600 {
+		return string(b[:600]) + "..."
+	}
+	return string(b)
+}
+
+// lastExecution returns the newest execution of a workflow with its data, once it has ended.
+func lastExecution(t *testing.T, s *Stack, wfID string) (status string, data map[string]any) {
+	t.Helper()
+	ctx := Ctx(t, 30*time.Second)
+	for {
+		list, err := s.Client.ListExecutions(ctx, wfID, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) > 0 && list[0].Status != "running" && list[0].Status != "new" {
+			ex, err := s.Client.GetExecution(ctx, list[0].ID, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d map[string]any
+			if err := json.Unmarshal(ex.Data, &d); err != nil {
+				t.Fatalf("execution data: %v", err)
+			}
+			return ex.Status, d
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no finished execution of %s", wfID)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func TestSidecarEcho(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("stack runs RUNNER_KIND=%s; the echo directive needs the sidecar (RUNNER_KIND=sidecar scripts/stack.sh restart-runners)", s.Env.RunnerKind)
+	}
+	status, body, _ := callFlow(t, s, `{"n":21,"who":"e2e"}`,
+		CodeNode("Plain", "return $input.all().map(i => ({json: {...i.json.body, doubled: i.json.body.n * 2, exec: $execution.id}}));"),
+		CodeNode("Echo", `/* @n8n-fn {"op":"echo"} */`+"\nthrow new Error('n8n-fn: this node must run on the n8n-fn sidecar runner');"),
+	)
+	if status != 200 {
+		t.Fatalf("HTTP %d: %s", status, clip(body))
+	}
+	items := decodeItems(t, body)
+	if len(items) != 1 {
+		t.Fatalf("want 1 item, got %s", clip(body))
+	}
+	it := items[0]
+	marker, _ := it["_n8nfn"].(map[string]any)
+	if it["doubled"] != 42.0 || it["who"] != "e2e" || marker["echo"] != true {
+		t.Fatalf("want the plain Code node's item plus the echo marker, got %s", clip(body))
+	}
+	// The sidecar that answered is the one next to the worker that ran the execution.
+	worker, ok := s.WaitLog(t, s.WorkerNames(), fmt.Sprintf("Worker started execution %s ", it["exec"]), 10*time.Second)
+	if !ok {
+		t.Fatalf("no worker log names execution %v", it["exec"])
+	}
+	if marker["sidecar"] != worker {
+		t.Errorf("echo answered by sidecar %v, but execution ran on %s", marker["sidecar"], worker)
+	}
+}
+
+func TestSidecarDirectiveErrors(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("stack runs RUNNER_KIND=%s; directives need the sidecar", s.Env.RunnerKind)
+	}
+	t.Run("malformed header fails the node", func(t *testing.T) {
+		status, body, wfID := callFlow(t, s, `{}`, CodeNode("Broken", `/* @n8n-fn {"op":"echo", */`+"\nreturn [];"))
+		if status == 200 {
+			t.Fatalf("want an error answer, got 200 %s", clip(body))
+		}
+		st, data := lastExecution(t, s, wfID)
+		msg := executionError(t, data)
+		if st != "error" || !strings.Contains(msg, "does not parse") || !strings.Contains(msg, `{"op":"echo",`) {
+			t.Errorf("status %s, error %q: want the parse problem quoted", st, msg)
+		}
+	})
+	t.Run("continue on fail gives an error item", func(t *testing.T) {
+		n := CodeNode("Broken", `/* @n8n-fn {"op":"nope"} */`+"\nreturn [];")
+		n["onError"] = "continueRegularOutput"
+		status, body, _ := callFlow(t, s, `{}`, n)
+		items := decodeItems(t, body)
+		if status != 200 || len(items) != 1 || !strings.Contains(fmt.Sprint(items[0]["error"]), `unknown op "nope"`) {
+			t.Errorf("HTTP %d %s: want one item whose error names the op", status, clip(body))
+		}
+	})
+}
+
+// executionError digs resultData.error.message out of an execution.
+func executionError(t *testing.T, data map[string]any) string {
+	t.Helper()
+	rd, _ := data["resultData"].(map[string]any)
+	e, _ := rd["error"].(map[string]any)
+	msg, _ := e["message"].(string)
+	return msg
+}
+
+func TestRelayEachItemChunks(t *testing.T) {
+	s := NeedStack(t)
+	// 2,500 items run in each-item mode: n8n sends three tasks (chunks of 1,000).
+	status, body, _ := callFlow(t, s, `{"n":2500}`,
+		CodeNode("Make", "return Array.from({length: $input.first().json.body.n}, (_, i) => ({json: {i}}));"),
+		codeNodeMode("Each", "runOnceForEachItem", "return {json: {i: $json.i, idx: $itemIndex, sq: $json.i * $json.i}};"),
+		CodeNode("Check", "const all = $input.all();\nreturn [{json: {count: all.length, inOrder: all.every((it, k) => it.json.i === k && it.json.idx === k && it.json.sq === k * k)}}];"),
+	)
+	items := decodeItems(t, body)
+	if status != 200 || len(items) != 1 || items[0]["count"] != 2500.0 || items[0]["inOrder"] != true {
+		t.Fatalf("HTTP %d %s: want count 2500 in order", status, clip(body))
+	}
+}
+
+func TestRelayThrownErrorHasLine(t *testing.T) {
+	s := NeedStack(t)
+	status, body, wfID := callFlow(t, s, `{}`, CodeNode("Code", "const a = 1;\nthrow new Error('boom-e2e');"))
+	if status != 500 {
+		t.Errorf("webhook answered %d %s; official runner: 500", status, clip(body))
+	}
+	st, data := lastExecution(t, s, wfID)
+	// Verified with the official runner: "boom-e2e [line 2]", status error.
+	if msg := executionError(t, data); st != "error" || msg != "boom-e2e [line 2]" {
+		t.Errorf("status %s, error %q; want error, \"boom-e2e [line 2]\"", st, msg)
+	}
+}
+
+func TestRelayContinueOnFail(t *testing.T) {
+	s := NeedStack(t)
+	n := CodeNode("Code", "throw new Error('soft-e2e');")
+	n["onError"] = "continueRegularOutput"
+	status, body, _ := callFlow(t, s, `{}`, n)
+	// Verified with the official runner: one item {"error":"soft-e2e [line 1]"}.
+	if status != 200 || strings.TrimSpace(string(body)) != `[{"error":"soft-e2e [line 1]"}]` {
+		t.Errorf("HTTP %d %s", status, clip(body))
+	}
+}
+
+func TestRelayConsoleLogHTTPAndNodeRef(t *testing.T) {
+	s := NeedStack(t)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"pong":true,"q":%q}`, r.URL.Query().Get("q"))
+	}))
+	defer srv.Close()
+	token := UniqueName(t, "log")
+	js := fmt.Sprintf(`console.log('n8n-fn-relay', %q);
+const r = await this.helpers.httpRequest({url: %q + '/ping?q=' + $('Webhook').first().json.body.q, json: true});
+return [{json: {r, n: $('Webhook').first().json.body.n}}];`, token, srv.URL)
+	status, body, _ := callFlow(t, s, `{"q":"hello","n":5}`, CodeNode("Code", js))
+	items := decodeItems(t, body)
+	if status != 200 || len(items) != 1 {
+		t.Fatalf("HTTP %d %s", status, clip(body))
+	}
+	r, _ := items[0]["r"].(map[string]any)
+	if r["pong"] != true || r["q"] != "hello" || items[0]["n"] != 5.0 || hits.Load() != 1 {
+		t.Errorf("got %s with %d HTTP hits; want r={pong:true,q:hello}, n=5, 1 hit", clip(body), hits.Load())
+	}
+	if _, ok := s.WaitLog(t, s.WorkerNames(), token, 10*time.Second); !ok {
+		t.Errorf("console.log token %s not in any worker log", token)
+	}
+}
+
+func TestRelayEnvBlocked(t *testing.T) {
+	s := NeedStack(t)
+	// The stack leaves N8N_BLOCK_ENV_ACCESS_IN_NODE unset: n8n 2.x blocks $env. Verified with the
+	// official runner: the node fails with "access to env vars denied".
+	status, _, wfID := callFlow(t, s, `{}`, CodeNode("Code", "return [{json: {home: $env.HOME}}];"))
+	st, data := lastExecution(t, s, wfID)
+	if msg := executionError(t, data); status != 500 || st != "error" || !strings.Contains(msg, "access to env vars denied") {
+		t.Errorf("HTTP %d, status %s, error %q", status, st, msg)
+	}
+}
+
+// TestRelayUserCancel stops a running execution through the public API: n8n cancels the task and,
+// with the sidecar, the cancel must reach the runner behind it (its slot frees at once).
+func TestRelayUserCancel(t *testing.T) {
+	s := NeedStack(t)
+	path := UniqueName(t, "cancel")
+	wfID := s.Deploy(t, Chain("e2e sidecar "+path, spread(WebhookNode(path),
+		CodeNode("Slow", "await new Promise(r => setTimeout(r, 120000));\nreturn [{json: {late: true}}];"))...))
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := s.Client.CallWebhook(Ctx(t, 150*time.Second), http.MethodPost, path, []byte(`{}`))
+		if err != nil {
+			answered <- -1
+			return
+		}
+		answered <- resp.Status
+	}()
+	ctx := Ctx(t, 60*time.Second)
+	var execID string
+	for execID == "" {
+		execID = runningExecution(t, s, wfID)
+		if execID != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("execution never showed as running")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	time.Sleep(time.Second) // let the Code task reach the runner
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Env.BaseURL, "/")+"/api/v1/executions/"+execID+"/stop", bytes.NewReader(nil))
+	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stop execution %s: HTTP %d %s", execID, resp.StatusCode, b)
+	}
+	select {
+	case <-answered:
+	case <-time.After(30 * time.Second):
+		t.Errorf("webhook call still hanging 30 s after the stop")
+	}
+	st, _ := lastExecution(t, s, wfID)
+	if st != "canceled" {
+		t.Errorf("execution %s status %s, want canceled", execID, st)
+	}
+	if s.Env.RunnerKind == "sidecar" {
+		// Every sidecar reports its running tasks on /readyz; the cancelled one must be gone.
+		deadline := time.Now().Add(10 * time.Second)
+		for _, port := range strings.Split(s.Env.Vars["N8N_FN_HEALTH_PORTS"], ",") {
+			for {
+				running := sidecarRunning(t, port)
+				if running == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("sidecar on :%s still runs %d tasks after the cancel", port, running)
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// runningExecution returns the id of a running execution of the workflow, or "". The public API
+// lists running executions only when asked for status=running.
+func runningExecution(t *testing.T, s *Stack, wfID string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, strings.TrimRight(s.Env.BaseURL, "/")+"/api/v1/executions?status=running&workflowId="+wfID, nil)
+	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("list running executions: %v", err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data []struct {
+			ID json.RawMessage `json:"id"`
+		} `json:"data"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	if len(r.Data) == 0 {
+		return ""
+	}
+	return strings.Trim(string(r.Data[0].ID), `"`)
+}
+
+func sidecarRunning(t *testing.T, port string) int {
+	t.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + strings.TrimSpace(port) + "/readyz")
+	if err != nil {
+		t.Fatalf("sidecar health on :%s: %v", port, err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Running int `json:"running"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	return r.Running
+}
