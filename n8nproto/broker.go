@@ -744,3 +744,17 @@ func (t *DownstreamTask) Err() error {
 	defer t.mu.Unlock()
 	return t.err
 }
+
+// openOffers counts valid offers of taskType (tests and diagnostics).
+func (b *Broker) openOffers(taskType string) int {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, o := range b.offers {
+		if o.taskType == taskType && o.valid(now) && !o.rc.gone {
+			n++
+		}
+	}
+	return n
+}
