@@ -1,0 +1,106 @@
+package registry
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config tunes the registry. Zero fields take the defaults below (setDefaults).
+type Config struct {
+	// Prefix starts every key (default "n8nfn:"); must not contain braces (they form hash tags).
+	Prefix string
+	// ReplyTTL is how long an unread reply list lives after its last push (default 10m).
+	ReplyTTL time.Duration
+	// RegistrationTTL is how long a function record lives unless its owner refreshes it (default 5m).
+	RegistrationTTL time.Duration
+	// HeartbeatTTL is how long a sidecar counts as live after its last heartbeat (default 30s).
+	HeartbeatTTL time.Duration
+	// MaxLen caps a function stream. Trim removes finished entries beyond it; when unfinished
+	// calls alone reach it, AddCall refuses with ErrBacklogFull instead of dropping any (default 100000).
+	MaxLen int64
+	// MaxAge is how long finished entries are kept for inspection before Trim removes them (default 1h).
+	MaxAge time.Duration
+	// MaxDeliveries is how often an entry may be delivered before Reclaim dead-letters it (default 5).
+	MaxDeliveries int
+	// DeadLetterMaxLen caps each dead-letter stream, oldest dropped first (default 10000).
+	DeadLetterMaxLen int64
+	// ConsumerMaxIdle: Trim deletes consumers with nothing pending that were idle this long (default 24h).
+	ConsumerMaxIdle time.Duration
+	// ReplayDeadline is the deadline given to a replayed dead letter, from the time of replay (default 5m).
+	ReplayDeadline time.Duration
+	// TrimBatch bounds the entries one Trim removes by length in one step (default 10000).
+	TrimBatch int64
+}
+
+// Defaults.
+const (
+	DefaultPrefix           = "n8nfn:"
+	DefaultReplyTTL         = 10 * time.Minute
+	DefaultRegistrationTTL  = 5 * time.Minute
+	DefaultHeartbeatTTL     = 30 * time.Second
+	DefaultMaxLen           = 100000
+	DefaultMaxAge           = time.Hour
+	DefaultMaxDeliveries    = 5
+	DefaultDeadLetterMaxLen = 10000
+	DefaultConsumerMaxIdle  = 24 * time.Hour
+	DefaultReplayDeadline   = 5 * time.Minute
+	DefaultTrimBatch        = 10000
+)
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	setDur(&c.ReplyTTL, DefaultReplyTTL)
+	setDur(&c.RegistrationTTL, DefaultRegistrationTTL)
+	setDur(&c.HeartbeatTTL, DefaultHeartbeatTTL)
+	setDur(&c.MaxAge, DefaultMaxAge)
+	setDur(&c.ConsumerMaxIdle, DefaultConsumerMaxIdle)
+	setDur(&c.ReplayDeadline, DefaultReplayDeadline)
+	if c.MaxLen == 0 {
+		c.MaxLen = DefaultMaxLen
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if c.DeadLetterMaxLen == 0 {
+		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
+	}
+	if c.TrimBatch == 0 {
+		c.TrimBatch = DefaultTrimBatch
+	}
+}
+
+func setDur(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// Validate reports the first bad field, saying what to do.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: registry config: "+format, append([]any{ErrInvalid}, args...)...)
+	}
+	switch {
+	case strings.ContainsAny(c.Prefix, "{}"):
+		return bad("prefix %q must not contain '{' or '}' (they are used for hash tags)", c.Prefix)
+	case c.ReplyTTL < time.Millisecond, c.RegistrationTTL < time.Millisecond, c.HeartbeatTTL < time.Millisecond:
+		return bad("ReplyTTL, RegistrationTTL and HeartbeatTTL must be at least 1ms (got %s, %s, %s)",
+			c.ReplyTTL, c.RegistrationTTL, c.HeartbeatTTL)
+	case c.MaxLen < 1:
+		return bad("MaxLen must be at least 1 (got %d)", c.MaxLen)
+	case c.MaxAge < 0:
+		return bad("MaxAge must not be negative (got %s)", c.MaxAge)
+	case c.MaxDeliveries < 1:
+		return bad("MaxDeliveries must be at least 1 (got %d)", c.MaxDeliveries)
+	case c.DeadLetterMaxLen < 1:
+		return bad("DeadLetterMaxLen must be at least 1 (got %d)", c.DeadLetterMaxLen)
+	case c.TrimBatch < 1:
+		return bad("TrimBatch must be at least 1 (got %d)", c.TrimBatch)
+	case c.ConsumerMaxIdle < 0, c.ReplayDeadline < 0:
+		return bad("ConsumerMaxIdle and ReplayDeadline must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors; test with errors.Is on any error this package returns.
+var (
+	// ErrUnavailable: Redis could not be reached or is not serving (connection refused/reset,
+	// timeout, LOADING, CLUSTERDOWN, ...). The client reconnects by itself; retry later.
+	ErrUnavailable = errors.New("redis unavailable")
+	// ErrInvalid: bad input from our caller (empty function name, bad config, ...).
+	ErrInvalid = errors.New("invalid argument")
+	// ErrNoStream: the function's call stream does not exist, so no sidecar ever served it.
+	ErrNoStream = errors.New("function has no call stream")
+	// ErrBacklogFull: the function's stream holds MaxLen unfinished calls; nothing was queued.
+	ErrBacklogFull = errors.New("function backlog full")
+	// ErrNotFound: the entry (call or dead letter) does not exist (already trimmed, purged or a wrong id).
+	ErrNotFound = errors.New("not found")
+	// ErrTimeout: the deadline passed before every awaited reply arrived.
+	ErrTimeout = errors.New("deadline passed")
+	// ErrNotOwner: a kept-alive entry is no longer owned by the consumer (acked or reclaimed by another).
+	ErrNotOwner = errors.New("entry not owned by consumer")
+)
+
+// Error is the error type of every operation: which operation, on which function, and why.
+type Error struct {
+	Op       string // e.g. "add call"
+	Function string // "global/add", or "" when the operation is not about one function
+	Err      error
+	// IDs lists the stream entries concerned where that helps (KeepAlive: entries not owned any more).
+	IDs []string
+
+	unavailable bool
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("registry: ")
+	b.WriteString(e.Op)
+	if e.Function != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Function)
+	}
+	b.WriteString(": ")
+	if e.unavailable {
+		b.WriteString("redis unavailable: ")
+	}
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrUnavailable) true for outages without hiding the driver's error.
+func (e *Error) Is(target error) bool { return target == ErrUnavailable && e.unavailable }
+
+// wrap names the operation and function; nil stays nil.
+func wrap(op string, fn FunctionKey, err error) error {
+	if err == nil {
+		return nil
+	}
+	name := ""
+	if fn != (FunctionKey{}) {
+		name = fn.String()
+	}
+	return wrapName(op, name, err)
+}
+
+func wrapName(op, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *Error
+	if errors.As(err, &re) && re.Op == op {
+		return err
+	}
+	return &Error{Op: op, Function: name, Err: err, unavailable: isOutage(err)}
+}
+
+func errorf(op string, fn FunctionKey, sentinel error, format string, args ...any) error {
+	return wrap(op, fn, fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...))
+}
+
+// isOutage tells a Redis outage from a command error.
+func isOutage(err error) bool {
+	// The caller's own context ending is not an outage.
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "connection reset")
+}
+
+// redisErrPrefix reports whether err is a Redis error reply starting with prefix (e.g. "NOGROUP").
+// Errors raised by our scripts may come back with "ERR " in front (Redis adds it when the
+// script's error has no code of its own), so that form matches too.
+func redisErrPrefix(err error, prefix string) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg = re.Error()
+	}
+	return strings.HasPrefix(msg, prefix) || strings.HasPrefix(msg, "ERR "+prefix)
+}

@@ -1,0 +1,46 @@
+package registry
+
+// Every Redis key name of the project is built here and nowhere else.
+//
+// The keys of one function share the hash tag {scope/name}, so the calls stream, the dead-letter
+// stream, the registration record and the live-sidecar set of a function all live in one slot and
+// can be used together in one script on Redis Cluster. A reply list is tagged by its caller, since
+// one caller waits for calls to many functions. Index keys are single keys used on their own.
+
+// GroupName is the consumer group every sidecar joins on every function stream.
+const GroupName = "dispatch"
+
+type keys struct{ prefix string }
+
+func (k keys) tag(fn FunctionKey) string { return k.prefix + "{" + fn.String() + "}" }
+
+// calls is the function's call stream (XADD by callers, XREADGROUP by dispatchers).
+func (k keys) calls(fn FunctionKey) string { return k.tag(fn) + ":calls" }
+
+// dead is the function's dead-letter stream.
+func (k keys) dead(fn FunctionKey) string { return k.tag(fn) + ":dead" }
+
+// record is the function's registration record (JSON string with a TTL).
+func (k keys) record(fn FunctionKey) string { return k.tag(fn) + ":fn" }
+
+// live is a sorted set of sidecar ids serving the function, scored by heartbeat expiry (server ms).
+func (k keys) live(fn FunctionKey) string { return k.tag(fn) + ":live" }
+
+// reply is the reply list of one caller.
+func (k keys) reply(caller string) string { return k.prefix + "{r:" + caller + "}:replies" }
+
+// sidecar is one sidecar's heartbeat record (JSON string with a TTL).
+func (k keys) sidecar(id string) string { return k.prefix + "sidecar:" + id }
+
+// sidecarPattern matches every sidecar heartbeat key, for SCAN.
+func (k keys) sidecarPattern() string { return k.prefix + "sidecar:*" }
+
+// index is a sorted set of every function ever registered or served and not removed
+// (member "scope/name", score = last registration, unix ms). Status and ListFunctions walk it,
+// so nothing has to SCAN a cluster for function keys.
+func (k keys) index() string { return k.prefix + "index" }
+
+// functionKeys lists every key that belongs to one function (used by RemoveFunction and the slot test).
+func (k keys) functionKeys(fn FunctionKey) []string {
+	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn)}
+}

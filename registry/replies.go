@@ -1,0 +1,143 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// replyChunk bounds one BLPOP so a waiter notices its context and so the wait stays well inside
+// go-redis's default 3s read timeout (a plain Do command gets no extra read time for blocking).
+const replyChunk = time.Second
+
+// ReplyKey is the reply list of one caller. Use one caller name per waiting task (for example
+// "<sidecar>:<task>"): WaitReplies drops replies it is not waiting for, so two concurrent waiters
+// on one key would take each other's replies.
+func (r *Registry) ReplyKey(caller string) string { return r.k.reply(caller) }
+
+// PublishReply pushes a reply to a caller's list and refreshes the list's expiry in one round trip
+// (MULTI RPUSH PEXPIRE EXEC on the one key).
+func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply) error {
+	const op = "publish reply"
+	if replyKey == "" || rep.CallID == "" {
+		return wrapName(op, "", fmt.Errorf("%w: reply needs a reply key and a call id (got %q, %q)", ErrInvalid, replyKey, rep.CallID))
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return wrapName(op, "", fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err))
+	}
+	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, replyKey, b)
+		p.PExpire(ctx, replyKey, r.cfg.ReplyTTL)
+		return nil
+	})
+	return wrapName(op, "", err)
+}
+
+// Complete publishes the reply of a delivery and then acknowledges its entry: the order that loses
+// nothing (a crash in between re-runs the call; the caller ignores the duplicate reply). On a
+// standalone server both go in one pipeline (one round trip, executed in order); on Cluster the two
+// keys live on different nodes, so they are sent one after the other.
+func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
+	const op = "complete call"
+	if d.Call.ReplyKey == "" {
+		return r.Ack(ctx, d.Function, d.EntryID)
+	}
+	if rep.CallID == "" {
+		rep.CallID = d.Call.ID
+	}
+	if r.cluster {
+		if err := r.PublishReply(ctx, d.Call.ReplyKey, rep); err != nil {
+			return wrap(op, d.Function, err)
+		}
+		return wrap(op, d.Function, r.Ack(ctx, d.Function, d.EntryID))
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return errorf(op, d.Function, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
+	}
+	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, d.Call.ReplyKey, b)
+		p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
+		p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
+		return nil
+	})
+	if err != nil && len(cmds) == 3 && cmds[0].Err() == nil && cmds[2].Err() != nil {
+		return wrap(op, d.Function, fmt.Errorf("reply published but ack failed (the call will be re-run; its caller ignores the duplicate): %w", err))
+	}
+	return wrap(op, d.Function, err)
+}
+
+// WaitReplies waits until a reply for every id in callIDs arrived or deadline passed, and returns the
+// replies by call id. Replies for other ids (late results of calls the caller gave up on) and
+// duplicates (a call run twice after a reclaim) are dropped. When the deadline passes first it
+// returns the replies that did arrive and an error matching ErrTimeout.
+func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []string, deadline time.Time) (map[string]Reply, error) {
+	const op = "wait replies"
+	got := make(map[string]Reply, len(callIDs))
+	if replyKey == "" {
+		return got, wrapName(op, "", fmt.Errorf("%w: empty reply key", ErrInvalid))
+	}
+	want := make(map[string]bool, len(callIDs))
+	for _, id := range callIDs {
+		want[id] = true
+	}
+	f, err := r.feat(ctx)
+	if err != nil {
+		return got, wrapName(op, "", err)
+	}
+	for len(got) < len(want) {
+		if err := ctx.Err(); err != nil {
+			return got, wrapName(op, "", err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return got, wrapName(op, "", fmt.Errorf("%w: %d of %d replies arrived before the deadline", ErrTimeout, len(got), len(want)))
+		}
+		raw, err := r.popReply(ctx, f, replyKey, min(left, replyChunk))
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return got, wrapName(op, "", err)
+		}
+		var rep Reply
+		if json.Unmarshal([]byte(raw), &rep) != nil {
+			continue // not ours: nothing can be done with it, and it must not stop the wait
+		}
+		if !want[rep.CallID] {
+			continue
+		}
+		if _, dup := got[rep.CallID]; dup {
+			continue
+		}
+		got[rep.CallID] = rep
+	}
+	return got, nil
+}
+
+// popReply blocks up to d for one element of the reply list; redis.Nil when none came.
+func (r *Registry) popReply(ctx context.Context, f *features, key string, d time.Duration) (string, error) {
+	if !f.floatBlock {
+		// Redis < 6.0 only takes whole seconds.
+		res, err := r.rdb.BLPop(ctx, time.Second, key).Result()
+		if err != nil {
+			return "", err
+		}
+		return res[1], nil
+	}
+	secs := strconv.FormatFloat(max(d.Seconds(), 0.001), 'f', 3, 64)
+	res, err := r.rdb.Do(ctx, "blpop", key, secs).StringSlice()
+	if err != nil {
+		return "", err
+	}
+	if len(res) != 2 {
+		return "", fmt.Errorf("unexpected BLPOP reply %q", res)
+	}
+	return res[1], nil
+}

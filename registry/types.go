@@ -1,0 +1,141 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// ScopeGlobal is the scope of functions callable from every workflow.
+const ScopeGlobal = "global"
+
+// FunctionKey names a function: its scope ("global" or the defining workflow's id) and its name.
+type FunctionKey struct {
+	Scope string `json:"scope"`
+	Name  string `json:"name"`
+}
+
+// String is "scope/name", e.g. "global/add".
+func (k FunctionKey) String() string { return k.Scope + "/" + k.Name }
+
+// ParseFunctionKey parses "scope/name" (the scope has no "/"; the name may).
+func ParseFunctionKey(s string) (FunctionKey, error) {
+	scope, name, ok := strings.Cut(s, "/")
+	k := FunctionKey{Scope: scope, Name: name}
+	if !ok {
+		return k, fmt.Errorf("%w: function %q: want SCOPE/NAME, e.g. global/add or <workflowId>/add", ErrInvalid, s)
+	}
+	return k, k.Validate()
+}
+
+// Validate checks the key can be used in Redis key names.
+func (k FunctionKey) Validate() error {
+	switch {
+	case k.Scope == "":
+		return fmt.Errorf("%w: function %q has an empty scope (use %q or a workflow id)", ErrInvalid, k.String(), ScopeGlobal)
+	case strings.ContainsAny(k.Scope, "/{} \t\r\n"):
+		return fmt.Errorf("%w: function scope %q must not contain '/', braces or spaces", ErrInvalid, k.Scope)
+	case k.Name == "":
+		return fmt.Errorf("%w: function in scope %q has an empty name", ErrInvalid, k.Scope)
+	case len(k.Name) > 512:
+		return fmt.Errorf("%w: function name %.40q... is longer than 512 bytes", ErrInvalid, k.Name)
+	case strings.IndexFunc(k.Name, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w: function name %q contains control characters", ErrInvalid, k.Name)
+	}
+	return nil
+}
+
+// Call is one queued call, stored as JSON in its stream entry.
+type Call struct {
+	ID             string          `json:"id"`       // caller-chosen unique id; replies carry it back
+	Function       FunctionKey     `json:"function"` // target
+	ReplyKey       string          `json:"replyKey"` // where the result goes (Registry.ReplyKey of the caller)
+	Params         json.RawMessage `json:"params,omitempty"`
+	Deadline       time.Time       `json:"deadline"` // after it the result is useless; zero = none
+	Depth          int             `json:"depth,omitempty"`
+	Stack          []string        `json:"stack,omitempty"` // call chain, outermost first
+	Caller         string          `json:"caller,omitempty"`
+	IdempotencyKey string          `json:"idempotencyKey,omitempty"`
+	Attempt        int             `json:"attempt,omitempty"`
+}
+
+// Delivery is one call handed to a consumer.
+type Delivery struct {
+	Function   FunctionKey
+	EntryID    string // stream entry id; Ack/KeepAlive/LoadCall use it
+	Call       Call
+	Deliveries int64 // how many times the entry has been delivered, this one included
+}
+
+// Reply is the outcome of one call, pushed to the caller's reply list.
+type Reply struct {
+	CallID    string          `json:"callId"`
+	OK        bool            `json:"ok"`
+	Items     json.RawMessage `json:"items,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	ErrorKind string          `json:"errorKind,omitempty"`
+}
+
+// ErrorKindDeadLetter is the Reply.ErrorKind of a call moved to the dead-letter stream.
+const ErrorKindDeadLetter = "dead_letter"
+
+// ErrorKindRemoved is the Reply.ErrorKind of a call whose function was removed before it finished.
+const ErrorKindRemoved = "function_removed"
+
+// FunctionRecord is a function's registration, refreshed by its owner before RegistrationTTL ends.
+type FunctionRecord struct {
+	Key            FunctionKey     `json:"key"`
+	WorkflowID     string          `json:"workflowId"`
+	WebhookPath    string          `json:"webhookPath,omitempty"`
+	WebhookMethod  string          `json:"webhookMethod,omitempty"`
+	Params         json.RawMessage `json:"params,omitempty"`
+	TimeoutMs      int64           `json:"timeoutMs,omitempty"`
+	MaxConcurrency int             `json:"maxConcurrency,omitempty"`
+	UpdatedAt      time.Time       `json:"updatedAt"`
+	Owner          string          `json:"owner,omitempty"` // sidecar id that wrote it
+}
+
+// DeadLetter is one entry of a function's dead-letter stream.
+type DeadLetter struct {
+	ID         string    // id in the dead-letter stream (ReplayDeadLetter/PurgeDeadLetters take it)
+	EntryID    string    // id the call had in the calls stream
+	Function   FunctionKey
+	Reason     string
+	Deliveries int64
+	At         time.Time
+	Call       Call
+	Raw        string // the stored call JSON when it could not be decoded
+}
+
+// FunctionStatus summarises one function for operators.
+type FunctionStatus struct {
+	Function           FunctionKey      `json:"function"`
+	Registered         bool             `json:"registered"`
+	Record             *FunctionRecord  `json:"record,omitempty"`
+	StreamExists       bool             `json:"streamExists"`
+	Length             int64            `json:"length"`
+	Pending            int64            `json:"pending"`
+	Lag                int64            `json:"lag"` // undelivered entries; -1 when the server does not say (< 7.0)
+	OldestPendingID    string           `json:"oldestPendingId,omitempty"`
+	OldestPendingAge   time.Duration    `json:"oldestPendingAgeNs"`
+	Consumers          []ConsumerStatus `json:"consumers"`
+	LiveSidecars       []string         `json:"liveSidecars"`
+	DeadLetters        int64            `json:"deadLetters"`
+	LastDeliveredEntry string           `json:"lastDeliveredId,omitempty"`
+}
+
+// ConsumerStatus is one consumer of a function's group.
+type ConsumerStatus struct {
+	Name    string        `json:"name"`
+	Pending int64         `json:"pending"`
+	Idle    time.Duration `json:"idleNs"`
+}
+
+// SidecarInfo is a live sidecar's heartbeat record.
+type SidecarInfo struct {
+	ID     string        `json:"id"`
+	Serves []FunctionKey `json:"serves"`
+	At     time.Time     `json:"at"`
+}
