@@ -223,12 +223,13 @@ func testSidecar(t *testing.T, mutate func(*Config)) (*Sidecar, *fakeN8N, func()
 	return s, n8n, shutdown
 }
 
-// directRunner attaches the official runner straight to a fresh fake n8n: the baseline.
-func directRunner(t *testing.T) *fakeN8N {
+// directRunner attaches the official runner straight to a fresh fake n8n: the baseline. It gets the
+// same settings a sidecar with taskTimeout would give its spawned runner.
+func directRunner(t *testing.T, taskTimeout time.Duration) *fakeN8N {
 	t.Helper()
 	n8n := newFakeN8N(t)
 	cfg := Config{ID: "direct", RunnerCommand: "node", RunnerArgs: strings.Fields(defaultRunnerArgs), RunnerDir: officialRunnerDir(t),
-		MaxConcurrency: 2, MaxPayload: 1 << 30, TaskTimeout: 30 * time.Second}
+		MaxConcurrency: 2, MaxPayload: 1 << 30, TaskTimeout: taskTimeout}
 	sp := newSpawner(cfg, n8n.srv.URL, n8n.broker, testLogger(t).WithField("part", "direct-runner"))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -280,8 +281,10 @@ func finalJSON(t *testing.T, m n8nproto.TaskMessage) (string, any) {
 // TestRelayIsTransparent runs the same Code-node tasks through the sidecar and against the official
 // runner attached directly, and requires the same messages and the same result.
 func TestRelayIsTransparent(t *testing.T) {
-	_, viaSidecar, _ := testSidecar(t, nil)
-	direct := directRunner(t)
+	// 4 s upstream: both runners get a 2 s task timeout, so the timeout case is quick.
+	const timeout = 4 * time.Second
+	_, viaSidecar, _ := testSidecar(t, func(c *Config) { c.TaskTimeout = timeout })
+	direct := directRunner(t, timeout)
 
 	cases := []struct {
 		name, code, mode string
@@ -322,6 +325,13 @@ func TestRelayIsTransparent(t *testing.T) {
 				}
 			}},
 		{name: "other node", mode: "runOnceForAllItems", code: "return [{json: {ct: $('Webhook').first().json.headers['content-type']}}];"},
+		{name: "task timeout", mode: "runOnceForAllItems", code: "await new Promise(r => setTimeout(r, 10000));\nreturn [];",
+			check: func(t *testing.T, tr transcript) {
+				typ, v := finalJSON(t, tr.final)
+				if typ != n8nproto.TypeTaskError || !strings.Contains(v.(map[string]any)["message"].(string), "timed out") {
+					t.Errorf("want the runner's timeout error, got %s %v", typ, v)
+				}
+			}},
 		{name: "dynamic node name", mode: "runOnceForAllItems", code: "const n = ['Web', 'hook'].join('');\nreturn [{json: {x: $(n).first().json.body.x}}];"},
 	}
 	for i, c := range cases {
@@ -552,6 +562,9 @@ func TestShutdownLetsTasksFinish(t *testing.T) {
 	s.spawn.mu.Unlock()
 	if cmd != nil {
 		t.Errorf("spawned runner still running after shutdown")
+	}
+	if code := s.spawn.lastExit.Load(); code != 0 {
+		t.Errorf("spawned runner exited with %d after the drain, want 0", code)
 	}
 	waitFor(t, "sidecar gone from n8n", 5*time.Second, func() bool { return !n8n.broker.HasRunner("javascript") })
 }

@@ -40,6 +40,7 @@ type spawner struct {
 	log       *logrus.Entry
 
 	stopping atomic.Bool
+	lastExit atomic.Int32 // exit code of the last runner process, -1 before any exit
 	mu       sync.Mutex
 	cmd      *exec.Cmd     // the running process, nil between runs
 	exited   chan struct{} // closed when the current process has exited
@@ -47,7 +48,9 @@ type spawner struct {
 }
 
 func newSpawner(cfg Config, brokerURI string, broker *n8nproto.Broker, log *logrus.Entry) *spawner {
-	return &spawner{cfg: cfg, brokerURI: brokerURI, broker: broker, log: log, done: make(chan struct{})}
+	sp := &spawner{cfg: cfg, brokerURI: brokerURI, broker: broker, log: log, done: make(chan struct{})}
+	sp.lastExit.Store(-1)
+	return sp
 }
 
 // start runs the restart loop until ctx ends or stopRestarting is called.
@@ -135,6 +138,10 @@ func (sp *spawner) runOnce(ctx context.Context) (int, error) {
 	sp.cmd = nil
 	sp.mu.Unlock()
 	code := cmd.ProcessState.ExitCode()
+	sp.lastExit.Store(int32(code))
+	if sp.stopping.Load() {
+		log.WithField("exit", code).Info("official runner stopped")
+	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return code, fmt.Errorf("wait for the runner: %w", err)
