@@ -2,30 +2,240 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"sync"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
+	"github.com/tidwall/gjson"
+
+	"github.com/n8n-fn/n8n-fn/n8napi"
+	"github.com/n8n-fn/n8n-fn/n8nproto"
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
-// functions is the function runtime (call/function/return ops, dispatcher, recoverer, heartbeat).
-// This is the empty stub the sidecar is wired against; helper "functions" owns and fills it.
-type functions struct{}
+// Tunables of the function runtime that have no environment variable (yet).
+const (
+	// taskTimeoutMargin is kept free before n8n's task timeout so a call's own timeout error (which
+	// says what to do) wins over n8n's bare task cancel.
+	taskTimeoutMargin = 3 * time.Second
+	// maxCallParamsBytes bounds the params of one call: bigger payloads are refused before queuing.
+	maxCallParamsBytes = 16 << 20
+	// claimIdle: an in-flight entry idle this long is taken over by another sidecar's recoverer; the
+	// dispatcher keeps its own in-flight entries fresh well within it.
+	claimIdle = 60 * time.Second
+	// defaultDispatchSlots bounds the in-flight webhook calls per function per sidecar when the
+	// function sets no maxConcurrency.
+	defaultDispatchSlots = 32
+)
 
-// newFunctions builds the runtime from the sidecar's configuration. The stub needs nothing.
-func newFunctions(_ Config, _ *logrus.Entry) (*functions, error) {
-	return &functions{}, nil
+// functions is the function runtime: the function/call/return ops and the background duties
+// (dispatcher, recoverer, heartbeat, discovery), each in its own file.
+type functions struct {
+	cfg    Config
+	log    *logrus.Entry
+	rdb    *redis.Client
+	reg    *registry.Registry
+	signer *workflows.Signer
+	api    *n8napi.Client // nil when no API key is configured: no discovery, no dispatch error details
+
+	catalog *catalog
+	disc    *discovery
+	disp    *dispatcher
+	rec     *recoverer
+	hb      *heartbeat
+
+	cancel context.CancelFunc // ends the duties
+	wg     *sync.WaitGroup
+}
+
+// newFunctions builds the runtime. Without N8N_FN_SECRET the sidecar still relays and echoes, but
+// every function op fails with a message saying what to set.
+func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
+	f := &functions{cfg: cfg, log: log, catalog: newCatalog()}
+	if cfg.Secret == "" {
+		log.Warn("N8N_FN_SECRET is not set: function, call and return nodes will fail until it is")
+		return f, nil
+	}
+	signer, err := workflows.NewSigner([]byte(cfg.Secret))
+	if err != nil {
+		return nil, fmt.Errorf("N8N_FN_SECRET: %w", err)
+	}
+	f.signer = signer
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("N8N_FN_REDIS_URL: %w", err)
+	}
+	// One blocking read per served function plus the callers' reply waits share this pool.
+	opt.PoolSize = max(opt.PoolSize, 64+4*cfg.MaxConcurrency)
+	opt.ReadTimeout = 10 * time.Second
+	f.rdb = redis.NewClient(opt)
+	reg, err := registry.New(f.rdb, registry.Config{Prefix: cfg.Prefix})
+	if err != nil {
+		return nil, fmt.Errorf("function registry: %w", err)
+	}
+	f.reg = reg
+	if cfg.N8NAPIKey != "" {
+		f.api = n8napi.New(cfg.N8NAPIURL, cfg.N8NAPIKey)
+		f.api.WebhookURL = cfg.WebhookURL
+	} else {
+		log.Warn("N8N_FN_N8N_API_KEY is not set: this sidecar discovers no functions and does not dispatch calls (it can still call functions that other sidecars serve)")
+	}
+	f.disc = newDiscovery(f)
+	f.disp = newDispatcher(f)
+	f.rec = newRecoverer(f)
+	f.hb = newHeartbeat(f)
+	return f, nil
 }
 
 // ops returns the native ops the runtime serves, keyed by directive op name.
 func (f *functions) ops() map[string]nativeOp {
-	return map[string]nativeOp{}
+	return map[string]nativeOp{
+		workflows.OpFunction: f.functionOp,
+		workflows.OpCall:     f.callOp,
+		workflows.OpReturn:   f.returnOp,
+	}
 }
 
-// start launches the runtime's background duties; each one calls wg.Done when ctx ends.
-func (f *functions) start(_ context.Context, _ *sync.WaitGroup) {}
+// start launches the background duties; each one calls wg.Done when it ends.
+func (f *functions) start(ctx context.Context, wg *sync.WaitGroup) {
+	if f.reg == nil {
+		return
+	}
+	ctx, f.cancel = context.WithCancel(ctx)
+	f.wg = wg
+	f.hb.start(ctx, wg)
+	if f.api != nil {
+		f.disc.start(ctx, wg)
+		f.disp.start(ctx, wg)
+		f.rec.start(ctx, wg)
+	}
+}
 
-// shutdown stops the background duties after the sidecar's tasks have drained.
-func (f *functions) shutdown(_ context.Context) {}
+// shutdown stops the background duties after the sidecar's tasks have drained: the dispatcher
+// stops reading first, in-flight webhook calls end by their own deadline or ctx.
+func (f *functions) shutdown(ctx context.Context) {
+	if f.cancel == nil {
+		return
+	}
+	f.disp.shutdown(ctx)
+	f.cancel()
+	if f.rdb != nil {
+		// Duties have their ctx cancelled; the client closes when they returned.
+		go func() {
+			f.wg.Wait()
+			_ = f.rdb.Close()
+		}()
+	}
+}
 
 // ready reports why the runtime cannot serve functions yet (nil = ready); part of /readyz.
-func (f *functions) ready() error { return nil }
+func (f *functions) ready() error {
+	if f.reg == nil {
+		return nil // functions are off (no secret): relaying still works
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := f.reg.Ping(ctx); err != nil {
+		return fmt.Errorf("function registry: %w", err)
+	}
+	return nil
+}
+
+// errNoSecret is the failure of every function op on a sidecar without N8N_FN_SECRET.
+var errNoSecret = errors.New("N8N_FN_SECRET is not set on this n8n-fn sidecar")
+
+func (f *functions) enabled() error {
+	if f.reg == nil {
+		return &OpError{
+			Message:     "n8n-fn: " + errNoSecret.Error() + ": function, call and return nodes need it",
+			Description: "Set N8N_FN_SECRET (the same value on every sidecar, at least 16 characters, e.g. `openssl rand -hex 32`) and N8N_FN_REDIS_URL, then restart the sidecar.",
+			Err:         errNoSecret,
+		}
+	}
+	return nil
+}
+
+// taskData is what the ops need from n8n's data response.
+type taskData struct {
+	WorkflowID   string
+	WorkflowName string
+	NodeName     string
+	ExecutionID  string
+	Items        []item
+}
+
+// item is one n8n item; JSON is the item's json object.
+type item struct {
+	JSON   json.RawMessage `json:"json"`
+	Binary json.RawMessage `json:"binary,omitempty"`
+}
+
+// fetchTaskData pulls the input items and the workflow/node identity with one data request.
+func fetchTaskData(ctx context.Context, t *n8nproto.UpstreamTask) (*taskData, error) {
+	raw, err := t.RequestData(ctx, json.RawMessage(inputOnlyParams))
+	if err != nil {
+		return nil, fmt.Errorf("request input data from n8n: %w", err)
+	}
+	return parseTaskData(raw)
+}
+
+func parseTaskData(raw []byte) (*taskData, error) {
+	if !gjson.ValidBytes(raw) {
+		return nil, errors.New("n8n's data response is not valid JSON")
+	}
+	doc := gjson.ParseBytes(raw)
+	d := &taskData{
+		WorkflowID:   doc.Get("workflow.id").String(),
+		WorkflowName: doc.Get("workflow.name").String(),
+		NodeName:     doc.Get("node.name").String(),
+		ExecutionID:  doc.Get("additionalData.executionId").String(),
+	}
+	for _, it := range doc.Get("inputData.main.0").Array() {
+		j := it.Get("json")
+		x := item{JSON: json.RawMessage(`{}`)}
+		if j.IsObject() {
+			x.JSON = json.RawMessage(j.Raw)
+		}
+		if b := it.Get("binary"); b.IsObject() {
+			x.Binary = json.RawMessage(b.Raw)
+		}
+		d.Items = append(d.Items, x)
+	}
+	return d, nil
+}
+
+// outItem is one item of a taskdone result.
+type outItem struct {
+	JSON       json.RawMessage `json:"json"`
+	Binary     json.RawMessage `json:"binary,omitempty"`
+	PairedItem pairedItem      `json:"pairedItem"`
+}
+
+type pairedItem struct {
+	Item int `json:"item"`
+}
+
+func resultJSON(items []outItem) (json.RawMessage, error) {
+	if items == nil {
+		items = []outItem{}
+	}
+	b, err := json.Marshal(map[string]any{"result": items})
+	if err != nil {
+		return nil, fmt.Errorf("encode the node's output: %w", err)
+	}
+	return b, nil
+}
+
+// webhookClient is the HTTP client the dispatcher posts call references with; each request has
+// its own deadline (the call's).
+func webhookClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: tr}
+}

@@ -11,7 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/n8n-fn/n8n-fn/n8napi"
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/workflows"
 	"github.com/n8n-fn/n8n-fn/workflows/replay"
 )
 
@@ -170,8 +174,59 @@ func (a apiAdapter) ExecutionData(ctx context.Context, id string) ([]byte, error
 	return json.RawMessage(e.Raw), nil
 }
 
-// registryReadiness waits until the registry knows every function of the imported workflows.
-// TEMPORARY (until registry/ and workflows.Discover land): no wait.
-func registryReadiness(_, _ string, _ time.Duration) (func(context.Context, []replay.Imported) error, func(), error) {
-	return func(context.Context, []replay.Imported) error { return nil }, func() {}, nil
+// registryReadiness waits until the registry has a record and a live sidecar for every function
+// the imported workflows define (the sidecars discover published workflows periodically, or at
+// once when a call names an unknown function).
+func registryReadiness(redisURL, prefix string, timeout time.Duration) (func(context.Context, []replay.Imported) error, func(), error) {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redis url %q: %w", redisURL, err)
+	}
+	rdb := redis.NewClient(opt)
+	reg, err := registry.New(rdb, registry.Config{Prefix: prefix})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	wait := func(ctx context.Context, imported []replay.Imported) error {
+		var raws [][]byte
+		for _, im := range imported {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(im.Suite.Workflow, &m); err != nil {
+				return fmt.Errorf("%s: %w", im.Suite.File, err)
+			}
+			m["id"], _ = json.Marshal(im.ID)
+			b, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			raws = append(raws, b)
+		}
+		defs, _ := workflows.Discover(raws)
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		for {
+			var missing []string
+			for _, d := range defs {
+				k := registry.FunctionKey{Scope: d.Ref.Scope, Name: d.Ref.Name}
+				_, ok, err := reg.LookupFunction(ctx, k)
+				if err == nil && ok {
+					ok, err = reg.HasLiveConsumer(ctx, k)
+				}
+				if err != nil || !ok {
+					missing = append(missing, d.Ref.Display())
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("after %s, no live sidecar serves %s: are the sidecars running with N8N_FN_N8N_API_KEY set (discovery) and the same Redis/prefix (%s, %s)?",
+					timeout, strings.Join(missing, ", "), redisURL, prefix)
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	return wait, func() { rdb.Close() }, nil
 }

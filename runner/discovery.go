@@ -1,0 +1,184 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/workflows"
+)
+
+// discoveryInterval is how often the published workflows are read; registrations live for the
+// registry's RegistrationTTL (5 min), so a few missed rounds do not unregister anything.
+const discoveryInterval = 30 * time.Second
+
+// served is one function this sidecar dispatches.
+type served struct {
+	Key    registry.FunctionKey
+	Def    workflows.FunctionDef
+	Record registry.FunctionRecord
+}
+
+// catalog is the set of functions this sidecar serves, replaced as a whole by each discovery.
+type catalog struct {
+	mu      sync.RWMutex
+	fns     map[registry.FunctionKey]*served
+	changed chan struct{} // closed and replaced on every change
+}
+
+func newCatalog() *catalog {
+	return &catalog{fns: map[registry.FunctionKey]*served{}, changed: make(chan struct{})}
+}
+
+func (c *catalog) get(k registry.FunctionKey) *served {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.fns[k]
+}
+
+func (c *catalog) keys() []registry.FunctionKey {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]registry.FunctionKey, 0, len(c.fns))
+	for k := range c.fns {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// watch returns a channel closed at the next change.
+func (c *catalog) watch() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed
+}
+
+// replace sets the served functions and reports whether the set of keys or a definition changed.
+func (c *catalog) replace(fns map[registry.FunctionKey]*served) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	same := len(fns) == len(c.fns)
+	for k, s := range fns {
+		old, ok := c.fns[k]
+		if !ok || old.Record.WebhookPath != s.Record.WebhookPath || old.Record.WebhookMethod != s.Record.WebhookMethod ||
+			old.Record.MaxConcurrency != s.Record.MaxConcurrency || old.Record.WorkflowID != s.Record.WorkflowID {
+			same = false
+		}
+	}
+	c.fns = fns
+	if !same {
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+	return !same
+}
+
+// discovery reads the published workflows through n8n's public API, finds their function nodes
+// (workflows.Discover), registers them in the registry and updates the catalog the dispatcher
+// serves. It runs every discoveryInterval and on demand (a call naming an unknown function).
+type discovery struct {
+	f    *functions
+	kick chan struct{}
+
+	mu      sync.Mutex
+	running chan struct{} // non-nil while a round runs; closed when it ends
+	lastErr error
+	rounds  int
+}
+
+func newDiscovery(f *functions) *discovery {
+	return &discovery{f: f, kick: make(chan struct{}, 1)}
+}
+
+func (d *discovery) start(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(discoveryInterval)
+		defer t.Stop()
+		for {
+			if err := d.refreshNow(ctx); err != nil && ctx.Err() == nil {
+				d.f.log.WithError(err).Warn("function discovery failed; keeping the functions found before")
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-d.kick:
+			}
+		}
+	}()
+}
+
+// refreshNow runs one discovery round, or waits for the one already running (so a burst of calls
+// to an unknown function causes one round, not one each).
+func (d *discovery) refreshNow(ctx context.Context) error {
+	d.mu.Lock()
+	if ch := d.running; ch != nil {
+		d.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.lastErr
+	}
+	ch := make(chan struct{})
+	d.running = ch
+	d.mu.Unlock()
+
+	err := d.round(ctx)
+
+	d.mu.Lock()
+	d.running, d.lastErr = nil, err
+	d.rounds++
+	d.mu.Unlock()
+	close(ch)
+	return err
+}
+
+func (d *discovery) round(ctx context.Context) error {
+	f := d.f
+	wfs, err := f.api.ListWorkflows(ctx, true)
+	if err != nil {
+		return fmt.Errorf("discovery: list published workflows: %w", err)
+	}
+	raws := make([][]byte, len(wfs))
+	for i, w := range wfs {
+		raws[i] = w.Raw
+	}
+	defs, problems := workflows.Discover(raws)
+	for _, p := range problems {
+		f.log.WithField("problem", p.String()).Debug("discovery problem")
+	}
+	next := make(map[registry.FunctionKey]*served, len(defs))
+	for _, def := range defs {
+		key := registry.FunctionKey{Scope: def.Ref.Scope, Name: def.Ref.Name}
+		params, err := json.Marshal(def.Function.Params)
+		if err != nil {
+			return fmt.Errorf("discovery: encode params of %s: %w", key, err)
+		}
+		rec := registry.FunctionRecord{
+			Key: key, WorkflowID: def.WorkflowID, WebhookPath: def.WebhookPath, WebhookMethod: def.WebhookMethod,
+			Params: params, TimeoutMs: int64(def.Function.TimeoutMs), MaxConcurrency: def.Function.MaxConcurrency,
+			UpdatedAt: time.Now().UTC(), Owner: f.cfg.ID,
+		}
+		if err := f.reg.RegisterFunction(ctx, rec); err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+		next[key] = &served{Key: key, Def: def, Record: rec}
+	}
+	if f.catalog.replace(next) {
+		f.log.WithField("functions", len(next)).Info("serving functions")
+		// Make the new functions callable at once instead of at the next heartbeat.
+		f.hb.beatNow()
+	}
+	return nil
+}

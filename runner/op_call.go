@@ -1,0 +1,424 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/n8nproto"
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/workflows"
+)
+
+// timeZero passed to Verify skips the deadline check (return answers late calls too: harmless).
+var timeZero time.Time
+
+// callOp answers a `call` node: one call per input item (all in parallel) or one call for all
+// items, queued on the function's stream, then one wait on this task's reply list for all of them.
+func (f *functions) callOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error) {
+	if err := f.enabled(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	data, err := fetchTaskData(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn call: %w", err)
+	}
+	d, err := workflows.ParseCall(data.NodeName, h)
+	if err != nil {
+		return nil, directiveError(err)
+	}
+	return f.runCall(ctx, data, d, callOptions{taskID: t.ID, continueOnFail: s.ContinueOnFail, started: start})
+}
+
+type callOptions struct {
+	taskID         string
+	continueOnFail bool
+	started        time.Time // when n8n's task timeout started counting
+}
+
+// callReq is one call to make: the input items it covers, its params and the caller's own call
+// context (when the caller is itself a function body: nested calls keep it on their output).
+type callReq struct {
+	items  []int
+	params json.RawMessage
+	outer  *workflows.CallContext
+	idem   string
+
+	returned []json.RawMessage
+	err      error
+	done     bool
+}
+
+// runCall is callOp after the data request (tests call it directly).
+func (f *functions) runCall(ctx context.Context, data *taskData, d *workflows.CallDirective, o callOptions) (json.RawMessage, error) {
+	ref := d.Target(data.WorkflowID)
+	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	label := "n8n-fn call " + ref.Display()
+
+	// Everything about the items is checked before anything is queued.
+	reqs, err := buildCallReqs(data, d, ref, f.signer)
+	if err != nil {
+		var oe *OpError
+		if errors.As(err, &oe) {
+			oe.Message = label + ": " + oe.Message
+			return nil, oe
+		}
+		return nil, fmt.Errorf("%s: %w", label, err)
+	}
+	if len(reqs) == 0 {
+		return resultJSON(nil)
+	}
+	rec, err := f.resolve(ctx, key, ref, d)
+	if err != nil {
+		return f.callFailed(reqs, data, d, o, err)
+	}
+	timeout := time.Duration(d.TimeoutMs) * time.Millisecond
+	if timeout == 0 && rec.TimeoutMs > 0 {
+		timeout = time.Duration(rec.TimeoutMs) * time.Millisecond
+	}
+	if timeout == 0 {
+		timeout = time.Duration(workflows.DefaultFunctionTimeoutMs) * time.Millisecond
+	}
+	taskDeadline := o.started.Add(f.cfg.TaskTimeout - taskTimeoutMargin)
+	replyKey := f.reg.ReplyKey(f.cfg.ID + ":" + o.taskID + ":" + workflows.NewCallID()[:12])
+	caller := fmt.Sprintf("%s/workflow %s/execution %s/node %s", f.cfg.ID, data.WorkflowID, data.ExecutionID, data.NodeName)
+
+	for attempt := 0; attempt <= d.Retries; attempt++ {
+		var pending []*callReq
+		for _, r := range reqs {
+			if !r.done {
+				pending = append(pending, r)
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if attempt > 0 {
+			wait := time.Duration(d.RetryDelayMs(attempt)) * time.Millisecond
+			if time.Now().Add(wait).After(taskDeadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		deadline := time.Now().Add(timeout)
+		cappedByTask := false
+		if deadline.After(taskDeadline) {
+			deadline, cappedByTask = taskDeadline, true
+		}
+		if err := f.callOnce(ctx, key, label, replyKey, caller, pending, deadline, timeout, cappedByTask, attempt); err != nil {
+			return nil, err
+		}
+		retryable := false
+		for _, r := range pending {
+			if !r.done && !errors.Is(r.err, errNoRetry) {
+				retryable = true
+			}
+		}
+		if !retryable {
+			break
+		}
+	}
+	return f.callOutput(reqs, data, d, o, label)
+}
+
+// errNoRetry marks call failures a retry cannot fix (bad params, payload too big).
+var errNoRetry = errors.New("not retryable")
+
+// callOnce queues one attempt of every pending call in parallel and waits for all replies until deadline.
+func (f *functions) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
+	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
+	ids := make([]string, len(pending))
+	byID := make(map[string]*callReq, len(pending))
+	var wg sync.WaitGroup
+	addErrs := make([]error, len(pending))
+	for i, r := range pending {
+		ids[i] = workflows.NewCallID()
+		byID[ids[i]] = r
+		depth, stack := workflows.ChildChain(r.outer)
+		c := registry.Call{
+			ID: ids[i], Function: key, ReplyKey: replyKey, Params: r.params, Deadline: deadline,
+			Depth: depth, Stack: stackFromFrames(stack), Caller: caller, IdempotencyKey: r.idem, Attempt: attempt + 1,
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, addErrs[i] = f.reg.AddCall(ctx, c)
+		}()
+	}
+	wg.Wait()
+	var waitIDs []string
+	for i, err := range addErrs {
+		r := pending[i]
+		switch {
+		case err == nil:
+			waitIDs = append(waitIDs, ids[i])
+		case errors.Is(err, registry.ErrBacklogFull):
+			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
+		case errors.Is(err, registry.ErrUnavailable):
+			r.err = fmt.Errorf("Redis is unavailable, the call was not queued: %w", err)
+		default:
+			r.err = fmt.Errorf("queue the call: %w", err)
+		}
+	}
+	if len(waitIDs) == 0 {
+		return nil
+	}
+	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	if err != nil && !errors.Is(err, registry.ErrTimeout) {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: the task was cancelled while waiting for the result: %w", label, ctx.Err())
+		}
+		for _, id := range waitIDs {
+			if _, ok := replies[id]; !ok {
+				byID[id].err = fmt.Errorf("wait for the result: %w", err)
+			}
+		}
+	}
+	for _, id := range waitIDs {
+		r := byID[id]
+		rep, ok := replies[id]
+		switch {
+		case !ok && r.err != nil:
+		case !ok && cappedByTask:
+			r.err = fmt.Errorf("no result before n8n's task timeout (N8N_RUNNERS_TASK_TIMEOUT=%s, call id %s): the call node must finish within it; raise N8N_RUNNERS_TASK_TIMEOUT on n8n and the sidecars or make the function faster",
+				f.cfg.TaskTimeout, id)
+		case !ok:
+			r.err = fmt.Errorf("timed out after %s waiting for the result (call id %s, attempt %d); the function's workflow may be slow, stuck or not reaching its return node, or no worker is free",
+				timeout, id, attempt+1)
+		case rep.OK:
+			var items []json.RawMessage
+			if len(rep.Items) > 0 && string(rep.Items) != "null" {
+				if err := json.Unmarshal(rep.Items, &items); err != nil {
+					r.err = fmt.Errorf("%w: the function's result is not a list of items: %v", errNoRetry, err)
+					continue
+				}
+			}
+			r.returned, r.err, r.done = items, nil, true
+		case rep.ErrorKind == "params":
+			r.err = fmt.Errorf("%w: %s", errNoRetry, rep.Error)
+		default:
+			r.err = errors.New(rep.Error)
+		}
+	}
+	return nil
+}
+
+// buildCallReqs turns the input items into calls, checking params size, the outer call context
+// and the recursion limit.
+func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.FunctionRef, signer *workflows.Signer) ([]*callReq, error) {
+	outerOf := func(i int) (*workflows.CallContext, error) {
+		cc, err := workflows.ContextFromItem(data.Items[i].JSON)
+		if err != nil || cc == nil {
+			return nil, err
+		}
+		if err := cc.Verify(signer, timeZero); err != nil {
+			return nil, &OpError{Message: fmt.Sprintf("item %d: %v", i, err), Err: err}
+		}
+		if err := workflows.CheckDepth(cc, ref, workflows.DefaultMaxDepth); err != nil {
+			return nil, &OpError{Message: err.Error(), Err: err}
+		}
+		return cc, nil
+	}
+	checkSize := func(i int, p []byte) error {
+		if len(p) > maxCallParamsBytes {
+			return &OpError{
+				Message:     fmt.Sprintf("item %d: the params are %d bytes, at most %d can be sent in one call; nothing was queued", i, len(p), maxCallParamsBytes),
+				Description: "Send a reference (an id, a URL, a binary-data key) instead of the data itself, or split the items.",
+			}
+		}
+		return nil
+	}
+	var reqs []*callReq
+	if d.Mode == workflows.ModeAllItems {
+		if len(data.Items) == 0 {
+			return nil, nil
+		}
+		outer, err := outerOf(0)
+		if err != nil {
+			return nil, err
+		}
+		parts := make([]string, len(data.Items))
+		idx := make([]int, len(data.Items))
+		for i, it := range data.Items {
+			parts[i] = string(workflows.WithoutContext(it.JSON))
+			idx[i] = i
+		}
+		params := json.RawMessage(`{"items":[` + strings.Join(parts, ",") + `]}`)
+		if err := checkSize(0, params); err != nil {
+			return nil, err
+		}
+		idem, err := d.IdempotencyValue(data.Items[0].JSON)
+		if err != nil {
+			return nil, &OpError{Message: "item 0: " + err.Error(), Err: err}
+		}
+		return []*callReq{{items: idx, params: params, outer: outer, idem: idem}}, nil
+	}
+	for i, it := range data.Items {
+		outer, err := outerOf(i)
+		if err != nil {
+			return nil, err
+		}
+		params := workflows.WithoutContext(it.JSON)
+		if err := checkSize(i, params); err != nil {
+			return nil, err
+		}
+		idem, err := d.IdempotencyValue(it.JSON)
+		if err != nil {
+			return nil, &OpError{Message: fmt.Sprintf("item %d: %v", i, err), Err: err}
+		}
+		reqs = append(reqs, &callReq{items: []int{i}, params: params, outer: outer, idem: idem})
+	}
+	return reqs, nil
+}
+
+// resolve finds the function's registration (asking discovery once when it is unknown) and waits
+// up to waitForLive for a live sidecar serving it.
+func (f *functions) resolve(ctx context.Context, key registry.FunctionKey, ref workflows.FunctionRef, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
+	rec, ok, err := f.reg.LookupFunction(ctx, key)
+	if err == nil && !ok && f.disc != nil && f.api != nil {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		derr := f.disc.refreshNow(dctx)
+		cancel()
+		if derr != nil {
+			f.log.WithError(derr).Warn("on-demand discovery failed")
+		}
+		rec, ok, err = f.reg.LookupFunction(ctx, key)
+	}
+	if err == nil && !ok {
+		where := "scope global"
+		if ref.Scope != workflows.ScopeGlobal {
+			where = "the scope of workflow " + ref.Scope
+		}
+		return nil, &OpError{
+			Message: fmt.Sprintf("n8n-fn call: function %q is not registered in %s", ref.Name, where),
+			Description: fmt.Sprintf("No published workflow defines it. Check that the workflow with the function node {\"op\":\"function\",\"name\":%q} is published (active), that the name and scope match the call "+
+				"(a function with \"scope\":\"workflow\" is only callable from its own workflow, or with its workflow id as scope), and that the sidecars can list workflows through n8n's API (N8N_FN_N8N_API_URL, N8N_FN_N8N_API_KEY).", ref.Name),
+			Err: registry.ErrNotFound,
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn call %s: look up the function: %w", ref.Display(), err)
+	}
+	waitUntil := time.Now().Add(time.Duration(d.WaitForLiveMs) * time.Millisecond)
+	for {
+		live, err := f.reg.HasLiveConsumer(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("n8n-fn call %s: check for a live sidecar: %w", ref.Display(), err)
+		}
+		if live {
+			return &rec, nil
+		}
+		if time.Now().After(waitUntil) {
+			return nil, &OpError{
+				Message: fmt.Sprintf("n8n-fn call: no live n8n-fn sidecar serves function %s (waited %d ms); nothing was queued", ref.Display(), d.WaitForLiveMs),
+				Description: "The function is registered (workflow " + rec.WorkflowID + ") but no sidecar has sent a heartbeat for it recently. " +
+					"Check that the n8n-fn sidecars are running and reach Redis (N8N_FN_REDIS_URL, N8N_FN_PREFIX must match) and n8n's API (N8N_FN_N8N_API_KEY), and that the workflow is still published.",
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// callFailed answers the node when the call could not even be queued: error items with
+// continueOnFail, else the error.
+func (f *functions) callFailed(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, err error) (json.RawMessage, error) {
+	if !o.continueOnFail {
+		return nil, err
+	}
+	for _, r := range reqs {
+		r.err = err
+	}
+	return f.callOutput(reqs, data, d, o, "")
+}
+
+// callOutput builds the node's items: the returned items (or the input with the result under
+// resultField) with pairedItem to the input item; failures become error items with
+// continueOnFail, else the first failure fails the node.
+func (f *functions) callOutput(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, label string) (json.RawMessage, error) {
+	var out []outItem
+	for _, r := range reqs {
+		if r.err != nil || !r.done {
+			err := r.err
+			if err == nil {
+				err = errors.New("no result")
+			}
+			msg := strings.TrimPrefix(err.Error(), errNoRetry.Error()+": ")
+			if !o.continueOnFail {
+				var oe *OpError
+				if errors.As(err, &oe) {
+					return nil, oe
+				}
+				where := ""
+				if len(reqs) > 1 {
+					where = fmt.Sprintf(" (item %d)", r.items[0])
+				}
+				return nil, &OpError{Message: label + where + ": " + msg, Err: err}
+			}
+			for _, i := range r.items {
+				j, _ := json.Marshal(map[string]string{"error": msg})
+				if r.outer != nil {
+					j, _ = workflows.WithContext(j, r.outer)
+				}
+				out = append(out, outItem{JSON: j, PairedItem: pairedItem{Item: i}})
+			}
+			continue
+		}
+		if d.ResultField != "" {
+			val := workflows.ResultValue(r.returned)
+			for _, i := range r.items {
+				j, err := setField(data.Items[i].JSON, d.ResultField, val)
+				if err != nil {
+					return nil, fmt.Errorf("%s: item %d: %w", label, i, err)
+				}
+				out = append(out, outItem{JSON: j, Binary: data.Items[i].Binary, PairedItem: pairedItem{Item: i}})
+			}
+			continue
+		}
+		for k, ret := range r.returned {
+			j := json.RawMessage(ret)
+			if r.outer != nil {
+				var err error
+				if j, err = workflows.WithContext(j, r.outer); err != nil {
+					return nil, fmt.Errorf("%s: keep the call context on the result: %w", label, err)
+				}
+			}
+			// All-items calls pair item k with input k when the counts match, else with input 0.
+			pi := r.items[0]
+			if len(r.items) == len(r.returned) {
+				pi = r.items[k]
+			}
+			out = append(out, outItem{JSON: j, PairedItem: pairedItem{Item: pi}})
+		}
+	}
+	return resultJSON(out)
+}
+
+// setField returns obj with the top-level field key set to val (replacing it if present).
+func setField(obj json.RawMessage, key string, val json.RawMessage) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &m); err != nil {
+		return nil, fmt.Errorf("item json is not an object: %w", err)
+	}
+	if m == nil {
+		m = map[string]json.RawMessage{}
+	}
+	m[key] = val
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode item: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,158 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/n8nproto"
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/workflows"
+)
+
+// functionOp answers a `function` node: the Webhook node before it received a signed call
+// reference from a dispatcher. It verifies the reference, loads the call from Redis, checks the
+// deadline, binds the params and emits one item: the params at the root plus _functionCall.
+func (f *functions) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+	if err := f.enabled(); err != nil {
+		return nil, err
+	}
+	data, err := fetchTaskData(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn function: %w", err)
+	}
+	d, err := workflows.ParseFunction(data.NodeName, h)
+	if err != nil {
+		return nil, directiveError(err)
+	}
+	return f.runFunction(ctx, data, d)
+}
+
+// runFunction is functionOp after the data request (tests call it directly).
+func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (json.RawMessage, error) {
+	ref := d.Ref(data.WorkflowID)
+	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	name := ref.Display()
+	notRef := func(why string, cause error) error {
+		return &OpError{
+			Message: fmt.Sprintf("n8n-fn function %s: the webhook body is not a valid n8n-fn call reference: %s", name, why),
+			Description: "This workflow is a function: its Webhook is triggered by the n8n-fn dispatcher with a signed reference to a queued call. " +
+				"Call the function with an n8n-fn call node instead of calling its webhook directly. If a dispatcher sent this, check that every sidecar has the same N8N_FN_SECRET.",
+			Err: cause,
+		}
+	}
+	if len(data.Items) == 0 {
+		return nil, notRef("the node received no item", nil)
+	}
+	if len(data.Items) > 1 {
+		return nil, notRef(fmt.Sprintf("the node received %d items, a function call arrives as exactly one webhook item", len(data.Items)), nil)
+	}
+	cref, err := workflows.ParseCallRef(data.Items[0].JSON)
+	if err != nil {
+		return nil, notRef(err.Error(), err)
+	}
+	now := time.Now()
+	if err := cref.Verify(f.signer, now); err != nil {
+		if errors.Is(err, workflows.ErrExpired) {
+			return nil, &OpError{
+				Message:     fmt.Sprintf("n8n-fn function %s: %v; the caller has given up, the call is not run", name, err),
+				Description: "The call waited in the queue or in n8n's execution queue past its deadline. Raise the call's timeoutMs, the function's maxConcurrency, or add workers.",
+				Err:         err,
+			}
+		}
+		return nil, notRef(err.Error(), err)
+	}
+	if cref.Function != ref.String() {
+		return nil, notRef(fmt.Sprintf("it is for function %s, this node defines %s", cref.Function, ref.String()), nil)
+	}
+	call, err := f.reg.LoadCall(ctx, key, cref.EntryID)
+	if err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil, &OpError{
+				Message:     fmt.Sprintf("n8n-fn function %s: call %s is no longer queued (entry %s): it was already answered, dead-lettered or trimmed", name, cref.CallID, cref.EntryID),
+				Description: "A call is run once per queued entry. This execution is a late duplicate and does nothing.",
+				Err:         err,
+			}
+		}
+		return nil, fmt.Errorf("n8n-fn function %s: load call %s: %w", name, cref.CallID, err)
+	}
+	if call.ID != cref.CallID {
+		return nil, notRef(fmt.Sprintf("entry %s holds call %s, the reference names call %s", cref.EntryID, call.ID, cref.CallID), nil)
+	}
+	if !call.Deadline.IsZero() && now.After(call.Deadline) {
+		return nil, &OpError{
+			Message:     fmt.Sprintf("n8n-fn function %s: call %s passed its deadline %s ago; the caller has given up, the call is not run", name, call.ID, now.Sub(call.Deadline).Round(time.Millisecond)),
+			Description: "Raise the call's timeoutMs, the function's maxConcurrency, or add workers.",
+			Err:         workflows.ErrExpired,
+		}
+	}
+	bound, err := d.BindParams(call.Params)
+	if err != nil {
+		// The caller gets the params error at once; this execution fails with the same message.
+		f.answerNow(ctx, key, cref.EntryID, registry.Reply{CallID: call.ID, Error: err.Error(), ErrorKind: "params"}, call.ReplyKey)
+		return nil, &OpError{Message: "n8n-fn function " + name + ": " + err.Error(), Err: err}
+	}
+	cc := &workflows.CallContext{
+		CallID:   call.ID,
+		ReplyKey: call.ReplyKey,
+		Function: ref.String(),
+		EntryID:  cref.EntryID,
+		Deadline: call.Deadline.UnixMilli(),
+		Depth:    max(call.Depth, 1),
+		Stack:    framesFromStack(call.Stack),
+		// TODO(functions): ServedBy: f.cfg.ID once workflows.CallContext has it (notes/requests-workflows.md).
+	}
+	if cc.Depth != len(cc.Stack)+1 {
+		// A call queued by something other than our call op: keep the chain we can vouch for.
+		cc.Depth = len(cc.Stack) + 1
+	}
+	cc.Sign(f.signer)
+	out, err := workflows.WithContext(bound, cc)
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
+	}
+	f.log.WithFields(map[string]any{"function": ref.String(), "call": call.ID, "execution": data.ExecutionID}).Debug("function call started")
+	return resultJSON([]outItem{{JSON: out}})
+}
+
+// answerNow publishes a reply and acknowledges the entry; used where the caller should not wait
+// for the dispatcher to notice the failure.
+func (f *functions) answerNow(ctx context.Context, key registry.FunctionKey, entryID string, r registry.Reply, replyKey string) {
+	if err := f.reg.PublishReply(ctx, replyKey, r); err != nil {
+		f.log.WithError(err).WithField("function", key.String()).Warn("could not publish the error reply")
+		return
+	}
+	if err := f.reg.Ack(ctx, key, entryID); err != nil {
+		f.log.WithError(err).WithField("function", key.String()).Warn("could not acknowledge the call")
+	}
+}
+
+// The registry keeps a call's parent chain as "callId:scope/name" strings.
+func stackFromFrames(frames []workflows.CallFrame) []string {
+	out := make([]string, len(frames))
+	for i, fr := range frames {
+		out[i] = fr.CallID + ":" + fr.Function
+	}
+	return out
+}
+
+func framesFromStack(stack []string) []workflows.CallFrame {
+	out := make([]workflows.CallFrame, 0, len(stack))
+	for _, s := range stack {
+		id, fn, _ := strings.Cut(s, ":")
+		out = append(out, workflows.CallFrame{CallID: id, Function: fn})
+	}
+	return out
+}
+
+// directiveError turns a directive parse error into a node error that says how to fix it.
+func directiveError(err error) error {
+	return &OpError{
+		Message:     "n8n-fn: " + strings.TrimPrefix(err.Error(), "n8n-fn: "),
+		Description: "Fix the JSON in the header comment of this Code node; `n8n-fn snippet` prints valid nodes and `n8n-fn lint` checks a workflow.",
+		Err:         err,
+	}
+}

@@ -1,0 +1,68 @@
+package runner
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+const (
+	// recoverInterval: how often idle entries of served functions are looked for.
+	recoverInterval = 10 * time.Second
+	// trimInterval: how often finished entries are trimmed.
+	trimInterval = time.Minute
+)
+
+// recoverer takes over calls whose dispatcher died or hung (idle past claimIdle), hands them to
+// this sidecar's dispatcher, lets the registry dead-letter calls delivered too often (their
+// callers are told), and trims finished entries.
+type recoverer struct{ f *functions }
+
+func newRecoverer(f *functions) *recoverer { return &recoverer{f: f} }
+
+func (r *recoverer) start(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rt := time.NewTicker(recoverInterval)
+		defer rt.Stop()
+		tt := time.NewTicker(trimInterval)
+		defer tt.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-rt.C:
+				r.reclaim(ctx)
+			case <-tt.C:
+				r.trim(ctx)
+			}
+		}
+	}()
+}
+
+func (r *recoverer) reclaim(ctx context.Context) {
+	f := r.f
+	for _, k := range f.catalog.keys() {
+		ds, err := f.reg.Reclaim(ctx, k, f.disp.consumer, claimIdle, 16)
+		if err != nil {
+			if ctx.Err() == nil {
+				f.log.WithError(err).WithField("function", k.String()).Warn("reclaiming idle calls failed")
+			}
+			continue
+		}
+		for _, d := range ds {
+			f.log.WithFields(map[string]any{"function": k.String(), "call": d.Call.ID, "deliveries": d.Deliveries}).Info("reclaimed an idle call; dispatching it again")
+			f.disp.handoff(ctx, d)
+		}
+	}
+}
+
+func (r *recoverer) trim(ctx context.Context) {
+	f := r.f
+	for _, k := range f.catalog.keys() {
+		if err := f.reg.Trim(ctx, k); err != nil && ctx.Err() == nil {
+			f.log.WithError(err).WithField("function", k.String()).Warn("trimming the call stream failed")
+		}
+	}
+}
