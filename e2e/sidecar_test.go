@@ -133,7 +133,15 @@ func TestSidecarDirectiveErrors(t *testing.T) {
 		}
 		st, data := lastExecution(t, s, wfID)
 		msg := executionError(t, data)
-		if st != "error" || !strings.Contains(msg, "does not parse") || !strings.Contains(msg, `{"op":"echo",`) {
+		// What the n8n UI shows under the message: the runner error's description.
+		rd, _ := data["resultData"].(map[string]any)
+		e, _ := rd["error"].(map[string]any)
+		if d, _ := e["description"].(string); !strings.Contains(d, "/* @n8n-fn") {
+			t.Errorf("execution error has no description saying how to fix the header: %v", e)
+		}
+		t.Logf("n8n stored the node error as: message %q, description %q", e["message"], e["description"])
+		if st != "error" || !strings.Contains(msg, "does not parse") ||
+			!strings.Contains(msg, `{"op":"echo",`) && !strings.Contains(msg, `{\"op\":\"echo\",`) {
 			t.Errorf("status %s, error %q: want the parse problem quoted", st, msg)
 		}
 	})

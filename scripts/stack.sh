@@ -23,7 +23,7 @@ N8N_VERSION=${N8N_VERSION:-2.41.1}   # 2.41.3 does not resolve on this registry 
 WORKERS=${N8N_WORKERS:-2}
 DB=${DB:-sqlite}
 # The one-line switch between the official runner and the n8n-fn sidecar:
-RUNNER_KIND=${RUNNER_KIND:-official}
+RUNNER_KIND=${RUNNER_KIND:-sidecar}
 
 STACK=$CACHE/stack
 APP=$CACHE/n8n/$N8N_VERSION
