@@ -336,6 +336,25 @@ func (f *fields) name(field string, required bool, what string) string {
 	return s
 }
 
+// paramName reads a param's name: any non-empty field name without control characters (params
+// are fields of the item's json, and origin workflows used display-style names).
+func (f *fields) paramName() string {
+	s := f.str("name", "")
+	if _, given := f.vals["name"]; !given {
+		f.fail("name", "missing: the param name is required")
+		return ""
+	}
+	switch {
+	case s == "":
+		f.fail("name", "must not be empty")
+	case len(s) > MaxNameLength:
+		f.fail("name", fmt.Sprintf("longer than %d characters", MaxNameLength))
+	case strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		f.fail("name", fmt.Sprintf("%q contains control characters", s))
+	}
+	return s
+}
+
 func checkName(s string) error {
 	switch {
 	case s == "":
@@ -391,7 +410,7 @@ func parseParams(f *fields, p gjson.Result) []Param {
 	for i, it := range items {
 		pf := newFields(f.node, "", []byte(it.Raw), "name", "type", "required", "default", "description")
 		prm := Param{
-			Name:        pf.name("name", true, "param name"),
+			Name:        pf.paramName(),
 			Type:        pf.str("type", TypeString),
 			Required:    pf.boolean("required"),
 			Description: pf.str("description", ""),

@@ -323,8 +323,8 @@ func ParseParamSpec(spec string) (Param, error) {
 	head, def, hasDef := strings.Cut(spec, "=")
 	parts := strings.Split(head, ":")
 	p := Param{Name: parts[0], Type: TypeString}
-	if err := checkName(p.Name); err != nil {
-		return Param{}, fmt.Errorf("param %q: name %w", spec, err)
+	if p.Name == "" || p.Name == ContextField || len(p.Name) > MaxNameLength {
+		return Param{}, fmt.Errorf("param %q: expected name:type[:required][=default] with a name (not %s, at most %d characters)", spec, ContextField, MaxNameLength)
 	}
 	if len(parts) > 1 && parts[1] != "" {
 		p.Type = parts[1]

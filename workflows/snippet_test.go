@@ -115,7 +115,7 @@ func TestParseParamSpec(t *testing.T) {
 			t.Errorf("%s: got %+v %v want %+v", spec, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", ":number", "a:int", "a:number:optional", "a:number=x", "a:array={}", "a b:string"} {
+	for _, bad := range []string{"", ":number", "a:int", "a:number:optional", "a:number=x", "a:array={}", "_functionCall:string"} {
 		if _, err := ParseParamSpec(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
