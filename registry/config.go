@@ -16,9 +16,12 @@ type Config struct {
 	RegistrationTTL time.Duration
 	// HeartbeatTTL is how long a sidecar counts as live after its last heartbeat (default 30s).
 	HeartbeatTTL time.Duration
-	// MaxLen caps a function stream. Trim removes finished entries beyond it; when unfinished
-	// calls alone reach it, AddCall refuses with ErrBacklogFull instead of dropping any (default 100000).
+	// MaxLen caps a function stream. At the cap AddCall first removes finished entries and, when
+	// unfinished calls alone fill it, refuses with ErrBacklogFull instead of dropping any (default 100000).
 	MaxLen int64
+	// TrimLen is the length Trim cuts a stream to, removing finished entries only (default 10000,
+	// at most MaxLen).
+	TrimLen int64
 	// MaxAge is how long finished entries are kept for inspection before Trim removes them (default 1h).
 	MaxAge time.Duration
 	// MaxDeliveries is how often an entry may be delivered before Reclaim dead-letters it (default 5).
@@ -40,6 +43,7 @@ const (
 	DefaultRegistrationTTL  = 5 * time.Minute
 	DefaultHeartbeatTTL     = 30 * time.Second
 	DefaultMaxLen           = 100000
+	DefaultTrimLen          = 10000
 	DefaultMaxAge           = time.Hour
 	DefaultMaxDeliveries    = 5
 	DefaultDeadLetterMaxLen = 10000
@@ -60,6 +64,9 @@ func (c *Config) setDefaults() {
 	setDur(&c.ReplayDeadline, DefaultReplayDeadline)
 	if c.MaxLen == 0 {
 		c.MaxLen = DefaultMaxLen
+	}
+	if c.TrimLen == 0 {
+		c.TrimLen = min(DefaultTrimLen, c.MaxLen)
 	}
 	if c.MaxDeliveries == 0 {
 		c.MaxDeliveries = DefaultMaxDeliveries
@@ -91,6 +98,8 @@ func (c Config) Validate() error {
 			c.ReplyTTL, c.RegistrationTTL, c.HeartbeatTTL)
 	case c.MaxLen < 1:
 		return bad("MaxLen must be at least 1 (got %d)", c.MaxLen)
+	case c.TrimLen < 1 || c.TrimLen > c.MaxLen:
+		return bad("TrimLen must be between 1 and MaxLen %d (got %d)", c.MaxLen, c.TrimLen)
 	case c.MaxAge < 0:
 		return bad("MaxAge must not be negative (got %s)", c.MaxAge)
 	case c.MaxDeliveries < 1:

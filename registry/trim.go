@@ -12,7 +12,7 @@ type TrimResult struct {
 	ConsumersPruned int64 // idle consumers without pending entries that were deleted
 }
 
-// Trim removes finished entries of fn older than MaxAge, and beyond MaxLen (at most TrimBatch per
+// Trim removes finished entries of fn older than MaxAge, and beyond TrimLen (at most TrimBatch per
 // run), but never an entry that is pending or not yet delivered: the cut is kept below the oldest
 // pending id and after the group's last delivered id (XTRIM MINID on >= 6.2; XDEL by id before).
 // It also deletes consumers that own nothing and were idle longer than ConsumerMaxIdle.
@@ -33,7 +33,7 @@ func (r *Registry) TrimStats(ctx context.Context, fn FunctionKey) (TrimResult, e
 		return res, wrap(op, fn, err)
 	}
 	out, err := trimScript.Run(ctx, r.rdb, []string{r.k.calls(fn)},
-		r.cfg.MaxLen, r.cfg.MaxAge.Milliseconds(), r.cfg.TrimBatch, legacyFlag(f)).Int64Slice()
+		r.cfg.TrimLen, r.cfg.MaxAge.Milliseconds(), r.cfg.TrimBatch, legacyFlag(f)).Int64Slice()
 	if err != nil {
 		return res, wrap(op, fn, err)
 	}

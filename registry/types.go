@@ -99,8 +99,8 @@ type FunctionRecord struct {
 
 // DeadLetter is one entry of a function's dead-letter stream.
 type DeadLetter struct {
-	ID         string    // id in the dead-letter stream (ReplayDeadLetter/PurgeDeadLetters take it)
-	EntryID    string    // id the call had in the calls stream
+	ID         string // id in the dead-letter stream (ReplayDeadLetter/PurgeDeadLetters take it)
+	EntryID    string // id the call had in the calls stream
 	Function   FunctionKey
 	Reason     string
 	Deliveries int64

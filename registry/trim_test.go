@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestTrimKeepsPendingAndUndelivered: trimming by length and age removes finished entries only;
+// the cut stays below the oldest pending entry and never passes the last delivered one.
+func TestTrimKeepsPendingAndUndelivered(t *testing.T) {
+	for _, tc := range versions {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := newTestRegistry(t, Config{TrimLen: 5, MaxAge: time.Hour})
+			if tc.v != [3]int{} {
+				r.forceVersion(tc.v)
+			}
+			ctx := ctxT(t)
+			fn := fnKey("t")
+			mustEnsure(t, r, fn)
+			for i := 0; i < 20; i++ {
+				mustAdd(t, r, newCall(r, fn, "c", `{}`))
+			}
+			ds := mustRead(t, r, "w", []FunctionKey{fn}, 20)
+			if len(ds) != 20 {
+				t.Fatalf("read %d", len(ds))
+			}
+			ack := func(idx ...int) {
+				for _, i := range idx {
+					if err := r.Ack(ctx, fn, ds[i].EntryID); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			trim := func() TrimResult {
+				res, err := r.TrimStats(ctx, fn)
+				if err != nil {
+					t.Fatalf("Trim: %v", err)
+				}
+				return res
+			}
+			ack(0, 1, 2, 4, 5, 6, 7, 8, 9) // entry 3 stays pending
+			if res := trim(); res.Removed != 3 || res.Length != 17 {
+				t.Fatalf("trim with entry 3 pending = %+v, want 3 removed, 17 left", res)
+			}
+			for _, i := range []int{3, 10, 19} {
+				if _, err := r.LoadCall(ctx, fn, ds[i].EntryID); err != nil {
+					t.Fatalf("pending entry %d trimmed: %v", i, err)
+				}
+			}
+			ack(3)
+			if res := trim(); res.Length != 10 {
+				t.Fatalf("trim after ack of 3 = %+v, want 10 left (10..19 pending)", res)
+			}
+			// 8 queued but undelivered entries: TrimLen 5 must not cut into them.
+			for i := 0; i < 8; i++ {
+				mustAdd(t, r, newCall(r, fn, "c", `{}`))
+			}
+			ack(10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
+			if res := trim(); res.Length != 8 {
+				t.Fatalf("trim with 8 undelivered = %+v, want exactly the 8 undelivered left", res)
+			}
+			if got := mustRead(t, r, "w", []FunctionKey{fn}, 100); len(got) != 8 {
+				t.Fatalf("undelivered entries after trim: %d, want 8", len(got))
+			}
+		})
+	}
+}
+
+func TestTrimByAge(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{MaxAge: 100 * time.Millisecond, ConsumerMaxIdle: 50 * time.Millisecond})
+	ctx := ctxT(t)
+	fn := fnKey("age")
+	mustEnsure(t, r, fn)
+	for i := 0; i < 3; i++ {
+		mustAdd(t, r, newCall(r, fn, "c", `{}`))
+	}
+	for _, d := range mustRead(t, r, "old-consumer", []FunctionKey{fn}, 3) {
+		if err := r.Ack(ctx, fn, d.EntryID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := r.TrimStats(ctx, fn); err != nil || res.Removed != 0 {
+		t.Fatalf("young entries trimmed: %+v, %v", res, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	fresh := mustAdd(t, r, newCall(r, fn, "c", `{}`))
+	res, err := r.TrimStats(ctx, fn)
+	if err != nil || res.Removed != 3 || res.Length != 1 {
+		t.Fatalf("trim by age = %+v, %v; want 3 removed, 1 left", res, err)
+	}
+	if res.ConsumersPruned != 1 {
+		t.Fatalf("idle consumer without pending not pruned: %+v", res)
+	}
+	if _, err := r.LoadCall(ctx, fn, fresh); err != nil {
+		t.Fatalf("fresh entry trimmed: %v", err)
+	}
+	// A consumer that still owns entries is never pruned, however idle.
+	mustRead(t, r, "busy-consumer", []FunctionKey{fn}, 1)
+	time.Sleep(80 * time.Millisecond)
+	if res, _ := r.TrimStats(ctx, fn); res.ConsumersPruned != 0 {
+		t.Fatalf("consumer with pending entries pruned: %+v", res)
+	}
+	if err := r.TrimAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Trim(context.Background(), fnKey("no-such-stream")); err != nil {
+		t.Fatalf("Trim of a missing stream: %v", err)
+	}
+}
