@@ -56,10 +56,13 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 		c.exited = append(c.exited, ch)
 		c.addrs = append(c.addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	}
-	for _, a := range c.addrs {
+	for i, a := range c.addrs {
 		s := &Server{t: t, url: "redis://" + a, addr: a}
-		if err := s.ping(10*time.Second, nil); err != nil {
+		if err := s.ping(10*time.Second, c.exited[i]); err != nil {
 			t.Skipf("redistest: cluster test skipped: node %s did not start: %v", a, err)
+		}
+		if err := s.checkPID(c.procs[i].Process.Pid); err != nil {
+			t.Skipf("redistest: cluster test skipped: %v (a parallel test took the port; rerun)", err)
 		}
 	}
 	args := append([]string{"--cluster", "create"}, c.addrs...)

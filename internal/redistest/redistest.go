@@ -136,7 +136,7 @@ func (s *Server) Resume() {
 		}
 		s.waitReady(30 * time.Second)
 	case modeProcess:
-		s.launch()
+		s.launch(false)
 	}
 }
 
@@ -229,7 +229,7 @@ func (s *Server) startProcess() {
 	s.port = freePort(s.t)
 	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	s.url = "redis://" + s.addr + "/0"
-	s.launch()
+	s.launch(true)
 }
 
 func findRedisServer() string {
@@ -245,7 +245,7 @@ func findRedisServer() string {
 	return ""
 }
 
-func (s *Server) launch() {
+func (s *Server) launch(first bool) {
 	s.t.Helper()
 	// The port may be briefly taken by someone else between freePort and here; retry a few times.
 	var lastErr error
@@ -266,15 +266,39 @@ func (s *Server) launch() {
 		s.cmd, s.exited = cmd, exited
 		s.mu.Unlock()
 		if lastErr = s.ping(10*time.Second, exited); lastErr == nil {
-			return
+			// Another test process may have grabbed the port between freePort and the bind: make
+			// sure the server answering is the one we started.
+			if lastErr = s.checkPID(cmd.Process.Pid); lastErr == nil {
+				return
+			}
 		}
 		s.stopProcess(false)
+		if !first {
+			break // Resume must keep the port
+		}
+		s.port = freePort(s.t)
+		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+		s.url = "redis://" + s.addr + "/0"
 	}
 	log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 	s.t.Fatalf("redistest: redis-server on port %d did not come up: %v\n%s", s.port, lastErr, tail(string(log), 2000))
 }
 
 // stopProcess ends the redis-server process; save=true writes dump.rdb first so Resume keeps the data.
+// checkPID verifies that the server at s.addr is the process pid.
+func (s *Server) checkPID(pid int) error {
+	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "server").Result()
+	if err != nil {
+		return err
+	}
+	if !containsLine(info, "process_id:"+strconv.Itoa(pid)) {
+		return fmt.Errorf("port %d is served by another process, not our redis-server (pid %d)", s.port, pid)
+	}
+	return nil
+}
+
 func (s *Server) stopProcess(save bool) {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited

@@ -1,0 +1,117 @@
+package registry
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/internal/redistest"
+)
+
+// TestRealCluster runs the registry on a 3-master Redis Cluster of local redis-server processes
+// (skipped with the reason when that cannot be started here).
+func TestRealCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped with -short: it starts three redis-server processes")
+	}
+	cl := redistest.StartCluster(t, 3)
+	client := cl.Client()
+	r, err := New(client, Config{Prefix: "ct:", MaxDeliveries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.cluster {
+		t.Fatal("a ClusterClient must switch on slot grouping")
+	}
+	ctx := ctxT(t)
+
+	// Our CRC16 agrees with the server.
+	fns := []FunctionKey{fnKey("add"), fnKey("mul"), fnKey("div"), {Scope: "wf7", Name: "local"}, fnKey("sub"), fnKey("neg")}
+	for _, fn := range fns {
+		for _, key := range append(r.k.functionKeys(fn), r.ReplyKey("caller-"+fn.Name)) {
+			want, err := client.ClusterKeySlot(ctx, key).Result()
+			if err != nil || int(want) != KeySlot(key) {
+				t.Fatalf("KeySlot(%q) = %d, CLUSTER KEYSLOT = %d (%v)", key, KeySlot(key), want, err)
+			}
+		}
+	}
+	nodes := map[string]bool{}
+	for _, fn := range fns {
+		n, err := client.MasterForKey(ctx, r.k.calls(fn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[n.Options().Addr] = true
+	}
+	if len(nodes) < 2 {
+		t.Fatalf("test functions all on one node (%v); pick other names", nodes)
+	}
+
+	for _, fn := range fns {
+		if err := r.RegisterFunction(ctx, FunctionRecord{Key: fn, WorkflowID: "wf"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Heartbeat(ctx, "sc-1", fns); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := r.HasLiveConsumer(ctx, fns[3]); err != nil || !live {
+		t.Fatalf("HasLiveConsumer = %v, %v", live, err)
+	}
+	sc, err := r.ListSidecars(ctx) // SCAN on every master
+	if err != nil || len(sc) != 1 {
+		t.Fatalf("ListSidecars = %v, %v", sc, err)
+	}
+	var ids []string
+	for _, fn := range fns {
+		c := newCall(r, fn, "caller", `{"x":1}`)
+		ids = append(ids, c.ID)
+		mustAdd(t, r, c)
+	}
+	ds, err := r.ReadCalls(ctx, "sc-1", fns, 10, 100*time.Millisecond)
+	if err != nil || len(ds) != len(fns) {
+		t.Fatalf("ReadCalls over %d slots = %d deliveries, %v", len(r.SlotGroups(fns)), len(ds), err)
+	}
+	for _, d := range ds[1:] {
+		if err := r.KeepAlive(ctx, d.Function, "sc-1", []string{d.EntryID}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Complete(ctx, d, Reply{OK: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first one is abandoned: reclaimed once more than MaxDeliveries allows, so dead-lettered.
+	time.Sleep(30 * time.Millisecond)
+	if rc, err := r.Reclaim(ctx, ds[0].Function, "sc-2", 10*time.Millisecond, 10); err != nil || len(rc) != 0 {
+		t.Fatalf("Reclaim = %v, %v", rc, err)
+	}
+	got, err := r.WaitReplies(ctx, r.ReplyKey("caller"), ids, time.Now().Add(2*time.Second))
+	if err != nil || len(got) != len(fns) {
+		t.Fatalf("WaitReplies = %d replies, %v", len(got), err)
+	}
+	if got[ds[0].Call.ID].ErrorKind != ErrorKindDeadLetter {
+		t.Fatalf("abandoned call reply = %+v", got[ds[0].Call.ID])
+	}
+	dls, err := r.ListDeadLetters(ctx, ds[0].Function, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters = %v, %v", dls, err)
+	}
+	if _, err := r.ReplayDeadLetter(ctx, ds[0].Function, dls[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range fns {
+		if err := r.Trim(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := r.Status(ctx)
+	if err != nil || len(st) != len(fns) {
+		t.Fatalf("Status = %v, %v", st, err)
+	}
+	if err := r.RemoveFunction(ctx, fns[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.AddCall(ctx, newCall(r, fns[1], "caller", `{}`)); !errors.Is(err, ErrNoStream) {
+		t.Fatalf("AddCall after removal = %v", err)
+	}
+}
