@@ -12,10 +12,6 @@ import (
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
-// discoveryInterval is how often the published workflows are read; registrations live for the
-// registry's RegistrationTTL (5 min), so a few missed rounds do not unregister anything.
-const discoveryInterval = 30 * time.Second
-
 // served is one function this sidecar dispatches.
 type served struct {
 	Key    registry.FunctionKey
@@ -99,7 +95,7 @@ func (d *discovery) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(discoveryInterval)
+		t := time.NewTicker(d.f.tun.discoveryInterval) // registrations live 5 min: missed rounds unregister nothing
 		defer t.Stop()
 		for {
 			if err := d.refreshNow(ctx); err != nil && ctx.Err() == nil {

@@ -19,10 +19,6 @@ import (
 )
 
 const (
-	// readBlock bounds one blocking read, so a changed catalog or a shutdown is noticed quickly.
-	readBlock = 2 * time.Second
-	// keepAliveInterval refreshes in-flight entries well within claimIdle.
-	keepAliveInterval = claimIdle / 4
 	// webhookGrace is added to a call's deadline for the webhook request: the execution's answer
 	// after the deadline still tells us whether the function failed.
 	webhookGrace = 5 * time.Second
@@ -84,7 +80,7 @@ func (d *dispatcher) start(ctx context.Context, wg *sync.WaitGroup) {
 	}()
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(keepAliveInterval)
+		t := time.NewTicker(d.f.tun.keepAliveInterval)
 		defer t.Stop()
 		for {
 			select {
@@ -169,7 +165,7 @@ func (d *dispatcher) readLoop(ctx context.Context, l *fnLoop) {
 				break more
 			}
 		}
-		ds, err := d.f.reg.ReadCalls(ctx, d.consumer, []registry.FunctionKey{l.key}, int64(free), readBlock)
+		ds, err := d.f.reg.ReadCalls(ctx, d.consumer, []registry.FunctionKey{l.key}, int64(free), d.f.tun.readBlock)
 		for i := len(ds); i < free; i++ {
 			<-l.slots
 		}

@@ -26,9 +26,9 @@ const (
 	taskTimeoutMargin = 3 * time.Second
 	// maxCallParamsBytes bounds the params of one call: bigger payloads are refused before queuing.
 	maxCallParamsBytes = 16 << 20
-	// claimIdle: an in-flight entry idle this long is taken over by another sidecar's recoverer; the
-	// dispatcher keeps its own in-flight entries fresh well within it.
-	claimIdle = 60 * time.Second
+	// defaultClaimIdle: an in-flight entry idle this long is taken over by another sidecar's
+	// recoverer; the dispatcher keeps its own in-flight entries fresh well within it.
+	defaultClaimIdle = 60 * time.Second
 	// defaultDispatchSlots bounds the in-flight webhook calls per function per sidecar when the
 	// function sets no maxConcurrency.
 	defaultDispatchSlots = 32
@@ -50,14 +50,39 @@ type functions struct {
 	rec     *recoverer
 	hb      *heartbeat
 
+	tun tunables
+
 	cancel context.CancelFunc // ends the duties
 	wg     *sync.WaitGroup
+}
+
+// tunables are the intervals of the duties; tests shorten them.
+type tunables struct {
+	claimIdle         time.Duration
+	keepAliveInterval time.Duration
+	recoverInterval   time.Duration
+	trimInterval      time.Duration
+	discoveryInterval time.Duration
+	heartbeatInterval time.Duration
+	readBlock         time.Duration
+}
+
+func defaultTunables() tunables {
+	return tunables{
+		claimIdle:         defaultClaimIdle,
+		keepAliveInterval: defaultClaimIdle / 4,
+		recoverInterval:   10 * time.Second,
+		trimInterval:      time.Minute,
+		discoveryInterval: 15 * time.Second,
+		heartbeatInterval: 10 * time.Second, // a third of the registry's HeartbeatTTL
+		readBlock:         2 * time.Second,
+	}
 }
 
 // newFunctions builds the runtime. Without N8N_FN_SECRET the sidecar still relays and echoes, but
 // every function op fails with a message saying what to set.
 func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
-	f := &functions{cfg: cfg, log: log, catalog: newCatalog()}
+	f := &functions{cfg: cfg, log: log, catalog: newCatalog(), tun: defaultTunables()}
 	if cfg.Secret == "" {
 		log.Warn("N8N_FN_SECRET is not set: function, call and return nodes will fail until it is")
 		return f, nil
@@ -110,10 +135,10 @@ func (f *functions) start(ctx context.Context, wg *sync.WaitGroup) {
 	ctx, f.cancel = context.WithCancel(ctx)
 	f.wg = wg
 	f.hb.start(ctx, wg)
+	f.disp.start(ctx, wg)
+	f.rec.start(ctx, wg)
 	if f.api != nil {
-		f.disc.start(ctx, wg)
-		f.disp.start(ctx, wg)
-		f.rec.start(ctx, wg)
+		f.disc.start(ctx, wg) // without it the catalog stays empty: nothing is dispatched here
 	}
 }
 

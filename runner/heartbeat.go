@@ -6,10 +6,7 @@ import (
 	"time"
 )
 
-// heartbeatInterval is a third of the registry's default HeartbeatTTL (30 s).
-const heartbeatInterval = 10 * time.Second
-
-// heartbeat tells the registry every heartbeatInterval that this sidecar is alive and which
+// heartbeat tells the registry every tunables.heartbeatInterval that this sidecar is alive and which
 // functions it serves; callers fail fast when no live sidecar serves their function.
 type heartbeat struct {
 	f    *functions
@@ -30,7 +27,7 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(heartbeatInterval)
+		t := time.NewTicker(h.f.tun.heartbeatInterval)
 		defer t.Stop()
 		failing := false
 		for {

@@ -341,7 +341,7 @@ func (f *functions) callFailed(reqs []*callReq, data *taskData, d *workflows.Cal
 	for _, r := range reqs {
 		r.err = err
 	}
-	return f.callOutput(reqs, data, d, o, "")
+	return f.callOutput(reqs, data, d, o, "n8n-fn call "+d.Function)
 }
 
 // callOutput builds the node's items: the returned items (or the input with the result under
@@ -356,16 +356,19 @@ func (f *functions) callOutput(reqs []*callReq, data *taskData, d *workflows.Cal
 				err = errors.New("no result")
 			}
 			msg := strings.TrimPrefix(err.Error(), errNoRetry.Error()+": ")
-			if !o.continueOnFail {
-				var oe *OpError
-				if errors.As(err, &oe) {
-					return nil, oe
-				}
+			var oe *OpError
+			if !errors.As(err, &oe) && label != "" {
 				where := ""
 				if len(reqs) > 1 {
 					where = fmt.Sprintf(" (item %d)", r.items[0])
 				}
-				return nil, &OpError{Message: label + where + ": " + msg, Err: err}
+				msg = label + where + ": " + msg
+			}
+			if !o.continueOnFail {
+				if oe != nil {
+					return nil, oe
+				}
+				return nil, &OpError{Message: msg, Err: err}
 			}
 			for _, i := range r.items {
 				j, _ := json.Marshal(map[string]string{"error": msg})

@@ -6,13 +6,6 @@ import (
 	"time"
 )
 
-const (
-	// recoverInterval: how often idle entries of served functions are looked for.
-	recoverInterval = 10 * time.Second
-	// trimInterval: how often finished entries are trimmed.
-	trimInterval = time.Minute
-)
-
 // recoverer takes over calls whose dispatcher died or hung (idle past claimIdle), hands them to
 // this sidecar's dispatcher, lets the registry dead-letter calls delivered too often (their
 // callers are told), and trims finished entries.
@@ -24,9 +17,9 @@ func (r *recoverer) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		rt := time.NewTicker(recoverInterval)
+		rt := time.NewTicker(r.f.tun.recoverInterval)
 		defer rt.Stop()
-		tt := time.NewTicker(trimInterval)
+		tt := time.NewTicker(r.f.tun.trimInterval)
 		defer tt.Stop()
 		for {
 			select {
@@ -44,7 +37,7 @@ func (r *recoverer) start(ctx context.Context, wg *sync.WaitGroup) {
 func (r *recoverer) reclaim(ctx context.Context) {
 	f := r.f
 	for _, k := range f.catalog.keys() {
-		ds, err := f.reg.Reclaim(ctx, k, f.disp.consumer, claimIdle, 16)
+		ds, err := f.reg.Reclaim(ctx, k, f.disp.consumer, f.tun.claimIdle, 16)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.log.WithError(err).WithField("function", k.String()).Warn("reclaiming idle calls failed")

@@ -1,0 +1,515 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/workflows"
+)
+
+const testSecret = "test-secret-0123456789abcdef"
+
+// fnWorkflow stands in for n8n running a function workflow on a webhook call: Webhook item ->
+// function node (the real functionOp core) -> body -> return node (the real returnOp core), and
+// answers like a "last node" webhook: 200 with the last node's items, 500 when a node failed.
+type fnWorkflow struct {
+	t        *testing.T
+	mu       sync.Mutex // guards body, noReturn, delay (a late execution may still run)
+	rt       *functions // the runtime whose function/return ops run the nodes
+	dir      *workflows.FunctionDirective
+	workflow string
+	body     func(items []json.RawMessage) ([]json.RawMessage, error) // nil = pass through
+	noReturn bool
+	calls    atomic.Int32
+	inFlight atomic.Int32
+	maxSeen  atomic.Int32
+	delay    time.Duration
+}
+
+func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w.calls.Add(1)
+	n := w.inFlight.Add(1)
+	defer w.inFlight.Add(-1)
+	for {
+		m := w.maxSeen.Load()
+		if n <= m || w.maxSeen.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	w.mu.Lock()
+	body, noReturn, delay := w.body, w.noReturn, w.delay
+	w.mu.Unlock()
+	b, _ := io.ReadAll(r.Body)
+	fail := func(err error) {
+		rw.WriteHeader(http.StatusInternalServerError)
+		_, _ = rw.Write([]byte(`{"message":"Error in workflow"}`))
+	}
+	webhookItem := json.RawMessage(`{"headers":{},"params":{},"query":{},"body":` + string(b) + `}`)
+	out, err := w.rt.runFunction(r.Context(), &taskData{WorkflowID: w.workflow, NodeName: "Function", Items: []item{{JSON: webhookItem}}}, w.dir)
+	if err != nil {
+		fail(err)
+		return
+	}
+	items := resultItems(w.t, out)
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	if body != nil {
+		if items, err = body(items); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if noReturn {
+		_, _ = rw.Write([]byte(`[]`))
+		return
+	}
+	in := make([]item, len(items))
+	for i, j := range items {
+		in[i] = item{JSON: j}
+	}
+	ret, err := w.rt.runReturn(r.Context(), &taskData{WorkflowID: w.workflow, NodeName: "Return", Items: in}, &workflows.ReturnDirective{})
+	if err != nil {
+		fail(err)
+		return
+	}
+	_, _ = rw.Write(ret)
+}
+
+// set changes the workflow's behaviour under the lock.
+func (w *fnWorkflow) set(fn func(w *fnWorkflow)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fn(w)
+}
+
+func resultItems(t *testing.T, out json.RawMessage) []json.RawMessage {
+	t.Helper()
+	var res struct {
+		Result []struct {
+			JSON json.RawMessage `json:"json"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("result %s: %v", out, err)
+	}
+	var items []json.RawMessage
+	for _, r := range res.Result {
+		items = append(items, r.JSON)
+	}
+	return items
+}
+
+func parseDirective[T any](t *testing.T, code string, parse func(string, *workflows.Header) (T, error)) T {
+	t.Helper()
+	h, err := workflows.ParseHeader(code)
+	if err != nil || h == nil {
+		t.Fatalf("header %q: %v", code, err)
+	}
+	d, err := parse("Node", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// newRuntime builds a function runtime on a real Redis with short intervals. Its duties run
+// until the test ends.
+func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables)) *functions {
+	t.Helper()
+	cfg := Config{ID: id, Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: webhookURL,
+		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
+	f, err := newFunctions(cfg, testLogger(t).WithField("sidecar", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tun.readBlock = 200 * time.Millisecond
+	f.tun.heartbeatInterval = 200 * time.Millisecond
+	if tweak != nil {
+		tweak(&f.tun)
+	}
+	return f
+}
+
+func startRuntime(t *testing.T, f *functions) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	f.start(ctx, &wg)
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		f.shutdown(sctx)
+		cancel()
+		wg.Wait()
+	})
+}
+
+// serve registers fn as served by f at the stand-in webhook path.
+func serve(t *testing.T, f *functions, key registry.FunctionKey, workflowID string, maxConc int) {
+	t.Helper()
+	rec := registry.FunctionRecord{Key: key, WorkflowID: workflowID, WebhookPath: "fn/" + key.Name, WebhookMethod: "POST", MaxConcurrency: maxConc, Owner: f.cfg.ID}
+	if err := f.reg.RegisterFunction(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	next := map[registry.FunctionKey]*served{}
+	for _, k := range f.catalog.keys() {
+		next[k] = f.catalog.get(k)
+	}
+	next[key] = &served{Key: key, Record: rec}
+	f.catalog.replace(next)
+	f.hb.beatNow()
+}
+
+const addFunction = `/* @n8n-fn {"op":"function","name":"add","params":[{"name":"a","type":"number","required":true},{"name":"b","type":"number","default":0}]} */`
+
+func addBody(items []json.RawMessage) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, len(items))
+	for i, it := range items {
+		sum := gjson.GetBytes(it, "a").Float() + gjson.GetBytes(it, "b").Float()
+		j, err := setField(it, "sum", json.RawMessage(strings.TrimSpace(string(mustJSON(sum)))))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = j
+	}
+	return out, nil
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// harness is one sidecar runtime serving one function through a stand-in webhook.
+type harness struct {
+	rt  *functions
+	wf  *fnWorkflow
+	srv *httptest.Server
+	key registry.FunctionKey
+}
+
+func newHarness(t *testing.T, rs *redistest.Server, fnCode string, maxConc int, tweak func(*tunables)) *harness {
+	t.Helper()
+	h := &harness{}
+	h.wf = &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
+	h.srv = httptest.NewServer(h.wf)
+	t.Cleanup(h.srv.Close)
+	h.rt = newRuntime(t, rs, "sidecar-a", h.srv.URL, tweak)
+	h.wf.rt = h.rt
+	h.wf.dir = parseDirective(t, fnCode, workflows.ParseFunction)
+	ref := h.wf.dir.Ref("wfFn")
+	h.key = registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	serve(t, h.rt, h.key, "wfFn", maxConc)
+	startRuntime(t, h.rt)
+	return h
+}
+
+func (h *harness) call(t *testing.T, code string, cof bool, items ...string) (json.RawMessage, error) {
+	t.Helper()
+	d := parseDirective(t, code, workflows.ParseCall)
+	data := &taskData{WorkflowID: "wfCaller", NodeName: "Call", ExecutionID: "1"}
+	for _, it := range items {
+		data.Items = append(data.Items, item{JSON: json.RawMessage(it)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return h.rt.runCall(ctx, data, d, callOptions{taskID: "task1", continueOnFail: cof, started: time.Now()})
+}
+
+func TestCallFunctionReturnThroughDispatcher(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`, false,
+		`{"a":1,"b":2}`, `{"a":"3","b":"4"}`, `{"a":10}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := gjson.GetBytes(out, "result")
+	if n := len(res.Array()); n != 3 {
+		t.Fatalf("want 3 items, got %s", out)
+	}
+	for i, want := range []float64{3, 7, 10} {
+		it := res.Array()[i]
+		if it.Get("json.sum").Float() != want || it.Get("pairedItem.item").Int() != int64(i) {
+			t.Errorf("item %d: %s, want sum %v paired to %d", i, it.Raw, want, i)
+		}
+		if it.Get("json._functionCall").Exists() {
+			t.Errorf("item %d still carries the callee's _functionCall: %s", i, it.Raw)
+		}
+	}
+	if h.wf.calls.Load() != 3 {
+		t.Errorf("webhook triggered %d times, want 3", h.wf.calls.Load())
+	}
+
+	// resultField keeps the input item and merges the single returned item under it.
+	out, err = h.call(t, `/* @n8n-fn {"op":"call","function":"add","resultField":"r"} */`, false, `{"a":1,"b":1,"keep":"x"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := gjson.GetBytes(out, "result.0.json"); j.Get("keep").String() != "x" || j.Get("r.sum").Float() != 2 {
+		t.Fatalf("resultField output: %s", out)
+	}
+}
+
+func TestCallErrorsReachTheCallerAtOnce(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	call := `/* @n8n-fn {"op":"call","function":"add","timeoutMs":10000} */`
+
+	// Params the function refuses: the function op answers the caller itself.
+	start := time.Now()
+	_, err := h.call(t, call, false, `{"b":1}`)
+	if err == nil || !strings.Contains(err.Error(), `"a" is required`) || !strings.Contains(err.Error(), "add") {
+		t.Fatalf("missing param: %v", err)
+	}
+	// continueOnFail: an error item paired with the input, the other items succeed.
+	out, err := h.call(t, call, true, `{"a":1}`, `{"a":"x"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := gjson.GetBytes(out, "result").Array()
+	if len(res) != 2 || res[0].Get("json.sum").Float() != 1 || !strings.Contains(res[1].Get("json.error").String(), "expected a number") || res[1].Get("pairedItem.item").Int() != 1 {
+		t.Fatalf("continueOnFail output: %s", out)
+	}
+
+	// The execution fails in the body: the dispatcher sees the failed answer and tells the caller.
+	h.wf.set(func(w *fnWorkflow) {
+		w.body = func([]json.RawMessage) ([]json.RawMessage, error) { return nil, errors.New("boom") }
+	})
+	_, err = h.call(t, call, false, `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "failed") || !strings.Contains(err.Error(), "HTTP 500") {
+		t.Fatalf("failed execution: %v", err)
+	}
+	// The execution ends without reaching return.
+	h.wf.set(func(w *fnWorkflow) { w.body, w.noReturn = addBody, true })
+	_, err = h.call(t, call, false, `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "without reaching a return node") {
+		t.Fatalf("no return: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("errors took %s: they must not wait for the call timeout", time.Since(start))
+	}
+}
+
+func TestCallTimeoutAndRetry(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	h.wf.set(func(w *fnWorkflow) { w.delay = 700 * time.Millisecond })
+	_, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":300} */`, false, `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Fatalf("timeout: %v", err)
+	}
+	// Fails once, then succeeds on the retry.
+	var n atomic.Int32
+	h.wf.set(func(w *fnWorkflow) {
+		w.delay = 0
+		w.body = func(items []json.RawMessage) ([]json.RawMessage, error) {
+			if n.Add(1) == 1 {
+				return nil, errors.New("transient")
+			}
+			return addBody(items)
+		}
+	})
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","retries":2,"retryBackoffMs":50} */`, false, `{"a":2,"b":2}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gjson.GetBytes(out, "result.0.json.sum").Float() != 4 || n.Load() != 2 {
+		t.Fatalf("retry: %s after %d runs", out, n.Load())
+	}
+}
+
+func TestCallFailsFastWithoutFunctionOrLiveSidecar(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	start := time.Now()
+	_, err := h.call(t, `/* @n8n-fn {"op":"call","function":"nope"} */`, false, `{}`)
+	if err == nil || !strings.Contains(err.Error(), `"nope" is not registered in scope global`) {
+		t.Fatalf("unknown function: %v", err)
+	}
+	// Registered, but nobody heartbeats for it.
+	ghost := registry.FunctionKey{Scope: "global", Name: "ghost"}
+	if err := h.rt.reg.RegisterFunction(context.Background(), registry.FunctionRecord{Key: ghost, WorkflowID: "wfX", WebhookPath: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.call(t, `/* @n8n-fn {"op":"call","function":"ghost","waitForLive":300} */`, false, `{}`)
+	if err == nil || !strings.Contains(err.Error(), "no live n8n-fn sidecar serves function ghost") {
+		t.Fatalf("no live sidecar: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("fail-fast took %s", d)
+	}
+	// Local scope: the caller's workflow is not the function's.
+	_, err = h.call(t, `/* @n8n-fn {"op":"call","function":"add","scope":"workflow"} */`, false, `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "scope of workflow wfCaller") {
+		t.Fatalf("local scope: %v", err)
+	}
+}
+
+func TestNestedCallKeepsOuterContextAndLimitsDepth(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	outer := &workflows.CallContext{CallID: "outer1", ReplyKey: "rk", Function: "global/pipeline", EntryID: "1-1",
+		Deadline: time.Now().Add(time.Minute).UnixMilli(), Depth: 1, Stack: []workflows.CallFrame{}}
+	outer.Sign(h.rt.signer)
+	in, _ := workflows.WithContext(json.RawMessage(`{"a":5,"b":1}`), outer)
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, string(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := gjson.GetBytes(out, "result.0.json")
+	if got.Get("sum").Float() != 6 || got.Get("_functionCall.callId").String() != "outer1" {
+		t.Fatalf("nested call output must keep the outer _functionCall: %s", out)
+	}
+	// A tampered outer context is refused before anything is queued.
+	bad := strings.Replace(string(in), `"outer1"`, `"outer2"`, 1)
+	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, bad); err == nil || !strings.Contains(err.Error(), "signature does not match") {
+		t.Fatalf("tampered context: %v", err)
+	}
+	// Depth limit: a context already at the limit cannot call deeper; the error names the chain.
+	deep := &workflows.CallContext{CallID: "d", ReplyKey: "rk", Function: "global/fact", EntryID: "1-1", Deadline: outer.Deadline}
+	for i := 0; i < workflows.DefaultMaxDepth-1; i++ {
+		deep.Stack = append(deep.Stack, workflows.CallFrame{CallID: "p", Function: "global/fact"})
+	}
+	deep.Depth = len(deep.Stack) + 1
+	deep.Sign(h.rt.signer)
+	in, _ = workflows.WithContext(json.RawMessage(`{"a":1}`), deep)
+	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, string(in)); err == nil || !strings.Contains(err.Error(), "fact -> fact") {
+		t.Fatalf("depth limit: %v", err)
+	}
+}
+
+func TestFunctionRefusesForgedOrTamperedReferences(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	run := func(body string) error {
+		webhookItem := json.RawMessage(`{"headers":{},"body":` + body + `}`)
+		_, err := h.rt.runFunction(context.Background(), &taskData{WorkflowID: "wfFn", Items: []item{{JSON: webhookItem}}}, h.wf.dir)
+		return err
+	}
+	if err := run(`{"a":1,"b":2}`); err == nil || !strings.Contains(err.Error(), "not a valid n8n-fn call reference") {
+		t.Fatalf("plain body: %v", err)
+	}
+	ref := workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Exp: time.Now().Add(time.Minute).UnixMilli()}
+	ref.Sign(h.rt.signer)
+	ref.EntryID = "2-2"
+	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "signature does not match") {
+		t.Fatalf("tampered reference: %v", err)
+	}
+	other, _ := workflows.NewSigner([]byte("another-secret-0123456789"))
+	ref.Sign(other)
+	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "different secret") {
+		t.Fatalf("other secret: %v", err)
+	}
+	ref = workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Exp: time.Now().Add(-time.Second).UnixMilli()}
+	ref.Sign(h.rt.signer)
+	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired reference: %v", err)
+	}
+	// A valid reference to an entry that does not exist (already answered and trimmed).
+	ref = workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Exp: time.Now().Add(time.Minute).UnixMilli()}
+	ref.Sign(h.rt.signer)
+	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "no longer queued") {
+		t.Fatalf("missing entry: %v", err)
+	}
+}
+
+func TestReturnNeedsCallContext(t *testing.T) {
+	rs := redistest.Start(t)
+	rt := newRuntime(t, rs, "s", "http://127.0.0.1:1", nil)
+	_, err := rt.runReturn(context.Background(), &taskData{Items: []item{{JSON: json.RawMessage(`{"x":1}`)}}}, &workflows.ReturnDirective{})
+	if err == nil || !strings.Contains(err.Error(), "has no _functionCall") {
+		t.Fatalf("return without context: %v", err)
+	}
+}
+
+func TestDispatcherHonoursMaxConcurrency(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 2, nil)
+	h.wf.set(func(w *fnWorkflow) { w.delay = 150 * time.Millisecond })
+	items := make([]string, 6)
+	for i := range items {
+		items[i] = `{"a":1}`
+	}
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":10000} */`, false, items...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(gjson.GetBytes(out, "result").Array()); n != 6 {
+		t.Fatalf("want 6 results, got %d", n)
+	}
+	if m := h.wf.maxSeen.Load(); m > 2 || m < 1 {
+		t.Fatalf("max in-flight executions %d, want at most maxConcurrency 2", m)
+	}
+}
+
+// A sidecar read a call and died before triggering the webhook: another sidecar's recoverer
+// reclaims the idle entry and dispatches it; the caller gets exactly one result.
+func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
+	rs := redistest.Start(t)
+	wf := &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
+	srv := httptest.NewServer(wf)
+	defer srv.Close()
+	caller := newRuntime(t, rs, "caller", srv.URL, nil)
+	wf.rt, wf.dir = caller, parseDirective(t, addFunction, workflows.ParseFunction)
+	key := registry.FunctionKey{Scope: "global", Name: "add"}
+	ctx := context.Background()
+	if err := caller.reg.RegisterFunction(ctx, registry.FunctionRecord{Key: key, WorkflowID: "wfFn", WebhookPath: "fn/add"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.reg.Heartbeat(ctx, "dead", []registry.FunctionKey{key}); err != nil {
+		t.Fatal(err)
+	}
+	type res struct {
+		out json.RawMessage
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		d := parseDirective(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":15000} */`, workflows.ParseCall)
+		out, err := caller.runCall(ctx, &taskData{WorkflowID: "wfC", Items: []item{{JSON: json.RawMessage(`{"a":20,"b":22}`)}}}, d,
+			callOptions{taskID: "t", started: time.Now()})
+		done <- res{out, err}
+	}()
+	var got []registry.Delivery
+	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+		ds, err := caller.reg.ReadCalls(ctx, "dead", []registry.FunctionKey{key}, 1, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = ds
+	}
+	if len(got) != 1 {
+		t.Fatal("the call was never queued")
+	}
+	// The "dead" consumer never dispatches. A live sidecar with a short claim time takes over.
+	live := newRuntime(t, rs, "live", srv.URL, func(tn *tunables) {
+		tn.claimIdle, tn.recoverInterval = 300*time.Millisecond, 100*time.Millisecond
+	})
+	serve(t, live, key, "wfFn", 0)
+	startRuntime(t, live)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if gjson.GetBytes(r.out, "result.0.json.sum").Float() != 42 || len(gjson.GetBytes(r.out, "result").Array()) != 1 {
+		t.Fatalf("reclaimed call result: %s", r.out)
+	}
+	if wf.calls.Load() != 1 {
+		t.Fatalf("function ran %d times, want 1", wf.calls.Load())
+	}
+}
