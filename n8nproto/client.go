@@ -328,6 +328,7 @@ func (r *Runner) connectOnce(ctx context.Context) (registered bool, err error) {
 		log:    r.log,
 		offers: map[string]offerSlot{},
 		tasks:  map[string]*UpstreamTask{},
+		kick:   make(chan struct{}, 1),
 	}
 	r.mu.Lock()
 	r.sess = s
@@ -343,7 +344,8 @@ func (r *Runner) connectOnce(ctx context.Context) (registered bool, err error) {
 
 type offerSlot struct {
 	taskType   string
-	validUntil time.Time
+	renewAt    time.Time // replaced from here on, so the broker never runs out of offers
+	validUntil time.Time // still accepted until here (announced validity + 100 ms in-flight slack)
 }
 
 // session is one websocket connection to n8n.
@@ -355,6 +357,7 @@ type session struct {
 	log    *logrus.Entry
 
 	wasRegistered atomic.Bool
+	kick          chan struct{} // a slot was freed: top offers up now, not at the next tick
 
 	mu             sync.Mutex
 	registered     bool
@@ -463,12 +466,31 @@ func (s *session) offerLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kick:
 		}
 	}
 }
 
-// sendOffers tops the open offers up to MaxConcurrency - running for every task type, like the official
-// runner: expired ones are forgotten and replaced by new ids, never renewed in place.
+// kickOffers makes the current session offer a freed slot at once (the official runner does the same
+// when a task finishes); without it back-to-back tasks wait for the next offer tick.
+func (r *Runner) kickOffers() {
+	r.mu.Lock()
+	s := r.sess
+	r.mu.Unlock()
+	if s == nil {
+		return
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sendOffers tops the open offers up to MaxConcurrency - running for every task type. Like the official
+// runner it never renews an offer in place (new ids replace old ones), but unlike it (which waits until
+// its own copy expired, leaving the broker a ~100 ms gap per slot) it sends the replacement a little
+// before the broker drops the old offer: an idle runner is never without an offer at the broker. The
+// broker may briefly hold both; an accept beyond capacity is rejected.
 func (s *session) sendOffers() {
 	running := s.r.Running()
 	now := time.Now()
@@ -480,16 +502,19 @@ func (s *session) sendOffers() {
 		}
 	}
 	if s.registered && !s.brokerDraining && !s.r.drained.Load() && s.tasks != nil {
-		open := map[string]int{}
+		fresh := map[string]int{}
 		for _, o := range s.offers {
-			open[o.taskType]++
+			if now.Before(o.renewAt) {
+				fresh[o.taskType]++
+			}
 		}
 		for _, typ := range s.r.cfg.TaskTypes {
-			for n := s.r.cfg.MaxConcurrency - running - open[typ]; n > 0; n-- {
+			for n := s.r.cfg.MaxConcurrency - running - fresh[typ]; n > 0; n-- {
 				valid := s.r.cfg.OfferValidFor + time.Duration(mrand.Int64N(int64(500*time.Millisecond)))
+				margin := max(valid/10, 2*s.r.cfg.OfferInterval)
+				margin = min(margin, valid/2)
 				id := randomID()
-				// Our copy lives 100 ms longer than announced: the accept may be in flight.
-				s.offers[id] = offerSlot{taskType: typ, validUntil: now.Add(valid + 100*time.Millisecond)}
+				s.offers[id] = offerSlot{taskType: typ, renewAt: now.Add(valid - margin), validUntil: now.Add(valid + 100*time.Millisecond)}
 				out = append(out, TaskOffer{OfferID: id, TaskType: typ, ValidFor: valid.Milliseconds()})
 			}
 		}
@@ -667,6 +692,7 @@ func (t *UpstreamTask) release() {
 		t.mb.abandon()
 		t.cancel()
 		t.s.r.addRunning(-1)
+		t.s.r.kickOffers()
 	})
 }
 

@@ -249,3 +249,19 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Decoded messages never alias the frame (the caller may reuse its buffer).
+func TestDecodeDoesNotAlias(t *testing.T) {
+	frame := []byte(`{"type":"broker:taskdataresponse","taskId":"abc","requestId":"req","data":{"k":"v"}}`)
+	m, err := Decode(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range frame {
+		frame[i] = 'x'
+	}
+	r := m.(TaskDataResponse)
+	if r.TaskID != "abc" || r.RequestID != "req" || string(r.Data) != `{"k":"v"}` {
+		t.Fatalf("decoded message changed with the frame: %+v %s", r, r.Data)
+	}
+}

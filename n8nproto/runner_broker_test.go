@@ -133,10 +133,11 @@ func TestRunnerOffersNeverZeroWhileIdle(t *testing.T) {
 	})
 	r, _ := startRunner(t, fastRunnerConfig(t, bs.url(), 3), handler)
 	waitFor(t, "offers", 3*time.Second, func() bool { return bs.b.openOffers("javascript") == 3 })
-	// Offer validity is 300-800 ms: over 1.5 s every offer is replaced at least once.
-	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if n := bs.b.openOffers("javascript"); n < 1 || n > 3 {
-			t.Fatalf("idle runner has %d valid offers at the broker, want 1..3", n)
+	// Offer validity is 300-800 ms: over 2 s every offer is replaced several times. The broker may hold
+	// a replaced offer and its successor for a moment, never fewer than the free slots.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		if n := bs.b.openOffers("javascript"); n < 3 || n > 6 {
+			t.Fatalf("idle runner has %d valid offers at the broker, want 3..6", n)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -150,9 +151,10 @@ func TestRunnerOffersNeverZeroWhileIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "two running", 2*time.Second, func() bool { return r.Running() == 2 })
-	for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if n := bs.b.openOffers("javascript"); n > 1 {
-			t.Fatalf("%d offers open with 2 of 3 slots busy", n)
+	time.Sleep(900 * time.Millisecond) // offers from before the two accepts have expired
+	for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		if n := bs.b.openOffers("javascript"); n < 1 || n > 2 {
+			t.Fatalf("%d offers open with 2 of 3 slots busy, want 1..2", n)
 		}
 	}
 	close(release)
@@ -160,7 +162,7 @@ func TestRunnerOffersNeverZeroWhileIdle(t *testing.T) {
 		for range dt.Incoming() {
 		}
 	}
-	waitFor(t, "offers back to 3", 3*time.Second, func() bool { return bs.b.openOffers("javascript") == 3 })
+	waitFor(t, "offers back to 3", 3*time.Second, func() bool { return bs.b.openOffers("javascript") >= 3 })
 }
 
 // Every taskofferaccept is answered at once: accepted with a free slot, else rejected with a reason.
