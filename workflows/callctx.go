@@ -279,7 +279,7 @@ func WithContext(itemJSON []byte, c *CallContext) ([]byte, error) {
 	}
 	base := WithoutContext(itemJSON)
 	obj := gjson.ParseBytes(base)
-	if !obj.IsObject() {
+	if !gjson.ValidBytes(base) || !obj.IsObject() {
 		return nil, fmt.Errorf("%w: item json is not an object", ErrBadContext)
 	}
 	out := make([]byte, 0, len(base)+len(ctx)+20)

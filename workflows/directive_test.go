@@ -224,3 +224,36 @@ func FuzzParseDirective(f *testing.F) {
 		}
 	})
 }
+
+func TestIsDirective(t *testing.T) {
+	yes := []string{"/* @n8n-fn {}", "\ufeff\n  /** @n8n-fn {\"op\":\"return\"} */", "/*@n8n-fn{\"op\":\"return\"}*/", "/* @n8n-fn\n{} */", "/* @n8n-fn*/"}
+	no := []string{"", "// @n8n-fn {}", "/* @n8n-fn-notes: not a header */ return [];", "/* @n8n-fnx {} */", "return 1; /* @n8n-fn {} */", "/* see @n8n-fn */"}
+	for _, s := range yes {
+		if !IsDirective(s) {
+			t.Errorf("%q should be a directive", s)
+		}
+	}
+	for _, s := range no {
+		if IsDirective(s) {
+			t.Errorf("%q should not be a directive", s)
+		}
+	}
+}
+
+func BenchmarkIsDirectivePlainCode(b *testing.B) {
+	c := "// compute totals\nreturn $input.all().map(i => ({ json: { ...i.json, total: i.json.a * 2 } }));"
+	for b.Loop() {
+		if IsDirective(c) {
+			b.Fatal("directive")
+		}
+	}
+}
+
+func BenchmarkParseDirectiveCall(b *testing.B) {
+	c := code(`{"op":"call","v":1,"function":"add","scope":"global","mode":"eachItem","timeoutMs":15000,"retries":2,"resultField":"sum"}`)
+	for b.Loop() {
+		if _, err := ParseDirective("n", c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

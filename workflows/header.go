@@ -44,7 +44,9 @@ func IsDirective(code string) bool {
 	if !ok {
 		return false
 	}
-	return strings.HasPrefix(strings.TrimLeft(rest, " \t\r\n*"), Marker)
+	after, ok := strings.CutPrefix(strings.TrimLeft(rest, " \t\r\n*"), Marker)
+	// "@n8n-fn" must stand alone: a comment like "/* @n8n-fn-notes ... */" is ordinary code.
+	return ok && (after == "" || strings.ContainsRune(" \t\r\n{*", rune(after[0])))
 }
 
 // ParseHeader reads the header comment of a Code node. It returns (nil, nil) when code is not a

@@ -48,6 +48,9 @@ func (e *ParamsError) Unwrap() error { return ErrParams }
 // text. Undeclared fields pass through unchanged, in their order; a _functionCall field of the input
 // is dropped (the function node sets its own). Every problem is reported in one *ParamsError.
 func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
+	if len(strings.TrimSpace(string(params))) > 0 && !gjson.ValidBytes(params) {
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params are not valid JSON: %s", clip(string(params)))}}}
+	}
 	in := gjson.ParseBytes(params)
 	if len(strings.TrimSpace(string(params))) == 0 || in.Type == gjson.Null {
 		in = gjson.Parse("{}")

@@ -114,3 +114,39 @@ func TestCoerceNumberKeepsPrecision(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkBindParams(b *testing.B) {
+	d, err := ParseDirective("fn", code(`{"op":"function","name":"f","params":[{"name":"a","type":"number","required":true},{"name":"b","type":"number","default":0},{"name":"o","type":"object"}]}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := d.(*FunctionDirective)
+	in := []byte(`{"a":"12","o":"{\"k\":[1,2,3]}","extra":"pass me through","n":{"deep":true}}`)
+	for b.Loop() {
+		if _, err := f.BindParams(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func FuzzBindParams(f *testing.F) {
+	fn := &FunctionDirective{Name: "f", Params: []Param{
+		{Name: "s", Type: TypeString}, {Name: "n", Type: TypeNumber, Required: true, Default: []byte("1")},
+		{Name: "b", Type: TypeBoolean}, {Name: "o", Type: TypeObject}, {Name: "a", Type: TypeArray, Required: true},
+	}}
+	for _, s := range []string{`{}`, `{"a":"[1]","n":"2","s":3}`, `{"o":"{}","b":"TRUE","a":[]}`, `[]`, `null`, `{"a":1,"a":2}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := fn.BindParams(in)
+		if err != nil {
+			if !errors.Is(err, ErrParams) {
+				t.Fatalf("error does not wrap ErrParams: %v", err)
+			}
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("invalid JSON %q from %q", out, in)
+		}
+	})
+}
