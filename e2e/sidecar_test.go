@@ -12,6 +12,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -345,4 +349,120 @@ func sidecarRunning(t *testing.T, port string) int {
 	}
 	_ = json.NewDecoder(resp.Body).Decode(&r)
 	return r.Running
+}
+
+// BenchmarkSidecarRelayOverhead measures a Webhook -> ordinary Code node round trip with the current
+// runner kind. With N8N_FN_BENCH_SWITCH=1 it measures both kinds in one run, alternating
+// official / sidecar twice via scripts/stack.sh restart-runners (it leaves the stack on sidecar), and
+// reports the sidecar/official p50 and p95 ratios and the sidecars' idle RSS. Run with -benchtime=1x:
+//
+//	N8N_FN_BENCH_SWITCH=1 go test ./e2e -run '^$' -bench SidecarRelayOverhead -benchtime=1x
+func BenchmarkSidecarRelayOverhead(b *testing.B) {
+	s := NeedStack(b)
+	calls := 300
+	if v := os.Getenv("N8N_FN_BENCH_CALLS"); v != "" {
+		fmt.Sscan(v, &calls)
+	}
+	kinds := []string{s.Env.RunnerKind}
+	if os.Getenv("N8N_FN_BENCH_SWITCH") == "1" {
+		kinds = []string{"official", "sidecar", "official", "sidecar"}
+	}
+	path := UniqueName(b, "bench-relay")
+	s.Deploy(b, Chain("e2e bench "+path, spread(WebhookNode(path),
+		CodeNode("Code", "return $input.all().map(item => ({ json: { ...item.json.body, probed: true } }));"))...))
+	for i := 0; i < b.N; i++ {
+		lat := map[string][]float64{}
+		var rssKB []int
+		for _, kind := range kinds {
+			if len(kinds) > 1 {
+				restartRunners(b, kind)
+			}
+			b.Logf("measuring %s", kind)
+			for w := 0; w < 20; w++ { // warm up: runner JIT, connections
+				benchCall(b, s, path, kind)
+			}
+			for c := 0; c < calls; c++ {
+				lat[kind] = append(lat[kind], benchCall(b, s, path, kind))
+			}
+			if kind == "sidecar" {
+				time.Sleep(5 * time.Second) // idle
+				rssKB = append(rssKB, sidecarRSS(b, s)...)
+			}
+		}
+		for kind, l := range lat {
+			sort.Float64s(l)
+			p50, p95 := percentile(l, 50), percentile(l, 95)
+			b.ReportMetric(p50, kind+"-p50-ms")
+			b.ReportMetric(p95, kind+"-p95-ms")
+			b.Logf("%s: %d calls, p50 %.2f ms, p95 %.2f ms", kind, len(l), p50, p95)
+		}
+		if o, sc := lat["official"], lat["sidecar"]; len(o) > 0 && len(sc) > 0 {
+			b.ReportMetric(percentile(sc, 50)/percentile(o, 50), "p50-ratio")
+			b.ReportMetric(percentile(sc, 95)/percentile(o, 95), "p95-ratio")
+		}
+		if len(rssKB) > 0 {
+			sort.Ints(rssKB)
+			b.ReportMetric(float64(rssKB[len(rssKB)-1])/1024, "sidecar-idle-rss-max-MB")
+			b.Logf("sidecar idle RSS (kB): %v", rssKB)
+		}
+	}
+}
+
+func benchCall(b *testing.B, s *Stack, path, kind string) float64 {
+	b.Helper()
+	ctx := Ctx(b, 30*time.Second)
+	start := time.Now()
+	resp, err := s.Client.CallWebhook(ctx, http.MethodPost, path, []byte(`{"hello":"bench","n":1}`))
+	ms := float64(time.Since(start).Microseconds()) / 1000
+	if err != nil || resp.Status != 200 || !bytes.Contains(resp.Body, []byte(`"probed":true`)) {
+		b.Fatalf("bench call (%s) at %s: %v HTTP %d %s", kind, start.Format(time.RFC3339Nano), err, resp.Status, clip(resp.Body))
+	}
+	return ms
+}
+
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
+
+// restartRunners switches the stack's runner kind (the stack script rebuilds the sidecar binary).
+func restartRunners(b *testing.B, kind string) {
+	b.Helper()
+	cmd := exec.Command("../scripts/stack.sh", "restart-runners")
+	cmd.Env = append(os.Environ(), "RUNNER_KIND="+kind)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("RUNNER_KIND=%s scripts/stack.sh restart-runners: %v\n%s", kind, err, out)
+	}
+}
+
+// sidecarRSS reads VmRSS (kB) of every sidecar process of the stack from its pid file.
+func sidecarRSS(b *testing.B, s *Stack) []int {
+	b.Helper()
+	dir := s.Env.Vars["N8N_STACK_DIR"]
+	files, _ := filepath.Glob(filepath.Join(dir, "pids", "sidecar-*.pid"))
+	var out []int
+	for _, f := range files {
+		pid, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				var kb int
+				fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+				out = append(out, kb)
+			}
+		}
+	}
+	if len(out) == 0 {
+		b.Fatalf("no sidecar process found under %s/pids", dir)
+	}
+	return out
 }
