@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRealCluster runs the registry on a 3-master Redis Cluster of local redis-server processes
@@ -15,7 +16,15 @@ func TestRealCluster(t *testing.T) {
 		t.Skip("cluster test skipped with -short: it starts three redis-server processes")
 	}
 	cl := redistest.StartCluster(t, 3)
-	client := cl.Client()
+	uc, err := NewClient("redis+cluster://"+cl.Addrs()[0], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = uc.Close() })
+	client, ok := uc.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("redis+cluster:// gave a %T", uc)
+	}
 	r, err := New(client, Config{Prefix: "ct:", MaxDeliveries: 1})
 	if err != nil {
 		t.Fatal(err)

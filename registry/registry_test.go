@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -406,6 +407,30 @@ func TestStatus(t *testing.T) {
 	for _, c := range s.Consumers {
 		if c.Name == "consumer-a" && (c.Pending != 1 || c.Idle < 50*time.Millisecond) {
 			t.Fatalf("consumer-a = %+v", c)
+		}
+	}
+}
+
+func TestNewClientURLs(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis://127.0.0.1:6379/2":                              "*redis.Client",
+		"rediss://u:p@127.0.0.1:6380/0":                         "*redis.Client",
+		"redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001":    "*redis.ClusterClient",
+		"redis+sentinel://127.0.0.1:26379?master_name=mymaster": "*redis.Client",
+	} {
+		c, err := NewClient(url, 8)
+		if err != nil {
+			t.Errorf("NewClient(%q): %v", url, err)
+			continue
+		}
+		if got := fmt.Sprintf("%T", c); got != want {
+			t.Errorf("NewClient(%q) = %s, want %s", url, got, want)
+		}
+		_ = c.Close()
+	}
+	for _, bad := range []string{"127.0.0.1:6379", "http://x", "redis+mesh://x", "redis+sentinel://127.0.0.1:26379"} {
+		if _, err := NewClient(bad, 0); !errors.Is(err, ErrInvalid) {
+			t.Errorf("NewClient(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
 }
