@@ -294,15 +294,26 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(s.Record.WebhookPath, "/")
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(webhookGrace))
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, url, bytes.NewReader(body))
-	if err != nil {
-		fail("dispatch", fmt.Sprintf("build the webhook request %s %s: %v", method, url, err))
-		return
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "n8n-fn-dispatcher/"+f.cfg.ID)
 	start := time.Now()
-	resp, err := d.http.Do(req)
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		req, rerr := http.NewRequestWithContext(rctx, method, url, bytes.NewReader(body))
+		if rerr != nil {
+			fail("dispatch", fmt.Sprintf("build the webhook request %s %s: %v", method, url, rerr))
+			return
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", "n8n-fn-dispatcher/"+f.cfg.ID)
+		resp, err = d.http.Do(req)
+		// Publishing is asynchronous in n8n 2.x: a just-published function's webhook answers 404
+		// for a moment. Nothing ran, so asking again is safe.
+		if err != nil || resp.StatusCode != http.StatusNotFound || attempt >= 15 || time.Now().Add(200*time.Millisecond).After(deadline) {
+			break
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err != nil {
 		if time.Now().After(deadline) {
 			// The caller has given up; acknowledge so the call is not run again.

@@ -148,6 +148,10 @@ func (a apiAdapter) DeleteWorkflow(ctx context.Context, id string) error {
 	return a.c.DeleteWorkflow(ctx, id)
 }
 
+func (a apiAdapter) WaitWebhook(ctx context.Context, method, path string) error {
+	return a.c.WaitWebhook(ctx, method, path)
+}
+
 func (a apiAdapter) CallWebhook(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	r, err := a.c.CallWebhook(ctx, method, path, body)
 	return r.Status, r.Body, err

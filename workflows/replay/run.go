@@ -22,6 +22,8 @@ type API interface {
 	UnpublishWorkflow(ctx context.Context, id string) error
 	// DeleteWorkflow deletes an unpublished workflow (n8n refuses to delete a published one).
 	DeleteWorkflow(ctx context.Context, id string) error
+	// WaitWebhook waits until n8n serves a production webhook (publishing is asynchronous in n8n 2.x).
+	WaitWebhook(ctx context.Context, method, path string) error
 	// CallWebhook calls a production webhook path; every HTTP status is an answer, not an error.
 	CallWebhook(ctx context.Context, method, path string, body []byte) (status int, answer []byte, err error)
 	// ListExecutions returns the newest executions of a workflow, newest first.
@@ -207,6 +209,15 @@ func importAll(ctx context.Context, api API, suites []Suite, progress func(strin
 			return out, fmt.Errorf("replay: publish %s (workflow %s): %w", s.File, id, err)
 		}
 		progress("imported and published %-34s as %s", s.File, id)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for _, im := range out {
+		for _, h := range im.Suite.Webhooks {
+			if err := api.WaitWebhook(wctx, webhookMethod(im.Suite.Workflow, h), h); err != nil {
+				return out, fmt.Errorf("replay: %s: %w", im.Suite.File, err)
+			}
+		}
 	}
 	return out, nil
 }
@@ -419,4 +430,19 @@ func WriteTable(w io.Writer, r *Report) {
 	}
 	fmt.Fprintf(w, "\n%d passed, %d failed, %d skipped; import %.1f s, ready %.1f s, total %.1f s\n",
 		r.Passed, r.Failed, r.Skipped, r.ImportMs/1000, r.ReadyMs/1000, r.TotalMs/1000)
+}
+
+// webhookMethod is the HTTP method of the Webhook node serving path (n8n's default is GET).
+func webhookMethod(wf []byte, path string) string {
+	method := "GET"
+	gjson.GetBytes(wf, "nodes").ForEach(func(_, n gjson.Result) bool {
+		if n.Get("type").String() == "n8n-nodes-base.webhook" && strings.Trim(n.Get("parameters.path").String(), "/") == path {
+			if m := n.Get("parameters.httpMethod").String(); m != "" {
+				method = m
+			}
+			return false
+		}
+		return true
+	})
+	return method
 }
