@@ -131,9 +131,9 @@ func EncodeDirective(d Directive) (string, error) {
 	case *ReturnDirective:
 		if d.Fail {
 			o.add("fail", true)
-			if d.Message != "" {
-				o.add("message", d.Message)
-			}
+		}
+		if d.Message != "" {
+			o.add("message", d.Message) // without fail the re-parse in DirectiveCode refuses it
 		}
 	case *EchoDirective:
 	default:
