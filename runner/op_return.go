@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
@@ -84,13 +83,11 @@ func (f *functions) runReturn(ctx context.Context, data *taskData, d *workflows.
 			}
 			r.Items = items
 		}
-		if err := f.reg.PublishReply(ctx, g.cc.ReplyKey, r); err != nil {
+		// Reply first, then acknowledge (one round trip on a standalone Redis): a crash in between
+		// re-runs the call, and the caller ignores the second result for the same call id.
+		d := registry.Delivery{Function: key, EntryID: g.cc.EntryID, Call: registry.Call{ID: g.cc.CallID, ReplyKey: g.cc.ReplyKey}}
+		if err := f.reg.Complete(ctx, d, r); err != nil {
 			return nil, fmt.Errorf("n8n-fn return: send the result of call %s to its caller: %w", id, err)
-		}
-		if err := f.reg.Ack(ctx, key, g.cc.EntryID); err != nil && !errors.Is(err, registry.ErrNotFound) {
-			// The caller has its result; an unacknowledged entry is only re-dispatched if nobody
-			// acknowledges it, and the caller ignores a second result for the same call id.
-			f.log.WithError(err).WithField("function", key.String()).Warn("could not acknowledge the call after returning")
 		}
 	}
 	return resultJSON(out)
