@@ -87,12 +87,32 @@ func (e *DirectiveError) Unwrap() error { return ErrDirective }
 // user fixes everything in one round.
 type DirectiveErrors []*DirectiveError
 
+// Error names the node once and then every field problem: invalid n8n-fn directive in node "N":
+// field "a": ...; field "b": ...
 func (es DirectiveErrors) Error() string {
+	if len(es) == 1 {
+		return es[0].Error()
+	}
 	parts := make([]string, len(es))
+	sameNode := true
 	for i, e := range es {
+		sameNode = sameNode && e.Node == es[0].Node
 		parts[i] = e.Error()
 	}
-	return strings.Join(parts, "; ")
+	if !sameNode {
+		return strings.Join(parts, "; ")
+	}
+	for i, e := range es {
+		parts[i] = e.Msg
+		if e.Field != "" {
+			parts[i] = fmt.Sprintf("field %q: %s", e.Field, e.Msg)
+		}
+	}
+	head := ErrDirective.Error()
+	if es[0].Node != "" {
+		head += fmt.Sprintf(" in node %q", es[0].Node)
+	}
+	return head + ": " + strings.Join(parts, "; ")
 }
 
 func (es DirectiveErrors) Unwrap() []error {
@@ -208,14 +228,15 @@ func ParseHeaderDirective(node string, h *Header) (Directive, error) {
 // fields reads one JSON object strictly: unknown and duplicate fields are errors, and every
 // problem is collected.
 type fields struct {
-	node string
-	op   string
-	vals map[string]gjson.Result
-	errs DirectiveErrors
+	node  string
+	op    string
+	vals  map[string]gjson.Result
+	order map[string]int // field -> position in the object, so errors follow the header's order
+	errs  DirectiveErrors
 }
 
 func newFields(node, op string, raw []byte, allowed ...string) *fields {
-	f := &fields{node: node, op: op, vals: map[string]gjson.Result{}}
+	f := &fields{node: node, op: op, vals: map[string]gjson.Result{}, order: map[string]int{}}
 	obj := gjson.ParseBytes(raw)
 	if !obj.IsObject() {
 		if op == "" {
@@ -234,6 +255,9 @@ func newFields(node, op string, raw []byte, allowed ...string) *fields {
 	}
 	obj.ForEach(func(k, v gjson.Result) bool {
 		name := k.String()
+		if _, seen := f.order[name]; !seen {
+			f.order[name] = len(f.order)
+		}
 		switch {
 		case !ok[name]:
 			what := fmt.Sprintf("op %q", op)
@@ -270,6 +294,14 @@ func (f *fields) err() error {
 	if len(f.errs) == 0 {
 		return nil
 	}
+	pos := func(e *DirectiveError) int {
+		root, _, _ := strings.Cut(e.Field, "[")
+		if p, ok := f.order[root]; ok {
+			return p
+		}
+		return len(f.order) // missing fields last
+	}
+	sort.SliceStable(f.errs, func(i, j int) bool { return pos(f.errs[i]) < pos(f.errs[j]) })
 	return f.errs
 }
 

@@ -132,6 +132,10 @@ func TestParseDirectiveCollectsEveryProblem(t *testing.T) {
 	if !errors.As(err, &one) || one.Node != "N" {
 		t.Fatalf("errors.As DirectiveError: %v", one)
 	}
+	want := `invalid n8n-fn directive in node "N": field "function": must not be empty; field "mode": "x" is not a mode (use "eachItem" or "allItems"); field "retries": -1 is out of range (allowed 0..10)`
+	if err.Error() != want {
+		t.Fatalf("message\n got %s\nwant %s", err, want)
+	}
 }
 
 func TestCallDirectiveHelpers(t *testing.T) {
