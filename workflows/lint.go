@@ -90,11 +90,12 @@ func LintWorkflows(wfs []*Workflow) []Finding {
 		wf   *Workflow
 		node string
 	}
-	globals := map[string][]site{}
-	var calls []struct {
+	type callSite struct {
 		site
 		d *CallDirective
 	}
+	globals := map[string][]site{}
+	var calls []callSite
 	for _, w := range wfs {
 		out = append(out, LintWorkflow(w)...)
 		for _, n := range w.Nodes {
@@ -108,10 +109,7 @@ func LintWorkflows(wfs []*Workflow) []Finding {
 					globals[d.Name] = append(globals[d.Name], site{w, n.Name})
 				}
 			case *CallDirective:
-				calls = append(calls, struct {
-					site
-					d *CallDirective
-				}{site{w, n.Name}, d})
+				calls = append(calls, callSite{site{w, n.Name}, d})
 			}
 		}
 	}
