@@ -22,9 +22,9 @@ type Cluster struct {
 }
 
 // StartCluster starts masters redis-server processes in cluster mode and joins them with
-// redis-cli --cluster create. It skips the test (saying why) when that cannot work here:
-// no redis-server/redis-cli, or REDIS_CLUSTER_ADDRS is not set while REDIS_URL points elsewhere.
-// REDIS_CLUSTER_ADDRS (comma list of host:port) uses an existing cluster instead.
+// redis-cli --cluster create. It skips the test (saying why) when that cannot work here (no
+// redis-server or redis-cli, no free ports, cluster creation failing). REDIS_CLUSTER_ADDRS (comma
+// list of host:port) uses an existing cluster instead; tests must then use unique key prefixes.
 func StartCluster(t testing.TB, masters int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t}
