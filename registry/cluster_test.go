@@ -124,3 +124,37 @@ func TestRealCluster(t *testing.T) {
 		t.Fatalf("AddCall after removal = %v", err)
 	}
 }
+
+// TestSentinel runs a call cycle through a Sentinel-discovered master (redis+sentinel:// URL).
+func TestSentinel(t *testing.T) {
+	srv := redistest.Start(t)
+	sen := redistest.StartSentinel(t, srv)
+	client, err := NewClient(sen.URL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	r, err := New(client, Config{Prefix: srv.Prefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	fn := fnKey("via-sentinel")
+	mustEnsure(t, r, fn)
+	c := newCall(r, fn, "caller", `{}`)
+	mustAdd(t, r, c)
+	ds := mustRead(t, r, "s1", []FunctionKey{fn}, 1)
+	if len(ds) != 1 {
+		t.Fatalf("read %d", len(ds))
+	}
+	if err := r.Complete(ctx, ds[0], Reply{OK: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.WaitReplies(ctx, c.ReplyKey, []string{c.ID}, time.Now().Add(time.Second)); err != nil || !got[c.ID].OK {
+		t.Fatalf("WaitReplies via sentinel = %v, %v", got, err)
+	}
+	// The master the sentinel handed out is the server we started.
+	if n, err := srv.Client().Exists(ctx, r.k.calls(fn)).Result(); err != nil || n != 1 {
+		t.Fatalf("stream not on the monitored master: %d, %v", n, err)
+	}
+}
