@@ -246,3 +246,27 @@ func TestMigratedCodeIsValidJavaScript(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWorkflowTools feeds arbitrary workflow-shaped JSON to lint, discovery and migration: they
+// must report problems, never panic, and migration output must stay valid JSON.
+func FuzzWorkflowTools(f *testing.F) {
+	for _, p := range []string{"testdata/function-add.json", "testdata/bad-functions.json", "testdata/origin-function.json", "testdata/origin-caller.json"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"nodes":[{"name":"a","type":"n8n-nodes-function.callFunction","parameters":{"workflowId":{"value":5}}}],"connections":{"a":{"main":[null,[{"node":"zz"}]]}}}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		_ = Lint(in)
+		_, _ = Discover([][]byte{in})
+		ms, err := Migrate([][]byte{in}, MigrateOptions{NewID: seqIDs()})
+		if err != nil {
+			return
+		}
+		if ms[0].Changed && !json.Valid(ms[0].Workflow) {
+			t.Fatalf("migration wrote invalid JSON from %q", in)
+		}
+	})
+}
