@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 CACHE ?= $(or $(N8N_FN_CACHE),$(HOME)/.cache/n8n-fn)
 
-.PHONY: up down status logs restart-runners install test unit e2e build vet fmt bench-baseline bench docker-check
+.PHONY: up down status logs restart-runners install test unit e2e build vet fmt bench-baseline bench docker-check help
 
 up:               ## install what is missing, start Redis + n8n main + workers + runners, write stack.env
 	scripts/stack.sh up
@@ -33,10 +33,13 @@ unit:
 e2e:
 	N8N_FN_E2E_REQUIRED=1 $(GO) test -count=1 ./e2e/...
 
-bench-baseline:   ## baseline stack benchmark (webhook->Code, webhook->sub-workflow, bare webhook)
-	$(GO) run ./cmd/n8n-fn bench --out bench-results/baseline-$$(date -u +%Y%m%dT%H%M%SZ).json
-bench:
+bench-baseline:   ## baseline stack benchmark (webhook->Code, ->sub-workflow, ->NoOp); JSON in $(CACHE)/bench/
+	$(GO) run ./cmd/n8n-fn bench --scenarios webhook-code,webhook-subworkflow,webhook-noop
+bench:            ## every scenario (baselines + n8n-fn calls) in one run
 	$(GO) run ./cmd/n8n-fn bench
 
 docker-check:     ## static checks of compose.queue-mode.yml (no Docker engine needed)
 	$(GO) test -count=1 ./docker/...
+
+help:
+	@grep -E '^[a-z-]+:.*##' Makefile | sed -E 's/:.*## /\t/'
