@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/tidwall/gjson"
 )
 
 // FunctionDef is one function found in a published workflow: what the registry and the
@@ -49,7 +51,7 @@ func (p Problem) String() string {
 
 // Discover finds every function defined in the given workflows (their JSON as n8n's public API
 // returns them; the published version is used when there is one). The caller fetches only
-// published workflows. Results are sorted by ref. Duplicates (two global functions with one name,
+// published workflows; workflows marked "active":false or "isArchived":true are skipped anyway. Results are sorted by ref. Duplicates (two global functions with one name,
 // or two functions with one name in one workflow) keep the one from the lowest workflow id and
 // node name, so every sidecar picks the same, and report the others as skipped problems.
 func Discover(wfs [][]byte) ([]FunctionDef, []Problem) {
@@ -59,6 +61,14 @@ func Discover(wfs [][]byte) ([]FunctionDef, []Problem) {
 		wf, err := ParsePublished(b)
 		if err != nil {
 			problems = append(problems, Problem{Message: fmt.Sprintf("workflow #%d: %v", i+1, err), Skipped: true})
+			continue
+		}
+		// n8n serves no webhook of an archived or unpublished workflow; workflow files without
+		// these fields (exports, bundled test workflows) count as published.
+		if v := gjson.GetBytes(b, "isArchived"); v.Bool() {
+			continue
+		}
+		if v := gjson.GetBytes(b, "active"); v.Exists() && !v.Bool() {
 			continue
 		}
 		d, p := discoverWorkflow(wf)

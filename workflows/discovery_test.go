@@ -137,6 +137,20 @@ func TestDiscover(t *testing.T) {
 	}
 }
 
+func TestDiscoverSkipsUnpublished(t *testing.T) {
+	b := string(readFile(t, "testdata/function-add.json"))
+	inactive := strings.Replace(b, `"active": true`, `"active": false`, 1)
+	archived := strings.Replace(b, `"active": true`, `"active": true, "isArchived": true`, 1)
+	for name, in := range map[string]string{"inactive": inactive, "archived": archived} {
+		if defs, problems := Discover([][]byte{[]byte(in)}); len(defs) != 0 || len(problems) != 0 {
+			t.Errorf("%s: %v %v", name, defs, problems)
+		}
+	}
+	if defs, _ := Discover([][]byte{[]byte(b)}); len(defs) != 2 {
+		t.Fatalf("published: %v", defs)
+	}
+}
+
 func TestDiscoverBundledTestWorkflows(t *testing.T) {
 	files, _ := filepath.Glob("../test-workflows/*-test.json")
 	if len(files) == 0 {
