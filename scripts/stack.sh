@@ -13,7 +13,8 @@
 #   restart-runners  restart only the runners/sidecars (after rebuilding the binary: this rebuilds it too)
 #
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
-#   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info).
+#   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info),
+#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one.
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -37,18 +38,21 @@ ENV_FILE=$STACK/stack.env
 SECRETS=$STACK/secrets.env
 
 HOST=127.0.0.1
-MAIN_PORT=5678
-MAIN_BROKER_PORT=5679
+# N8N_FN_STACK_PORT_BASE moves every port of a second, separate stack (with its own N8N_FN_CACHE
+# and REDIS_PORT); the defaults are the shared stack's ports.
+PORT_BASE=${N8N_FN_STACK_PORT_BASE:-5678}
+MAIN_PORT=$PORT_BASE
+MAIN_BROKER_PORT=$((PORT_BASE + 1))
 REDIS_PORT=${REDIS_PORT:-6379}
 BASE_URL=http://$HOST:$MAIN_PORT
 OWNER_EMAIL=owner@n8n-fn.local
 
-# Ports of process k (0 = main, i = worker i): n8n broker 5679+k, worker health 5689+i,
-# sidecar broker 5700+k, sidecar health 5750+k.
+# Ports of process k (0 = main, i = worker i), with the default base 5678: n8n broker 5679+k,
+# worker health 5689+i, sidecar broker 5700+k, sidecar health 5750+k.
 broker_port() { echo $((MAIN_BROKER_PORT + $1)); }
-health_port() { echo $((5689 + $1)); }
-sidecar_broker_port() { echo $((5700 + $1)); }
-sidecar_health_port() { echo $((5750 + $1)); }
+health_port() { echo $((PORT_BASE + 11 + $1)); }
+sidecar_broker_port() { echo $((PORT_BASE + 22 + $1)); }
+sidecar_health_port() { echo $((PORT_BASE + 72 + $1)); }
 proc_name() { if [ "$1" = 0 ]; then echo main; else echo "worker$1"; fi; }
 
 say() { printf '[stack] %s\n' "$*"; }
@@ -556,7 +560,9 @@ do_status() {
 	[ $any = 1 ] || echo "nothing started by this script is running"
 	printf 'main readiness:   %s\n' "$(http_code "$BASE_URL/healthz/readiness")"
 	[ -f "$ENV_FILE" ] && echo "env file:         $ENV_FILE"
-	ss -ltnp 2>/dev/null | grep -E ":(${REDIS_PORT}|56[7-9][0-9]|57[0-9][0-9])\b" || true
+	local k ports="$REDIS_PORT|$MAIN_PORT"
+	for ((k = 0; k <= 9; k++)); do ports+="|$(broker_port "$k")|$(health_port "$k")|$(sidecar_broker_port "$k")|$(sidecar_health_port "$k")"; done
+	ss -ltnp 2>/dev/null | grep -E ":($ports)\b" || true
 }
 
 do_logs() {
