@@ -46,7 +46,7 @@ func TestFunctionsReplay(t *testing.T) {
 	}
 	for _, must := range []string{
 		"recursive-function-test/factorial(5) through 5 nested calls",
-		"concurrent-calls-test/4 callers x 4 calls reach both workers",
+		"concurrent-calls-test/2 callers x 4 calls reach both workers",
 		"function-caller-test/add two numbers",
 		"function-chain-test/pipeline(3) = double(inc(3))",
 	} {
@@ -54,7 +54,7 @@ func TestFunctionsReplay(t *testing.T) {
 			t.Errorf("case %q was not run", must)
 		}
 	}
-	if r := seen["concurrent-calls-test/4 callers x 4 calls reach both workers"]; len(r.Workers) < 2 {
+	if r := seen["concurrent-calls-test/2 callers x 4 calls reach both workers"]; len(r.Workers) < 2 {
 		t.Errorf("concurrent calls ran on %v, want both workers", r.Workers)
 	}
 	if runErr != nil && rep.Failed == 0 {

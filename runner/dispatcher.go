@@ -294,59 +294,77 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(s.Record.WebhookPath, "/")
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(webhookGrace))
 	defer cancel()
-	start := time.Now()
-	var resp *http.Response
-	for attempt := 0; ; attempt++ {
-		req, rerr := http.NewRequestWithContext(rctx, method, url, bytes.NewReader(body))
-		if rerr != nil {
-			fail("dispatch", fmt.Sprintf("build the webhook request %s %s: %v", method, url, rerr))
-			return
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("User-Agent", "n8n-fn-dispatcher/"+f.cfg.ID)
-		resp, err = d.http.Do(req)
-		// Publishing is asynchronous in n8n 2.x: a just-published function's webhook answers 404
-		// for a moment. Nothing ran, so asking again is safe.
-		if err != nil || resp.StatusCode != http.StatusNotFound || attempt >= 15 || time.Now().Add(200*time.Millisecond).After(deadline) {
-			break
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		if time.Now().After(deadline) {
-			// The caller has given up; acknowledge so the call is not run again.
-			fail("timeout", fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", err))
-			return
-		}
-		// n8n unreachable: leave the entry pending; a recoverer re-dispatches it after claimIdle.
-		log.WithError(err).Warn("could not trigger the function's webhook; the call stays queued")
-		return
-	}
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	log.WithFields(map[string]any{"status": resp.StatusCode, "ms": time.Since(start).Milliseconds()}).Debug("function execution answered")
-	if !d.stillPending(ctx, dl) {
-		return // the return node answered (or the call was reclaimed by another sidecar)
-	}
 	name := key.Name
 	if key.Scope != workflows.ScopeGlobal {
 		name += " (workflow " + key.Scope + ")"
 	}
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		fail("not_found", fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
-			name, method, s.Record.WebhookPath, s.Record.WorkflowID))
-	case resp.StatusCode >= 400:
-		msg := d.executionError(ctx, s.Record.WorkflowID, dl.Call.ID)
-		if msg == "" {
-			msg = fmt.Sprintf("n8n answered HTTP %d %s", resp.StatusCode, clipString(string(answer), 200))
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		status, answer, err := d.post(rctx, method, url, body, deadline)
+		if err != nil {
+			if time.Now().After(deadline) {
+				// The caller has given up; acknowledge so the call is not run again.
+				fail("timeout", fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", err))
+				return
+			}
+			// n8n unreachable: leave the entry pending; a recoverer re-dispatches it after claimIdle.
+			log.WithError(err).Warn("could not trigger the function's webhook; the call stays queued")
+			return
 		}
-		fail("failed", fmt.Sprintf("function %s failed: %s", name, msg))
-	default:
-		fail("no_return", fmt.Sprintf("function %s ended without reaching a return node (workflow %s): every path of a function must end in an n8n-fn return node, and items must keep their _functionCall field on the way",
-			name, s.Record.WorkflowID))
+		log.WithFields(map[string]any{"status": status, "ms": time.Since(start).Milliseconds()}).Debug("function execution answered")
+		if !d.stillPending(ctx, dl) {
+			return // the return node answered (or the call was reclaimed by another sidecar)
+		}
+		switch {
+		case status == http.StatusNotFound:
+			fail("not_found", fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
+				name, method, s.Record.WebhookPath, s.Record.WorkflowID))
+		case status >= 400:
+			msg := d.executionError(ctx, s.Record.WorkflowID, dl.Call.ID)
+			if msg == "" && d.f.api != nil && attempt < 2 && time.Now().Add(time.Second).Before(deadline) {
+				// No failed execution holds this call: n8n could not start one (e.g. its database
+				// was busy). Nothing ran, so trigger it again.
+				log.WithField("status", status).Info("n8n did not start the function's execution; triggering it again")
+				time.Sleep(time.Duration(300*(attempt+1)) * time.Millisecond)
+				continue
+			}
+			if msg == "" {
+				msg = fmt.Sprintf("n8n answered HTTP %d %s", status, clipString(string(answer), 200))
+			}
+			fail("failed", fmt.Sprintf("function %s failed: %s", name, msg))
+		default:
+			fail("no_return", fmt.Sprintf("function %s ended without reaching a return node (workflow %s): every path of a function must end in an n8n-fn return node, and items must keep their _functionCall field on the way",
+				name, s.Record.WorkflowID))
+		}
+		return
+	}
+}
+
+// post sends the call reference to the function's webhook and returns n8n's answer. A 404 is
+// asked again for a while: publishing is asynchronous in n8n 2.x, so a just-published function's
+// webhook answers 404 for a moment, and nothing ran.
+func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, deadline time.Time) (int, []byte, error) {
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+		if err != nil {
+			return 0, nil, fmt.Errorf("build the webhook request %s %s: %w", method, url, err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", "n8n-fn-dispatcher/"+d.f.cfg.ID)
+		resp, err := d.http.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || attempt >= 15 || time.Now().Add(200*time.Millisecond).After(deadline) {
+			return resp.StatusCode, answer, nil
+		}
+		select {
+		case <-ctx.Done():
+			return resp.StatusCode, answer, nil
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 

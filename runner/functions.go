@@ -73,7 +73,7 @@ func defaultTunables() tunables {
 		keepAliveInterval: defaultClaimIdle / 4,
 		recoverInterval:   10 * time.Second,
 		trimInterval:      time.Minute,
-		discoveryInterval: 15 * time.Second,
+		discoveryInterval: 10 * time.Second,
 		heartbeatInterval: 10 * time.Second, // a third of the registry's HeartbeatTTL
 		readBlock:         2 * time.Second,
 	}

@@ -96,6 +96,35 @@ func workers(body []byte, field string, into map[string]bool) {
 	}
 }
 
+// maxOverlap is the largest number of items whose [startedAt, endedAt] intervals contain one
+// common instant.
+func maxOverlap(body []byte) int {
+	type ev struct {
+		t     float64
+		delta int
+	}
+	var evs []ev
+	for _, it := range gjson.ParseBytes(body).Array() {
+		s, e := it.Get("startedAt"), it.Get("endedAt")
+		if s.Type == gjson.Number && e.Type == gjson.Number && e.Float() >= s.Float() {
+			evs = append(evs, ev{s.Float(), 1}, ev{e.Float(), -1})
+		}
+	}
+	// Ends sort after starts at the same instant: touching intervals count as overlapping.
+	sort.Slice(evs, func(i, j int) bool {
+		if evs[i].t != evs[j].t {
+			return evs[i].t < evs[j].t
+		}
+		return evs[i].delta > evs[j].delta
+	})
+	best, cur := 0, 0
+	for _, e := range evs {
+		cur += e.delta
+		best = max(best, cur)
+	}
+	return best
+}
+
 func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }

@@ -109,3 +109,19 @@ func TestExecutionErrorMessage(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestMaxOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want int
+	}{
+		{`[{"startedAt":0,"endedAt":10},{"startedAt":5,"endedAt":15},{"startedAt":20,"endedAt":30}]`, 2},
+		{`[{"startedAt":0,"endedAt":10},{"startedAt":11,"endedAt":15}]`, 1},
+		{`[{"startedAt":0,"endedAt":10},{"startedAt":1,"endedAt":9},{"startedAt":2,"endedAt":8}]`, 3},
+		{`[{"x":1}]`, 0},
+	} {
+		if got := maxOverlap([]byte(tc.body)); got != tc.want {
+			t.Errorf("maxOverlap(%s) = %d, want %d", tc.body, got, tc.want)
+		}
+	}
+}

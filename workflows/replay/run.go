@@ -280,6 +280,11 @@ func runCase(ctx context.Context, api API, s *Suite, c Case, workflowID string, 
 			}
 			if a.err == nil && a.status < 300 {
 				workers(a.body, c.WorkerField, seen)
+				if c.ExpectParallel > 0 {
+					if n := maxOverlap(a.body); n < c.ExpectParallel {
+						problems = append(problems, fmt.Sprintf("round %d request %d: at most %d calls ran at the same time, want %d (fields startedAt/endedAt)", round+1, i+1, n, c.ExpectParallel))
+					}
+				}
 			}
 		}
 	}

@@ -56,6 +56,10 @@ type Case struct {
 	// items: 2 proves that calls ran on two workers.
 	ExpectWorkers int    `json:"expectWorkers,omitempty"`
 	WorkerField   string `json:"workerField,omitempty"` // default "worker"
+	// ExpectParallel is the least number of an answer's items whose [startedAt, endedAt] intervals
+	// (unix ms, set by the function) overlap at one instant: 2 proves the calls ran in parallel,
+	// without timing the request.
+	ExpectParallel int `json:"expectParallel,omitempty"`
 	Skip          string `json:"skip,omitempty"`        // non-empty: not run, the text says why
 }
 
@@ -160,8 +164,8 @@ func loadSuite(dir, file string) (Suite, error) {
 			return Suite{}, fmt.Errorf("%w: %s: give expect or expectError", ErrSuite, where)
 		case len(c.Expect) > 0 && c.ExpectError != "":
 			return Suite{}, fmt.Errorf("%w: %s: give expect or expectError, not both", ErrSuite, where)
-		case c.Concurrency < 0 || c.Repeat < 0 || c.MaxMs < 0 || c.ExpectWorkers < 0:
-			return Suite{}, fmt.Errorf("%w: %s: concurrency, repeat, maxMs and expectWorkers must not be negative", ErrSuite, where)
+		case c.Concurrency < 0 || c.Repeat < 0 || c.MaxMs < 0 || c.ExpectWorkers < 0 || c.ExpectParallel < 0:
+			return Suite{}, fmt.Errorf("%w: %s: concurrency, repeat, maxMs, expectWorkers and expectParallel must not be negative", ErrSuite, where)
 		}
 		c.Webhook = strings.Trim(c.Webhook, "/")
 		if c.Method == "" {
