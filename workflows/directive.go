@@ -143,7 +143,7 @@ type FunctionDirective struct {
 	Scope          string  `json:"scope"` // ScopeGlobal or ScopeWorkflow
 	Params         []Param `json:"params,omitempty"`
 	TimeoutMs      int     `json:"timeoutMs"`
-	MaxConcurrency int     `json:"maxConcurrency"` // 0 = no per-function limit
+	MaxConcurrency int     `json:"maxConcurrency"` // per dispatcher; 0 = the dispatcher's default
 	Description    string  `json:"description,omitempty"`
 }
 
