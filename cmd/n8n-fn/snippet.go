@@ -48,7 +48,7 @@ func snippetCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Var(&params, "param", "a param: name:type[:required][=default] (repeatable)")
 		scope := fs.String("scope", workflows.ScopeGlobal, "global or workflow")
 		timeout := fs.Int("timeout", workflows.DefaultFunctionTimeoutMs, "function timeout in ms")
-		maxConc := fs.Int("max-concurrency", 0, "calls of this function at once (0 = no limit)")
+		maxConc := fs.Int("max-concurrency", 0, "calls of this function each sidecar dispatches at once (0 = the dispatcher default)")
 		desc := fs.String("description", "", "what the function does")
 		withReturn := fs.Bool("with-return", false, "add a return node after the function node")
 		frag = func(name string) (*workflows.Fragment, error) {
