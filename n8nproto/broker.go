@@ -284,6 +284,8 @@ func (rc *runnerConn) serve() {
 	}()
 
 	var cause error
+	// A connection must register within the grant TTL; after that only heartbeats decide.
+	_ = ws.SetReadDeadline(time.Now().Add(rc.b.cfg.GrantTTL))
 	if err := rc.conn.send(context.Background(), InfoRequest{}); err != nil {
 		cause = err
 	}
@@ -367,6 +369,7 @@ func (b *Broker) register(rc *runnerConn, info RunnerInfo) {
 	}
 	old := b.runners[rc.id]
 	rc.registered = true
+	_ = rc.conn.ws.SetReadDeadline(time.Time{})
 	rc.name = info.Name
 	rc.types = append([]string(nil), info.Types...)
 	b.runners[rc.id] = rc

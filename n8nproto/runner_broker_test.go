@@ -622,3 +622,59 @@ func TestAcquireContextEnds(t *testing.T) {
 }
 
 var _ sync.Mutex
+
+// A handler that returns without ending its task makes the runner fail it (n8n would wait forever);
+// an RPC answered with status "error" is an *RPCError.
+func TestRunnerHandlerContract(t *testing.T) {
+	bs := startBroker(t, BrokerConfig{}, "")
+	rpcErr := make(chan error, 1)
+	r, _ := startRunner(t, fastRunnerConfig(t, bs.url(), 1), handlerFunc(func(ctx context.Context, task *UpstreamTask) {
+		_, err := task.RPC(ctx, "helpers.nope", nil)
+		rpcErr <- err
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dt, err := bs.b.Acquire(ctx, "javascript", "forgetful", codeSettings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final TaskMessage
+	for m := range dt.Incoming() {
+		switch v := m.(type) {
+		case RPC:
+			if string(v.Params) != "[]" {
+				t.Errorf("params %s", v.Params)
+			}
+			_ = dt.Send(ctx, RPCResponse{CallID: v.CallID, Status: RPCStatusError, Data: json.RawMessage(`"Method not allowed"`)})
+		default:
+			final = m
+		}
+	}
+	var re *RPCError
+	if err := <-rpcErr; !errors.As(err, &re) || err.Error() != "rpc helpers.nope failed: Method not allowed" {
+		t.Errorf("RPC error = %v", err)
+	}
+	te, ok := final.(TaskError)
+	if !ok || !strings.Contains(string(te.Error), "ended without a result") {
+		t.Fatalf("final = %#v", final)
+	}
+	waitFor(t, "slot freed", 2*time.Second, func() bool { return r.Running() == 0 })
+}
+
+// A connection that never sends runner:info is closed after the grant TTL.
+func TestBrokerRegistrationDeadline(t *testing.T) {
+	bs := startBroker(t, BrokerConfig{GrantTTL: 100 * time.Millisecond}, "")
+	hdr := http.Header{"Authorization": []string{"Bearer " + bs.b.MintGrant()}}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+bs.addr+"/runners/_ws?id=quiet", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if _, ok := wsRecv(t, ws, time.Second).(InfoRequest); !ok {
+		t.Fatal("no inforequest")
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, _, err := ws.ReadMessage(); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("silent connection not closed by the broker: %v", err)
+	}
+}
