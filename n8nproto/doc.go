@@ -6,7 +6,8 @@
 //	GET  /runners/_ws?id=ID  Bearer GRANT      -> 101
 //	<- broker:inforequest      -> runner:info {name, types}
 //	<- broker:runnerregistered -> runner:taskoffer × (MaxConcurrency - running), validFor 5000–5500 ms,
-//	                              topped up every 250 ms (never zero while idle)
+//	                              topped up every 250 ms and when a slot frees; each is replaced ~10 %
+//	                              before the broker drops it, so an idle runner is never without offers
 //	<- broker:taskofferaccept  -> runner:taskaccepted (slot free) | runner:taskrejected {reason}   (< 2 s)
 //	<- broker:tasksettings     => TaskHandler.HandleTask(ctx, *UpstreamTask) in its own goroutine
 //	-> runner:taskdatarequest / runner:rpc / runner:nodetypesrequest
