@@ -47,9 +47,6 @@ func New(client redis.UniversalClient, cfg Config) (*Registry, error) {
 // Config returns the effective configuration (defaults filled in).
 func (r *Registry) Config() Config { return r.cfg }
 
-// Client returns the underlying client (for health probes such as PING).
-func (r *Registry) Client() redis.UniversalClient { return r.rdb }
-
 // Ping checks that Redis answers.
 func (r *Registry) Ping(ctx context.Context) error {
 	return wrapName("ping", "", r.rdb.Ping(ctx).Err())

@@ -39,10 +39,10 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 	return wrapName(op, "", err)
 }
 
-// Complete publishes the reply of a delivery and then acknowledges its entry: the order that loses
-// nothing (a crash in between re-runs the call; the caller ignores the duplicate reply). On a
-// standalone server both go in one pipeline (one round trip, executed in order); on Cluster the two
-// keys live on different nodes, so they are sent one after the other.
+// Complete publishes the reply of a delivery and acknowledges its entry. On a standalone or
+// Sentinel server both happen in one MULTI/EXEC (one round trip, atomic). On Cluster the reply list
+// and the stream live on different nodes, so the reply is published first and the entry acknowledged
+// after: a crash in between re-runs the call and the caller ignores the duplicate reply.
 func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 	const op = "complete call"
 	if d.Call.ReplyKey == "" {
@@ -61,15 +61,12 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 	if err != nil {
 		return errorf(op, d.Function, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
 	}
-	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.RPush(ctx, d.Call.ReplyKey, b)
 		p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
 		p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
 		return nil
 	})
-	if err != nil && len(cmds) == 3 && cmds[0].Err() == nil && cmds[2].Err() != nil {
-		return wrap(op, d.Function, fmt.Errorf("reply published but ack failed (the call will be re-run; its caller ignores the duplicate): %w", err))
-	}
 	return wrap(op, d.Function, err)
 }
 
