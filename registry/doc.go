@@ -52,6 +52,6 @@
 // connection, so the pool must be larger than their sum. On Cluster, ReadCalls groups streams by
 // slot and reads the groups concurrently, returning when all have answered; dispatchers that read
 // many functions should run one ReadCalls loop per SlotGroups group for the lowest latency.
-// WaitReplies blocks at most 1s per BLPOP so it notices its context, which needs the client's
-// ReadTimeout above 1s (go-redis default 3s).
+// WaitReplies blocks at most 1s per BLPOP (half the client's ReadTimeout when that is shorter) so
+// it notices a cancelled context and never trips the read timeout.
 package registry

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -16,6 +17,9 @@ type Registry struct {
 	cfg     Config
 	k       keys
 	cluster bool
+	// replyChunk bounds one BLPOP: short enough to notice a cancelled context and to stay inside
+	// the client's read timeout (a plain Do command gets no extra read time for blocking).
+	replyChunk time.Duration
 
 	mu       sync.Mutex
 	features *features // detected once, on first need
@@ -41,7 +45,26 @@ func New(client redis.UniversalClient, cfg Config) (*Registry, error) {
 		return nil, err
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	return &Registry{rdb: client, cfg: cfg, k: keys{prefix: cfg.Prefix}, cluster: cluster}, nil
+	return &Registry{rdb: client, cfg: cfg, k: keys{prefix: cfg.Prefix}, cluster: cluster,
+		replyChunk: replyChunkFor(readTimeout(client))}, nil
+}
+
+// readTimeout is the client's read timeout (0 when unknown; go-redis's default is 3s).
+func readTimeout(client redis.UniversalClient) time.Duration {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		return c.Options().ReadTimeout
+	}
+	return 0
+}
+
+func replyChunkFor(rt time.Duration) time.Duration {
+	if rt > 0 && rt/2 < time.Second {
+		return max(rt/2, 10*time.Millisecond)
+	}
+	return time.Second
 }
 
 // Config returns the effective configuration (defaults filled in).

@@ -434,3 +434,15 @@ func TestNewClientURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestReplyChunkFollowsReadTimeout(t *testing.T) {
+	for rt, want := range map[time.Duration]time.Duration{0: time.Second, -1: time.Second, 3 * time.Second: time.Second, 500 * time.Millisecond: 250 * time.Millisecond, time.Millisecond: 10 * time.Millisecond} {
+		if got := replyChunkFor(rt); got != want {
+			t.Errorf("replyChunkFor(%v) = %v, want %v", rt, got, want)
+		}
+	}
+	r, err := New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ReadTimeout: 400 * time.Millisecond}), Config{})
+	if err != nil || r.replyChunk != 200*time.Millisecond {
+		t.Fatalf("replyChunk = %v, %v", r.replyChunk, err)
+	}
+}

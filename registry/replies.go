@@ -11,10 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// replyChunk bounds one BLPOP so a waiter notices its context and so the wait stays well inside
-// go-redis's default 3s read timeout (a plain Do command gets no extra read time for blocking).
-const replyChunk = time.Second
-
 // ReplyKey is the reply list of one caller. Use one caller name per waiting task (for example
 // "<sidecar>:<task>"): WaitReplies drops replies it is not waiting for, so two concurrent waiters
 // on one key would take each other's replies.
@@ -96,7 +92,7 @@ func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []s
 		if left <= 0 {
 			return got, wrapName(op, "", fmt.Errorf("%w: %d of %d replies arrived before the deadline", ErrTimeout, len(got), len(want)))
 		}
-		raw, err := r.popReply(ctx, f, replyKey, min(left, replyChunk))
+		raw, err := r.popReply(ctx, f, replyKey, min(left, r.replyChunk))
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
