@@ -250,38 +250,7 @@ type runnerConn struct {
 
 func (rc *runnerConn) serve() {
 	ws := rc.conn.ws
-	var pong sync.Mutex
-	pongSeen := true
-	ws.SetPongHandler(func(string) error {
-		pong.Lock()
-		pongSeen = true
-		pong.Unlock()
-		return nil
-	})
-	go func() { // heartbeat: n8n's rule, a connection that did not pong since the last ping is dropped
-		t := time.NewTicker(rc.b.cfg.HeartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-rc.done:
-				return
-			case <-t.C:
-			}
-			pong.Lock()
-			ok := pongSeen
-			pongSeen = false
-			pong.Unlock()
-			if !ok {
-				rc.log.Warn("runner missed a heartbeat pong; disconnecting")
-				rc.conn.closeWith(websocket.CloseProtocolError, "failed-heartbeat-check")
-				return
-			}
-			if err := rc.conn.ping(5 * time.Second); err != nil {
-				rc.conn.closeWith(websocket.CloseProtocolError, "failed-heartbeat-check")
-				return
-			}
-		}
-	}()
+	rc.startHeartbeat()
 
 	var cause error
 	// A connection must register within the grant TTL; after that only heartbeats decide.
