@@ -71,7 +71,8 @@ func Dir(ctx context.Context) (string, error) {
 	return d, nil
 }
 
-// install runs npm install under a file lock, so parallel test binaries install once.
+// install runs npm install under a file lock, so parallel test binaries install once. Scripts are
+// ignored: the optional native isolated-vm build fails on current Node and the JS runner does not need it.
 func install(ctx context.Context, prefix string) error {
 	npm, err := exec.LookPath("npm")
 	if err != nil {
@@ -95,7 +96,7 @@ func install(ctx context.Context, prefix string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", prefix, "--no-audit", "--no-fund",
-		"--loglevel=error", "@n8n/task-runner@"+Version)
+		"--loglevel=error", "--ignore-scripts", "@n8n/task-runner@"+Version)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("npm install @n8n/task-runner@%s into %s: %w\n%s", Version, prefix, err, tail(out, 2000))
