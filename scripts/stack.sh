@@ -148,6 +148,11 @@ install_postgres() {
 build_fn() {
 	command -v go >/dev/null || { [ "$RUNNER_KIND" = sidecar ] && die "go is needed to build the n8n-fn sidecar"; return 0; }
 	mkdir -p "$(dirname "$FN_BIN")"
+	# go build is a no-op when nothing changed but still costs seconds of linking: skip it then.
+	if [ -x "$FN_BIN" ] && [ -z "$(cd "$ROOT" && find . -name '*.go' -newer "$FN_BIN" -print -quit 2>/dev/null)" ] &&
+		[ ! "$ROOT/go.mod" -nt "$FN_BIN" ] && [ ! "$ROOT/go.sum" -nt "$FN_BIN" ]; then
+		return 0
+	fi
 	if ! (cd "$ROOT" && go build -o "$FN_BIN.tmp" ./cmd/n8n-fn) 2>"$CACHE/fn-build.log"; then
 		[ "$RUNNER_KIND" = sidecar ] && { cat "$CACHE/fn-build.log" >&2; die "go build ./cmd/n8n-fn failed"; }
 		say "warning: go build ./cmd/n8n-fn failed (not needed with RUNNER_KIND=official); see $CACHE/fn-build.log"
@@ -490,19 +495,27 @@ do_up() {
 	t1=$(now)
 	start_redis
 	start_postgres
-	local k fresh_main=0
+	local k fresh_main=0 tm
 	alive main || fresh_main=1
+	tm=$(now)
 	start_n8n 0
+	# On a fresh data folder the workers wait for main: main alone runs the ~400 DB migrations and
+	# writes the config file. Once that is done, all n8n processes start together.
+	if [ -f "$STACK/data/.n8n/config" ] && { [ "$DB" = postgres ] || [ -f "$STACK/data/.n8n/database.sqlite" ]; }; then
+		for ((k = 1; k <= WORKERS; k++)); do start_n8n "$k"; done
+	fi
 	wait_http "$BASE_URL/healthz/readiness" 120 "n8n main" main
-	# Workers start after main so that main alone runs the DB migrations and writes the config file.
 	for ((k = 1; k <= WORKERS; k++)); do start_n8n "$k"; done
 	for ((k = 1; k <= WORKERS; k++)); do
 		wait_http "http://$HOST:$(health_port "$k")/healthz/readiness" 120 "n8n worker$k" "worker$k"
 	done
 	for ((k = 0; k <= WORKERS; k++)); do wait_broker "$k"; done
+	say "n8n main + $WORKERS workers ready after $(since "$tm") s"
 	ensure_api_key
 	write_env
+	tm=$(now)
 	start_runners
+	say "$RUNNER_KIND runners registered after $(since "$tm") s"
 	[ $fresh_main = 1 ] || say "(main was already running)"
 	say "ready in $(since "$t1") s (whole up incl. install checks: $(since "$t0") s)"
 	cat <<EOF
@@ -515,12 +528,13 @@ EOF
 }
 
 do_down() {
-	local k
-	# n8n first: its broker sends broker:drain and closes the sockets, so runners exit at once.
-	# A runner SIGTERMed first keeps taking tasks while it waits for the drain.
+	local k t0
+	t0=$(now)
+	# n8n first (all at once): its broker sends broker:drain and closes the sockets, so runners
+	# exit at once. A runner SIGTERMed first keeps taking tasks while it waits for the drain.
+	stop_proc main 45 &
 	for ((k = 9; k >= 1; k--)); do stop_proc "worker$k" 45 & done
 	wait
-	stop_proc main 45
 	for ((k = 9; k >= 0; k--)); do
 		stop_proc "sidecar-$(proc_name "$k")" 40 &
 		stop_proc "runner-$(proc_name "$k")" 15 &
@@ -531,7 +545,7 @@ do_down() {
 		as_root pg_ctlcluster $(cat "$PIDS/postgres.started") stop || true
 		rm -f "$PIDS/postgres.started"
 	fi
-	say "stopped"
+	say "stopped in $(since "$t0") s"
 }
 
 do_restart_runners() {
