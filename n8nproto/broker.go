@@ -295,6 +295,12 @@ func (rc *runnerConn) handle(m Message) {
 	case TaskRejected:
 		rc.answer(v.TaskID, acceptResult{kind: acceptRejected, reason: v.Reason})
 	case TaskDeferred:
+		// Recorded here, before this read loop can see the launcher's close, so HasRunner never has a gap.
+		b.mu.Lock()
+		for _, typ := range rc.types {
+			b.deferredUntil[typ] = time.Now().Add(b.cfg.GrantTTL)
+		}
+		b.mu.Unlock()
 		rc.answer(v.TaskID, acceptResult{kind: acceptDeferred})
 	case TaskDataRequest, NodeTypesRequest, RPC:
 		b.mu.Lock()
