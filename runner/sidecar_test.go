@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -28,7 +29,7 @@ const testToken = "test-auth-token"
 
 // officialRunnerDir finds the installed @n8n/task-runner package (N8N_FN_RUNNER_DIR, or the cache
 // the lead installed n8n into).
-func officialRunnerDir(t *testing.T) string {
+func officialRunnerDir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("N8N_FN_RUNNER_DIR"); d != "" {
 		return d
@@ -45,7 +46,7 @@ func officialRunnerDir(t *testing.T) string {
 	return filepath.Dir(filepath.Dir(matches[len(matches)-1]))
 }
 
-func testLogger(t *testing.T) *logrus.Entry {
+func testLogger(t testing.TB) *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	if testing.Verbose() {
@@ -61,7 +62,7 @@ type fakeN8N struct {
 	srv    *httptest.Server
 }
 
-func newFakeN8N(t *testing.T) *fakeN8N {
+func newFakeN8N(t testing.TB) *fakeN8N {
 	t.Helper()
 	b, err := n8nproto.NewBroker(n8nproto.BrokerConfig{AuthToken: testToken, Logger: testLogger(t).WithField("role", "fake-n8n")})
 	if err != nil {
@@ -78,7 +79,7 @@ func newFakeN8N(t *testing.T) *fakeN8N {
 	return &fakeN8N{broker: b, srv: srv}
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -100,7 +101,7 @@ type transcript struct {
 
 // serveTask plays n8n for one task: acquire a runner, answer its data requests (with chunking and
 // include flags applied like n8n's stripper), node-type requests and RPCs, until it ends.
-func (f *fakeN8N) serveTask(ctx context.Context, t *testing.T, taskID, settings string, onMsg func(*n8nproto.DownstreamTask, n8nproto.TaskMessage)) transcript {
+func (f *fakeN8N) serveTask(ctx context.Context, t testing.TB, taskID, settings string, onMsg func(*n8nproto.DownstreamTask, n8nproto.TaskMessage)) transcript {
 	t.Helper()
 	d, err := f.broker.Acquire(ctx, "javascript", taskID, json.RawMessage(settings))
 	if err != nil {
@@ -144,7 +145,7 @@ func (f *fakeN8N) serveTask(ctx context.Context, t *testing.T, taskID, settings 
 	}
 }
 
-func send(ctx context.Context, t *testing.T, d *n8nproto.DownstreamTask, m n8nproto.TaskMessage) {
+func send(ctx context.Context, t testing.TB, d *n8nproto.DownstreamTask, m n8nproto.TaskMessage) {
 	t.Helper()
 	if err := d.Send(ctx, m); err != nil {
 		t.Errorf("send %s: %v", m.MessageType(), err)
@@ -153,7 +154,7 @@ func send(ctx context.Context, t *testing.T, d *n8nproto.DownstreamTask, m n8npr
 
 // dataResponse is testdata/dataresponse.json shaped by the request params the way n8n's
 // data-request-response-stripper does it for input.
-func dataResponse(t *testing.T, params json.RawMessage) json.RawMessage {
+func dataResponse(t testing.TB, params json.RawMessage) json.RawMessage {
 	t.Helper()
 	raw, err := os.ReadFile("testdata/dataresponse.json")
 	if err != nil {
@@ -183,7 +184,7 @@ func dataResponse(t *testing.T, params json.RawMessage) json.RawMessage {
 }
 
 // testSidecar starts a sidecar in front of a fresh fake n8n. mutate adjusts its config.
-func testSidecar(t *testing.T, mutate func(*Config)) (*Sidecar, *fakeN8N, func() error) {
+func testSidecar(t testing.TB, mutate func(*Config)) (*Sidecar, *fakeN8N, func() error) {
 	t.Helper()
 	n8n := newFakeN8N(t)
 	cfg := Config{
@@ -225,7 +226,7 @@ func testSidecar(t *testing.T, mutate func(*Config)) (*Sidecar, *fakeN8N, func()
 
 // directRunner attaches the official runner straight to a fresh fake n8n: the baseline. It gets the
 // same settings a sidecar with taskTimeout would give its spawned runner.
-func directRunner(t *testing.T, taskTimeout time.Duration) *fakeN8N {
+func directRunner(t testing.TB, taskTimeout time.Duration) *fakeN8N {
 	t.Helper()
 	n8n := newFakeN8N(t)
 	cfg := Config{ID: "direct", RunnerCommand: "node", RunnerArgs: strings.Fields(defaultRunnerArgs), RunnerDir: officialRunnerDir(t),
@@ -247,7 +248,7 @@ func directRunner(t *testing.T, taskTimeout time.Duration) *fakeN8N {
 	return n8n
 }
 
-func settingsJSON(t *testing.T, code, mode string, continueOnFail bool, chunk *n8nproto.Chunk) string {
+func settingsJSON(t testing.TB, code, mode string, continueOnFail bool, chunk *n8nproto.Chunk) string {
 	t.Helper()
 	s := map[string]any{"code": code, "nodeMode": mode, "workflowMode": "manual", "continueOnFail": continueOnFail, "additionalProperties": map[string]any{}}
 	if chunk != nil {
@@ -260,7 +261,7 @@ func settingsJSON(t *testing.T, code, mode string, continueOnFail bool, chunk *n
 	return string(b)
 }
 
-func finalJSON(t *testing.T, m n8nproto.TaskMessage) (string, any) {
+func finalJSON(t testing.TB, m n8nproto.TaskMessage) (string, any) {
 	t.Helper()
 	var raw json.RawMessage
 	switch m := m.(type) {
@@ -590,4 +591,56 @@ func TestHealth(t *testing.T) {
 	}
 	s.draining.Store(false)
 	_ = shutdown
+}
+
+// BenchmarkRelayedTask is one small all-items Code task (settings, one data request, done) through
+// the sidecar; BenchmarkDirectTask is the same task against the official runner attached directly.
+// The difference is the relay's cost per task, without n8n's queue around it.
+func BenchmarkRelayedTask(b *testing.B) {
+	_, n8n, _ := testSidecar(b, nil)
+	benchTasks(b, n8n)
+}
+
+func BenchmarkDirectTask(b *testing.B) { benchTasks(b, directRunner(b, 30*time.Second)) }
+
+func benchTasks(b *testing.B, n8n *fakeN8N) {
+	benchTasksWith(b, n8n, "return $input.all().map(i => ({json: {...i.json, doubled: i.json.a * 2}}));")
+}
+
+func benchTasksWith(b *testing.B, n8n *fakeN8N, code string) {
+	settings := settingsJSON(b, code, "runOnceForAllItems", false, nil)
+	ctx := context.Background()
+	run := func(id string) {
+		d, err := n8n.broker.Acquire(ctx, "javascript", id, json.RawMessage(settings))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for m := range d.Incoming() {
+			switch m := m.(type) {
+			case n8nproto.TaskDataRequest:
+				if err := d.Send(ctx, n8nproto.TaskDataResponse{RequestID: m.RequestID, Data: dataResponse(b, m.RequestParams)}); err != nil {
+					b.Fatal(err)
+				}
+			case n8nproto.TaskDone:
+				return
+			case n8nproto.TaskError:
+				b.Fatalf("task error %s", m.Error)
+			}
+		}
+		b.Fatal("task ended without a result")
+	}
+	for i := 0; i < 20; i++ {
+		run(fmt.Sprintf("warm%d", i))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		run(fmt.Sprintf("t%d", i))
+	}
+}
+
+// BenchmarkNativeEchoTask is an echo directive task answered by the sidecar itself: the cost of the
+// protocol round trips on the Go side alone (no JS runner involved).
+func BenchmarkNativeEchoTask(b *testing.B) {
+	_, n8n, _ := testSidecar(b, func(c *Config) { c.RunnerMode = ModeNone })
+	benchTasksWith(b, n8n, `/* @n8n-fn {"op":"echo"} */`)
 }
