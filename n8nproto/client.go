@@ -56,7 +56,7 @@ type RunnerConfig struct {
 	ReconnectMin    time.Duration // first reconnect delay, 1 s (doubles, with jitter)
 	ReconnectMax    time.Duration // reconnect delay cap, 30 s
 	SettingsTimeout time.Duration // an accepted task without tasksettings after this is dropped, 60 s
-	ReadTimeout     time.Duration // connection considered dead without any frame or ping for this long, 2 min
+	ReadTimeout     time.Duration // connection considered dead without any frame or ping for this long, 2 min (n8n pings every 30 s; raise it with N8N_RUNNERS_HEARTBEAT_INTERVAL above 60 s)
 	HTTPClient      *http.Client  // for POST /runners/auth; default: 10 s timeout
 }
 
@@ -98,7 +98,11 @@ func (c *RunnerConfig) setDefaults() {
 		c.ReadTimeout = 2 * time.Minute
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		// No proxy from the environment: the official runner connects directly too, and a proxy meant
+		// for outbound traffic must not sit between n8n and its runner.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
 }
 
@@ -309,7 +313,7 @@ func (r *Runner) connectOnce(ctx context.Context) (registered bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment}
+	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second} // no proxy, like the official runner
 	hdr := http.Header{"Authorization": []string{"Bearer " + grant}}
 	ws, resp, err := dialer.DialContext(ctx, r.wsURL, hdr)
 	if err != nil {
