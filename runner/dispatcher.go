@@ -320,12 +320,19 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 			fail("not_found", fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
 				name, method, s.Record.WebhookPath, s.Record.WorkflowID))
 		case status >= 400:
-			msg := d.executionError(ctx, s.Record.WorkflowID, dl.Call.ID)
-			if msg == "" && d.f.api != nil && attempt < 2 && time.Now().Add(time.Second).Before(deadline) {
+			msg, execStatus := d.executionError(ctx, s.Record.WorkflowID, dl.Call.ID)
+			again := time.Now().Add(time.Second).Before(deadline) && d.f.api != nil
+			switch {
+			case msg == "" && again && attempt < 2:
 				// No failed execution holds this call: n8n could not start one (e.g. its database
 				// was busy). Nothing ran, so trigger it again.
 				log.WithField("status", status).Info("n8n did not start the function's execution; triggering it again")
 				time.Sleep(time.Duration(300*(attempt+1)) * time.Millisecond)
+				continue
+			case execStatus == "crashed" && again && attempt < 3:
+				// The worker running the function died (n8n marks the execution crashed and does not
+				// retry it): run the call again, at least once in total.
+				log.Warn("the function's execution crashed (its worker died?); triggering it again")
 				continue
 			}
 			if msg == "" {
@@ -381,17 +388,17 @@ func (d *dispatcher) stillPending(ctx context.Context, dl registry.Delivery) boo
 }
 
 // executionError finds the failed execution of the function's workflow that served callID and
-// returns its error message ("" when it cannot be found).
-func (d *dispatcher) executionError(ctx context.Context, workflowID, callID string) string {
+// returns its error message and n8n status (error, crashed); "" when it cannot be found.
+func (d *dispatcher) executionError(ctx context.Context, workflowID, callID string) (string, string) {
 	if d.f.api == nil || workflowID == "" {
-		return ""
+		return "", ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for attempt := 0; attempt < 5; attempt++ {
 		exs, err := d.f.api.ListExecutions(ctx, workflowID, 10)
 		if err != nil {
-			return ""
+			return "", ""
 		}
 		for _, e := range exs {
 			if e.Status != "error" && e.Status != "crashed" {
@@ -401,15 +408,15 @@ func (d *dispatcher) executionError(ctx context.Context, workflowID, callID stri
 			if err != nil || !bytes.Contains(full.Raw, []byte(callID)) {
 				continue
 			}
-			return executionErrorMessage(full.Raw) + " (execution " + e.ID + ")"
+			return executionErrorMessage(full.Raw) + " (execution " + e.ID + ")", e.Status
 		}
 		select {
 		case <-ctx.Done():
-			return ""
+			return "", ""
 		case <-time.After(150 * time.Millisecond):
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // executionErrorMessage reads the error of a failed execution (n8n's execution JSON with data).
