@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -217,5 +216,3 @@ func wsSend(t testing.TB, ws *websocket.Conn, m Message) {
 		t.Fatal(err)
 	}
 }
-
-var _ = strings.Contains

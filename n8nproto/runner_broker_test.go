@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -620,8 +619,6 @@ func TestAcquireContextEnds(t *testing.T) {
 		t.Error("HasRunner with no runner")
 	}
 }
-
-var _ sync.Mutex
 
 // A handler that returns without ending its task makes the runner fail it (n8n would wait forever);
 // an RPC answered with status "error" is an *RPCError.
