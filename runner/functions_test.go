@@ -63,6 +63,9 @@ func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
+	if got := gjson.GetBytes(out, "customData.n8nfn_servedBy").String(); got != w.rt.cfg.ID {
+		w.t.Errorf("function output's customData.n8nfn_servedBy = %q, want the sidecar id %q", got, w.rt.cfg.ID)
+	}
 	items := resultItems(w.t, out)
 	if delay > 0 {
 		time.Sleep(delay)

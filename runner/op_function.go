@@ -115,7 +115,21 @@ func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflow
 		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
 	}
 	f.log.WithFields(map[string]any{"function": ref.String(), "call": call.ID, "execution": data.ExecutionID}).Debug("function call started")
-	return resultJSON([]outItem{{JSON: out}})
+	// The execution's custom data (n8n shows it with the execution; a Code node reads it with
+	// $execution.customData.get(...)) says which call this is and which sidecar's worker runs it.
+	b, err := json.Marshal(map[string]any{
+		"result": []outItem{{JSON: out}},
+		"customData": map[string]string{
+			"n8nfn_function": clipString(ref.String(), 255),
+			"n8nfn_callId":   call.ID,
+			"n8nfn_servedBy": clipString(f.cfg.ID, 255),
+			"n8nfn_depth":    fmt.Sprint(cc.Depth),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn function %s: encode the output: %w", name, err)
+	}
+	return b, nil
 }
 
 // answerNow publishes a reply and acknowledges the entry; used where the caller should not wait
