@@ -213,11 +213,12 @@ func registryReadiness(redisURL, prefix string, timeout time.Duration) (func(con
 			var missing []string
 			for _, d := range defs {
 				k := registry.FunctionKey{Scope: d.Ref.Scope, Name: d.Ref.Name}
-				_, ok, err := reg.LookupFunction(ctx, k)
-				if err == nil && ok {
+				rec, ok, err := reg.LookupFunction(ctx, k)
+				// A record of a replaced workflow (same name, old id) does not count.
+				if err == nil && ok && rec.WorkflowID == d.WorkflowID {
 					ok, err = reg.HasLiveConsumer(ctx, k)
 				}
-				if err != nil || !ok {
+				if err != nil || !ok || rec.WorkflowID != d.WorkflowID {
 					missing = append(missing, d.Ref.Display())
 				}
 			}
