@@ -197,8 +197,9 @@ func (d *dispatcher) launch(_ context.Context, l *fnLoop, dl registry.Delivery) 
 		defer d.wg.Done()
 		defer func() { <-l.slots }()
 		defer d.track(dl, false)
-		// In-flight dispatches outlive a stopped read loop: their execution is already running.
-		d.dispatch(context.WithoutCancel(context.Background()), dl)
+		// In-flight dispatches outlive a stopped read loop (their execution is already running);
+		// each is bounded by its call's deadline, and shutdown waits for them within its grace.
+		d.dispatch(context.Background(), dl)
 	}()
 }
 
