@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -591,6 +592,87 @@ func TestHealth(t *testing.T) {
 	}
 	s.draining.Store(false)
 	_ = shutdown
+}
+
+// TestSpawnFailingTellsWhatToConfigure: the runner command does not exist, so no runner ever
+// registers; an ordinary task fails after NoRunnerWait naming the spawn settings, /readyz says why.
+func TestSpawnFailingTellsWhatToConfigure(t *testing.T) {
+	n8n := newFakeN8N(t)
+	s, err := New(Config{
+		BrokerURI: n8n.srv.URL, AuthToken: testToken, ID: "sc-spawnfail", BrokerListen: "127.0.0.1:0", HealthListen: "127.0.0.1:0",
+		RunnerMode: ModeSpawn, RunnerDir: officialRunnerDir(t), RunnerCommand: "/nonexistent/node",
+		MaxConcurrency: 1, NoRunnerWait: 500 * time.Millisecond, ShutdownGrace: 2 * time.Second,
+	}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, "sidecar registered with n8n", 15*time.Second, func() bool { return n8n.broker.HasRunner("javascript") })
+
+	resp, err := http.Get("http://" + s.HealthAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "no javascript runner registered") {
+		t.Errorf("/readyz = %d %s, want 503 naming the missing runner", resp.StatusCode, body)
+	}
+	tctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	tr := n8n.serveTask(tctx, t, "plain3", settingsJSON(t, "return [];", "runOnceForAllItems", false, nil), nil)
+	msg, m := errorMessage(t, tr)
+	if !strings.Contains(msg, "no javascript task runner") || !strings.Contains(m["description"].(string), "N8N_FN_RUNNER_COMMAND=/nonexistent/node") {
+		t.Errorf("error does not name the spawn settings: %q / %v", msg, m["description"])
+	}
+}
+
+// TestExternalModeRunnerConnects: in external mode nothing is spawned; an official runner that gets
+// its grant from the sidecar's POST /runners/auth (as the launcher does) takes relayed tasks.
+func TestExternalModeRunnerConnects(t *testing.T) {
+	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.BrokerAuthToken = "behind-token" })
+	if s.spawn != nil {
+		t.Fatal("external mode must not spawn a runner")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := "http://" + s.BrokerAddr()
+	grant := func(token string) (int, string) {
+		resp, err := http.Post(base+"/runners/auth", "application/json", strings.NewReader(`{"token":"`+token+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Data struct {
+				Token string `json:"token"`
+			} `json:"data"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&r)
+		return resp.StatusCode, r.Data.Token
+	}
+	if code, _ := grant(testToken); code != http.StatusForbidden {
+		t.Errorf("the upstream token must not work behind when N8N_FN_BROKER_AUTH_TOKEN differs: HTTP %d", code)
+	}
+	code, g := grant("behind-token")
+	if code != 200 || g == "" {
+		t.Fatalf("auth: HTTP %d", code)
+	}
+	cmd := exec.Command("node", strings.Fields(defaultRunnerArgs)...)
+	cmd.Dir = officialRunnerDir(t)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "N8N_RUNNERS_TASK_BROKER_URI=" + base, "N8N_RUNNERS_GRANT_TOKEN=" + g, "N8N_RUNNERS_MAX_CONCURRENCY=1"}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(t, "external runner registered", 20*time.Second, func() bool { return s.broker.HasRunner("javascript") })
+	tr := n8n.serveTask(ctx, t, "ext1", settingsJSON(t, "return $input.all().map(i => ({json: {n: i.json.a}}));", "runOnceForAllItems", false, nil), nil)
+	if typ, v := finalJSON(t, tr.final); typ != n8nproto.TypeTaskDone || len(v.(map[string]any)["result"].([]any)) != 3 {
+		t.Fatalf("task through the external runner: %s %v", typ, v)
+	}
 }
 
 // BenchmarkRelayedTask is one small all-items Code task (settings, one data request, done) through
