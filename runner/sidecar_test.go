@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -627,6 +628,34 @@ func TestSpawnFailingTellsWhatToConfigure(t *testing.T) {
 	msg, m := errorMessage(t, tr)
 	if !strings.Contains(msg, "no javascript task runner") || !strings.Contains(m["description"].(string), "N8N_FN_RUNNER_COMMAND=/nonexistent/node") {
 		t.Errorf("error does not name the spawn settings: %q / %v", msg, m["description"])
+	}
+}
+
+// TestWrongAuthTokenIsFatal: n8n refuses the token; Run stops with a clear error instead of retrying,
+// and takes the spawned runner down with it.
+func TestWrongAuthTokenIsFatal(t *testing.T) {
+	n8n := newFakeN8N(t)
+	s, err := New(Config{
+		BrokerURI: n8n.srv.URL, AuthToken: "wrong-token", ID: "sc-wrongtoken", BrokerListen: "127.0.0.1:0", HealthListen: healthOff,
+		RunnerMode: ModeSpawn, RunnerDir: officialRunnerDir(t), ShutdownGrace: 2 * time.Second,
+	}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, n8nproto.ErrUnauthorized) {
+			t.Errorf("Run returned %v, want ErrUnauthorized", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not give up on a wrong auth token")
+	}
+	s.spawn.mu.Lock()
+	defer s.spawn.mu.Unlock()
+	if s.spawn.cmd != nil {
+		t.Error("spawned runner left running after the fatal error")
 	}
 }
 
