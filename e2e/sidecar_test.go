@@ -246,6 +246,17 @@ func TestRelayEnvBlocked(t *testing.T) {
 	}
 }
 
+func TestRelayTimezone(t *testing.T) {
+	s := NeedStack(t)
+	// $now's zone comes from the runner's GENERIC_TIMEZONE. The stack gives UTC to n8n and to the
+	// official runner; verified with the official runner: "UTC". Behind the sidecar the spawned
+	// runner must get the same.
+	status, body, _ := callFlow(t, s, `{}`, CodeNode("Code", "return [{json: {zone: $now.zoneName}}];"))
+	if status != 200 || strings.TrimSpace(string(body)) != `[{"zone":"UTC"}]` {
+		t.Errorf("HTTP %d %s, want [{\"zone\":\"UTC\"}]", status, clip(body))
+	}
+}
+
 // TestRelayUserCancel stops a running execution through the public API: n8n cancels the task and,
 // with the sidecar, the cancel must reach the runner behind it (its slot frees at once).
 func TestRelayUserCancel(t *testing.T) {
@@ -354,7 +365,8 @@ func sidecarRunning(t *testing.T, port string) int {
 
 // BenchmarkSidecarRelayOverhead measures a Webhook -> ordinary Code node round trip with the current
 // runner kind. With N8N_FN_BENCH_SWITCH=1 it measures both kinds in one run, alternating
-// official / sidecar twice via scripts/stack.sh restart-runners (it leaves the stack on sidecar), and
+// official / sidecar N8N_FN_BENCH_PAIRS times (2) via scripts/stack.sh restart-runners (it leaves the
+// stack on sidecar), N8N_FN_BENCH_CALLS (300) sequential calls each, and
 // reports the sidecar/official p50 and p95 ratios and the sidecars' idle RSS. Run with -benchtime=1x:
 //
 //	N8N_FN_BENCH_SWITCH=1 go test ./e2e -run '^$' -bench SidecarRelayOverhead -benchtime=1x
@@ -366,7 +378,14 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 	}
 	kinds := []string{s.Env.RunnerKind}
 	if os.Getenv("N8N_FN_BENCH_SWITCH") == "1" {
-		kinds = []string{"official", "sidecar", "official", "sidecar"}
+		pairs := 2
+		if v := os.Getenv("N8N_FN_BENCH_PAIRS"); v != "" {
+			fmt.Sscan(v, &pairs)
+		}
+		kinds = nil
+		for p := 0; p < pairs; p++ {
+			kinds = append(kinds, "official", "sidecar")
+		}
 	}
 	path := UniqueName(b, "bench-relay")
 	s.Deploy(b, Chain("e2e bench "+path, spread(WebhookNode(path),

@@ -130,3 +130,24 @@ func TestEnvVarsCoverConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestSpawnEnvIsAllowListed(t *testing.T) {
+	t.Setenv("GENERIC_TIMEZONE", "Europe/Berlin")
+	t.Setenv("N8N_RUNNERS_AUTH_TOKEN", "secret-upstream")
+	t.Setenv("N8N_FN_SECRET", "secret-hmac")
+	t.Setenv("NODE_FUNCTION_ALLOW_BUILTIN", "crypto")
+	cfg := Config{ID: "sc1", MaxConcurrency: 4, MaxPayload: 1024, TaskTimeout: 60 * time.Second}
+	sp := newSpawner(cfg, "http://127.0.0.1:5700", nil, nil)
+	env := strings.Join(sp.env("GRANT"), "\n")
+	for _, want := range []string{"GENERIC_TIMEZONE=Europe/Berlin", "NODE_FUNCTION_ALLOW_BUILTIN=crypto", "N8N_RUNNERS_TASK_BROKER_URI=http://127.0.0.1:5700",
+		"N8N_RUNNERS_GRANT_TOKEN=GRANT", "N8N_RUNNERS_MAX_CONCURRENCY=4", "N8N_RUNNERS_TASK_TIMEOUT=55", "N8N_RUNNERS_ID=sc1-js"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("spawned runner env lacks %s", want)
+		}
+	}
+	for _, secret := range []string{"secret-upstream", "secret-hmac"} {
+		if strings.Contains(env, secret) {
+			t.Errorf("spawned runner env leaks %s", secret)
+		}
+	}
+}

@@ -354,7 +354,7 @@ start_sidecar() {
 	alive "$name" && return 0
 	[ -x "$FN_BIN" ] || die "no sidecar binary at $FN_BIN (go build failed?)"
 	(
-		spawn "$name" env -i PATH="$PATH" HOME="$HOME" \
+		spawn "$name" env -i PATH="$PATH" HOME="$HOME" GENERIC_TIMEZONE=UTC \
 			N8N_RUNNERS_TASK_BROKER_URI="http://$HOST:$(broker_port "$k")" N8N_RUNNERS_AUTH_TOKEN="$N8N_RUNNERS_AUTH_TOKEN" \
 			N8N_RUNNERS_TASK_TIMEOUT=300 N8N_RUNNERS_MAX_CONCURRENCY=10 \
 			N8N_FN_ID="$(proc_name "$k")" \
