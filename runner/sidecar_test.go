@@ -167,11 +167,16 @@ func dataResponse(t testing.TB, params json.RawMessage) json.RawMessage {
 			Include bool            `json:"include"`
 			Chunk   *n8nproto.Chunk `json:"chunk"`
 		} `json:"input"`
+		Env bool `json:"env"`
 	}
 	_ = json.Unmarshal(params, &p)
 	var data map[string]any
 	if err := json.Unmarshal(raw, &data); err != nil {
 		t.Fatalf("fixture: %v", err)
+	}
+	if p.Env {
+		// env access allowed (N8N_BLOCK_ENV_ACCESS_IN_NODE=false): n8n sends its environment
+		data["envProviderState"] = map[string]any{"env": map[string]any{"FOO": "bar"}, "isEnvAccessBlocked": false, "isProcessAvailable": true}
 	}
 	if !p.Input.Include {
 		data["inputData"] = map[string]any{}
@@ -333,6 +338,13 @@ func TestRelayIsTransparent(t *testing.T) {
 				typ, v := finalJSON(t, tr.final)
 				if typ != n8nproto.TypeTaskError || !strings.Contains(v.(map[string]any)["message"].(string), "timed out") {
 					t.Errorf("want the runner's timeout error, got %s %v", typ, v)
+				}
+			}},
+		{name: "env allowed", mode: "runOnceForAllItems", code: "return [{json: {foo: $env.FOO}}];",
+			check: func(t *testing.T, tr transcript) {
+				_, v := finalJSON(t, tr.final)
+				if !strings.Contains(fmt.Sprint(v), "result:[map[json:map[foo:bar]]]") {
+					t.Errorf("want foo=bar from $env, got %v", v)
 				}
 			}},
 		{name: "dynamic node name", mode: "runOnceForAllItems", code: "const n = ['Web', 'hook'].join('');\nreturn [{json: {x: $(n).first().json.body.x}}];"},
