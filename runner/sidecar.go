@@ -190,7 +190,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	_ = s.runner.Wait(waitCtx)
 	cancelWait()
 
-	s.fns.shutdown(graceCtx)
+	// The function runtime gets its own few seconds: the grace may be used up by slow tasks.
+	fnsCtx, cancelFns := context.WithTimeout(context.Background(), 5*time.Second)
+	s.fns.shutdown(fnsCtx)
+	cancelFns()
 
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), 5*time.Second)
 	if s.spawn != nil {
