@@ -43,7 +43,8 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 		}
 	}()
 
-	data, err := s.nativeResult(ctx, t, cs)
+	opName, data, err := s.nativeResult(ctx, t, cs)
+	log = log.WithField("op", opName)
 	select {
 	case <-t.Cancelled():
 		// n8n no longer tracks the task: answering would be dropped anyway.
@@ -52,7 +53,9 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 	default:
 	}
 	if err != nil {
-		log.WithError(err).Info("native task failed")
+		// The message can quote item data (a bad parameter value): full text only at debug level.
+		log.WithField("continue_on_fail", cs.ContinueOnFail).Info("native task failed; the error went to n8n")
+		log.WithError(err).Debug("native task error")
 		if cs.ContinueOnFail {
 			if err := t.Done(ctx, continueOnFailResult(err)); err != nil {
 				log.WithError(err).Warn("could not send the error item to n8n")
@@ -69,10 +72,10 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 	}
 }
 
-func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs n8nproto.CodeSettings) (json.RawMessage, error) {
+func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs n8nproto.CodeSettings) (string, json.RawMessage, error) {
 	h, err := workflows.ParseHeader(cs.Code)
 	if err != nil {
-		return nil, &OpError{
+		return "(bad header)", nil, &OpError{
 			Message: "n8n-fn: " + err.Error(),
 			Description: "The Code node starts with an n8n-fn header comment that the sidecar cannot read. " +
 				`Fix the comment at the top of the code; it must look like /* @n8n-fn {"op":"call","function":"add"} */. ` +
@@ -82,7 +85,7 @@ func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs
 	}
 	op, ok := s.ops[h.Op]
 	if !ok {
-		return nil, &OpError{
+		return h.Op, nil, &OpError{
 			Message: fmt.Sprintf("n8n-fn: %v %q: this sidecar (%s) serves %s", errUnknownOp, h.Op, s.cfg.ID, strings.Join(s.opNames(), ", ")),
 			Description: "The header names an op this n8n-fn version does not serve. " +
 				"Check the spelling of \"op\" in the header comment, or update the n8n-fn sidecar next to this n8n process.",
@@ -90,12 +93,13 @@ func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs
 		}
 	}
 	if cs.NodeMode != "" && cs.NodeMode != "runOnceForAllItems" {
-		return nil, &OpError{
+		return h.Op, nil, &OpError{
 			Message:     fmt.Sprintf("n8n-fn: op %q needs the Code node mode \"Run Once for All Items\", this node runs %q", h.Op, cs.NodeMode),
 			Description: "Open the Code node and set Mode to \"Run Once for All Items\"; the op itself decides how to treat each item.",
 		}
 	}
-	return op(ctx, t, h, cs)
+	data, err := op(ctx, t, h, cs)
+	return h.Op, data, err
 }
 
 // taskErrorJSON shapes an error like the official runner's runner:taskerror payload
