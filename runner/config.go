@@ -1,5 +1,3 @@
-// Package runner is the n8n-fn sidecar at run time: the task runner toward n8n, the broker for the
-// official runners behind it, the relay between the two, the native ops and the function runtime.
 package runner
 
 import (
