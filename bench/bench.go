@@ -146,7 +146,7 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io
 		return rep, errors.New("bench: no scenarios selected")
 	}
 
-	// Load client: a deadline on every call, and no keep-alive (n8napi.NewTransport says why).
+	// Load client: keep-alive connections and a deadline on every call.
 	load := *env.Client
 	load.HTTP = &http.Client{Timeout: cfg.RequestTimeout, Transport: n8napi.NewTransport()}
 

@@ -24,14 +24,10 @@ func TestBenchBaselineScenariosWork(t *testing.T) {
 		t.Fatalf("want a sequential and a concurrent result per scenario, got %d", len(rep.Results))
 	}
 	for _, r := range rep.Results {
-		// n8n 2.41.1 now and then never answers one webhook request (no execution is created; seen
-		// about once in a few hundred calls, see README "Notes on n8n 2.41.1"). One such timeout per
-		// phase is logged; a wrong answer, an HTTP error or a second timeout fails.
-		hung := r.Codes["transport"]
-		if r.Errors-hung != 0 || hung > 1 || r.OK == 0 || r.P50Ms <= 0 {
+		// A call without an answer fails too: the stack keeps finished Bull jobs so that n8n does
+		// not lose the result of a fast execution (README, "Notes on n8n 2.41.1").
+		if r.Errors != 0 || r.OK == 0 || r.P50Ms <= 0 {
 			t.Errorf("%s %s: %d ok, %d errors (first: %s), p50 %.1f ms", r.Scenario, r.Phase, r.OK, r.Errors, r.FirstError, r.P50Ms)
-		} else if hung == 1 {
-			t.Logf("KNOWN n8n HANG: %s %s: one call got no answer: %s", r.Scenario, r.Phase, r.FirstError)
 		}
 	}
 	// No workflow of this run is left behind (bench names them "bench <path>...").

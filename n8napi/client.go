@@ -40,17 +40,12 @@ func New(baseURL, apiKey string) *Client {
 	}
 }
 
-// NewTransport returns the HTTP transport to use against n8n: a fresh connection per request,
-// without a "Connection: close" header. n8n 2.41.1 (Node 24) now and then never answers a webhook
-// request, and creates no execution for it, when the request comes on a reused keep-alive
-// connection (curl: 1 in 100, Go: 4 in 100) or carries "Connection: close" (curl: 6 in 300, Go:
-// 1 in 300); a fresh connection without that header: 0 in 300 (Go) and 0 in 340 (curl). Go's
-// DisableKeepAlives sends the header, so instead no connection is ever kept idle
-// (MaxIdleConnsPerHost < 0): the client closes it after the response. On loopback a connection
-// costs well under a millisecond, a hang costs the whole timeout.
+// NewTransport returns the HTTP transport used against n8n: keep-alive, with room for the
+// benchmark's concurrent clients. (A webhook call that never got an answer was first blamed on
+// keep-alive; the cause was n8n's Bull job retention, see scripts/stack.sh.)
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = -1
+	t.MaxIdleConnsPerHost = 64
 	return t
 }
 
