@@ -312,7 +312,8 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 			log.WithError(err).Warn("could not trigger the function's webhook; the call stays queued")
 			return
 		}
-		log.WithFields(map[string]any{"status": status, "ms": time.Since(start).Milliseconds()}).Debug("function execution answered")
+		log.WithFields(map[string]any{"status": status, "webhook_ms": time.Since(start).Milliseconds(),
+			"queued_ms": sinceEntry(dl.EntryID, start)}).Debug("function execution answered")
 		if !d.stillPending(ctx, dl) {
 			return // the return node answered (or the call was reclaimed by another sidecar)
 		}

@@ -172,7 +172,10 @@ func (f *functions) callOnce(ctx context.Context, key registry.FunctionKey, labe
 	if len(waitIDs) == 0 {
 		return nil
 	}
+	waitStart := time.Now()
 	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
+		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
 	if err != nil && !errors.Is(err, registry.ErrTimeout) {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: the task was cancelled while waiting for the result: %w", label, ctx.Err())

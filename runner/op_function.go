@@ -114,7 +114,8 @@ func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflow
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
 	}
-	f.log.WithFields(map[string]any{"function": ref.String(), "call": call.ID, "execution": data.ExecutionID}).Debug("function call started")
+	f.log.WithFields(map[string]any{"function": ref.String(), "call": call.ID, "execution": data.ExecutionID,
+		"queued_ms": sinceEntry(cref.EntryID, now)}).Debug("function call started")
 	// The execution's custom data (n8n shows it with the execution; a Code node reads it with
 	// $execution.customData.get(...)) says which call this is and which sidecar's worker runs it.
 	b, err := json.Marshal(map[string]any{
@@ -169,4 +170,15 @@ func directiveError(err error) error {
 		Description: "Fix the JSON in the header comment of this Code node; `n8n-fn snippet` prints valid nodes and `n8n-fn lint` checks a workflow.",
 		Err:         err,
 	}
+}
+
+// sinceEntry is how long ago a stream entry was added (its id starts with the XADD time in ms);
+// -1 when the id does not say. Logged to show where a call's time goes.
+func sinceEntry(entryID string, now time.Time) int64 {
+	msPart, _, _ := strings.Cut(entryID, "-")
+	var ms int64
+	if _, err := fmt.Sscan(msPart, &ms); err != nil || ms <= 0 {
+		return -1
+	}
+	return now.UnixMilli() - ms
 }

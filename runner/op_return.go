@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
@@ -89,6 +90,8 @@ func (f *functions) runReturn(ctx context.Context, data *taskData, d *workflows.
 		if err := f.reg.Complete(ctx, d, r); err != nil {
 			return nil, fmt.Errorf("n8n-fn return: send the result of call %s to its caller: %w", id, err)
 		}
+		f.log.WithFields(map[string]any{"function": key.String(), "call": id, "ok": r.OK, "items": len(g.items),
+			"queued_ms": sinceEntry(g.cc.EntryID, time.Now())}).Debug("function call returned")
 	}
 	return resultJSON(out)
 }
