@@ -387,17 +387,19 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 			kinds = append(kinds, "official", "sidecar")
 		}
 	}
-	path := UniqueName(b, "bench-relay")
-	s.Deploy(b, Chain("e2e bench "+path, spread(WebhookNode(path),
-		CodeNode("Code", "return $input.all().map(item => ({ json: { ...item.json.body, probed: true } }));"))...))
 	for i := 0; i < b.N; i++ {
 		lat := map[string][]float64{}
+		codeMs := map[string][]float64{} // n8n's own executionTime of the Code node: no webhook/queue noise
 		failed := map[string]int{}
 		var rssKB []int
 		for _, kind := range kinds {
 			if len(kinds) > 1 {
 				restartRunners(b, kind)
 			}
+			// a workflow per round, so its executions are this round's only
+			path := UniqueName(b, "bench-relay")
+			wfID := s.Deploy(b, Chain("e2e bench "+path, spread(WebhookNode(path),
+				CodeNode("Code", "return $input.all().map(item => ({ json: { ...item.json.body, probed: true } }));"))...))
 			b.Logf("measuring %s", kind)
 			for w := 0; w < 20; w++ { // warm up: runner JIT, connections
 				benchCall(b, s, path, kind)
@@ -409,6 +411,7 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 					failed[kind]++
 				}
 			}
+			codeMs[kind] = append(codeMs[kind], codeNodeTimes(b, s, wfID, calls)...)
 			if kind == "sidecar" {
 				time.Sleep(5 * time.Second) // idle
 				rssKB = append(rssKB, sidecarRSS(b, s)...)
@@ -424,6 +427,11 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 				b.Errorf("%s: %d of %d calls failed", kind, failed[kind], len(l)+failed[kind])
 			}
 		}
+		for kind, l := range codeMs {
+			sort.Float64s(l)
+			b.Logf("%s: Code node executionTime over %d executions: p50 %.0f ms, p95 %.0f ms", kind, len(l), percentile(l, 50), percentile(l, 95))
+			b.ReportMetric(percentile(l, 50), kind+"-code-p50-ms")
+		}
 		if o, sc := lat["official"], lat["sidecar"]; len(o) > 0 && len(sc) > 0 {
 			b.ReportMetric(percentile(sc, 50)/percentile(o, 50), "p50-ratio")
 			b.ReportMetric(percentile(sc, 95)/percentile(o, 95), "p95-ratio")
@@ -434,6 +442,41 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 			b.Logf("sidecar idle RSS (kB): %v", rssKB)
 		}
 	}
+}
+
+// codeNodeTimes reads runData.Code[0].executionTime (ms, as n8n measured it) of the workflow's most
+// recent executions (at most 250: one page of the public API).
+func codeNodeTimes(b *testing.B, s *Stack, wfID string, n int) []float64 {
+	b.Helper()
+	u := fmt.Sprintf("%s/api/v1/executions?workflowId=%s&includeData=true&limit=%d", strings.TrimRight(s.Env.BaseURL, "/"), wfID, min(n, 250))
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatalf("list executions: %v", err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data []struct {
+			Data struct {
+				ResultData struct {
+					RunData map[string][]struct {
+						ExecutionTime float64 `json:"executionTime"`
+					} `json:"runData"`
+				} `json:"resultData"`
+			} `json:"data"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		b.Fatalf("decode executions: %v", err)
+	}
+	var out []float64
+	for _, e := range r.Data {
+		if runs := e.Data.ResultData.RunData["Code"]; len(runs) > 0 {
+			out = append(out, runs[0].ExecutionTime)
+		}
+	}
+	return out
 }
 
 // benchCall makes one call; a failed or wrong answer is logged and not counted in the latencies.
