@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
@@ -26,7 +27,7 @@ const testSecret = "test-secret-0123456789abcdef"
 // function node (the real functionOp core) -> body -> return node (the real returnOp core), and
 // answers like a "last node" webhook: 200 with the last node's items, 500 when a node failed.
 type fnWorkflow struct {
-	t        *testing.T
+	t        testing.TB
 	mu       sync.Mutex // guards body, noReturn, delay (a late execution may still run)
 	rt       *functions // the runtime whose function/return ops run the nodes
 	dir      *workflows.FunctionDirective
@@ -99,7 +100,7 @@ func (w *fnWorkflow) set(fn func(w *fnWorkflow)) {
 	fn(w)
 }
 
-func resultItems(t *testing.T, out json.RawMessage) []json.RawMessage {
+func resultItems(t testing.TB, out json.RawMessage) []json.RawMessage {
 	t.Helper()
 	var res struct {
 		Result []struct {
@@ -514,5 +515,56 @@ func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
 	}
 	if wf.calls.Load() != 1 {
 		t.Fatalf("function ran %d times, want 1", wf.calls.Load())
+	}
+}
+
+// BenchmarkCallRoundTrip measures n8n-fn's own part of a function call, without n8n: call op ->
+// Redis stream -> dispatcher -> webhook (stand-in) -> function op -> return op -> reply -> caller.
+// On the real stack n8n adds a queued execution and three task round trips on top.
+func BenchmarkCallRoundTrip(b *testing.B) {
+	rs := redistest.Start(b)
+	wf := &fnWorkflow{workflow: "wfFn", body: addBody}
+	srv := httptest.NewServer(wf)
+	defer srv.Close()
+	cfg := Config{ID: "bench", Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: srv.URL,
+		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	f, err := newFunctions(cfg, logrus.NewEntry(quiet))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.tun.readBlock = 200 * time.Millisecond
+	h, _ := workflows.ParseHeader(addFunction)
+	wf.rt, wf.t = f, b
+	if wf.dir, err = workflows.ParseFunction("Function", h); err != nil {
+		b.Fatal(err)
+	}
+	key := registry.FunctionKey{Scope: "global", Name: "add"}
+	rec := registry.FunctionRecord{Key: key, WorkflowID: "wfFn", WebhookPath: "fn/add", WebhookMethod: "POST"}
+	if err := f.reg.RegisterFunction(context.Background(), rec); err != nil {
+		b.Fatal(err)
+	}
+	f.catalog.replace(map[registry.FunctionKey]*served{key: {Key: key, Record: rec}})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	f.start(ctx, &wg)
+	defer func() {
+		f.shutdown(context.Background())
+		cancel()
+		wg.Wait()
+	}()
+	ch, _ := workflows.ParseHeader(`/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`)
+	d, err := workflows.ParseCall("Call", ch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := &taskData{WorkflowID: "wfC", Items: []item{{JSON: json.RawMessage(`{"a":1,"b":2}`)}}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out, err := f.runCall(ctx, data, d, callOptions{taskID: "t", started: time.Now()})
+		if err != nil || gjson.GetBytes(out, "result.0.json.sum").Float() != 3 {
+			b.Fatalf("call %d: %s %v", i, out, err)
+		}
 	}
 }
