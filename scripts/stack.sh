@@ -506,7 +506,7 @@ do_up() {
 	start_n8n 0
 	# On a fresh data folder the workers wait for main: main alone runs the ~400 DB migrations and
 	# writes the config file. Once that is done, all n8n processes start together.
-	if [ -f "$STACK/data/.n8n/config" ] && { [ "$DB" = postgres ] || [ -f "$STACK/data/.n8n/database.sqlite" ]; }; then
+	if [ -f "$STACK/data/.migrated-$DB" ]; then
 		for ((k = 1; k <= WORKERS; k++)); do start_n8n "$k"; done
 	fi
 	wait_http "$BASE_URL/healthz/readiness" 120 "n8n main" main
@@ -515,6 +515,7 @@ do_up() {
 		wait_http "http://$HOST:$(health_port "$k")/healthz/readiness" 120 "n8n worker$k" "worker$k"
 	done
 	for ((k = 0; k <= WORKERS; k++)); do wait_broker "$k"; done
+	touch "$STACK/data/.migrated-$DB"
 	say "n8n main + $WORKERS workers ready after $(since "$tm") s"
 	ensure_api_key
 	write_env
