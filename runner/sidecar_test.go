@@ -607,6 +607,42 @@ func TestHealth(t *testing.T) {
 	_ = shutdown
 }
 
+// TestConcurrentTasksStayApart runs more tasks at once than there are slots, relayed and native
+// mixed: every task gets its own answer.
+func TestConcurrentTasksStayApart(t *testing.T) {
+	_, n8n, _ := testSidecar(t, func(c *Config) { c.MaxConcurrency = 4 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < 24; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("c%02d", i)
+			code := fmt.Sprintf("await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(it => ({json: {task: %q, a: it.json.a}}));", 10*(i%5), id)
+			if i%3 == 0 {
+				code = `/* @n8n-fn {"op":"echo"} */`
+			}
+			tr := n8n.serveTask(ctx, t, id, settingsJSON(t, code, "runOnceForAllItems", false, nil), nil)
+			typ, v := finalJSON(t, tr.final)
+			if typ != n8nproto.TypeTaskDone {
+				t.Errorf("%s: %s %v", id, typ, v)
+				return
+			}
+			res := v.(map[string]any)["result"].([]any)
+			if len(res) != 3 {
+				t.Errorf("%s: %d items", id, len(res))
+				return
+			}
+			j := res[2].(map[string]any)["json"].(map[string]any)
+			if i%3 == 0 && j["_n8nfn"] == nil || i%3 != 0 && j["task"] != id || j["a"] != 3.0 {
+				t.Errorf("%s got someone else's answer: %v", id, j)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // TestSpawnFailingTellsWhatToConfigure: the runner command does not exist, so no runner ever
 // registers; an ordinary task fails after NoRunnerWait naming the spawn settings, /readyz says why.
 func TestSpawnFailingTellsWhatToConfigure(t *testing.T) {
