@@ -7,7 +7,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/n8n-fn/n8n-fn/bench"
 )
 
 // codeNodeMode is a Code node in the given mode ("runOnceForAllItems" / "runOnceForEachItem").
@@ -374,11 +375,13 @@ func sidecarLogsSince(t *testing.T, s *Stack, offsets map[string]int64, substr s
 	return false
 }
 
-// BenchmarkSidecarRelayOverhead measures a Webhook -> ordinary Code node round trip with the current
-// runner kind. With N8N_FN_BENCH_SWITCH=1 it measures both kinds in one run, alternating
-// official / sidecar N8N_FN_BENCH_PAIRS times (2) via scripts/stack.sh restart-runners (it leaves the
-// stack on sidecar), N8N_FN_BENCH_CALLS (300) sequential calls each, and
-// reports the sidecar/official p50 and p95 ratios and the sidecars' idle RSS. Run with -benchtime=1x:
+// BenchmarkSidecarRelayOverhead measures the stack benchmark's scenarios "webhook-code" (Webhook ->
+// ordinary Code node) and "webhook-noop" (the same round trip without any runner, for the noise
+// floor) with the current runner kind. With N8N_FN_BENCH_SWITCH=1 it measures both kinds in one run,
+// alternating official / sidecar N8N_FN_BENCH_PAIRS times (2) via scripts/stack.sh restart-runners
+// (it leaves the stack on sidecar), N8N_FN_BENCH_CALLS (300) sequential calls per scenario and round
+// plus a short concurrent phase, and reports the sidecar/official p50 and p95 ratios, the
+// throughput ratio and the sidecars' idle RSS. Run with -benchtime=1x:
 //
 //	N8N_FN_BENCH_SWITCH=1 go test ./e2e -run '^$' -bench SidecarRelayOverhead -benchtime=1x
 func BenchmarkSidecarRelayOverhead(b *testing.B) {
@@ -398,54 +401,68 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 			kinds = append(kinds, "official", "sidecar")
 		}
 	}
+	var scenarios []bench.Scenario
+	for _, sc := range bench.Baseline() {
+		if sc.Name == bench.ScenarioWebhookCode || sc.Name == bench.ScenarioWebhookNoOp {
+			scenarios = append(scenarios, sc)
+		}
+	}
 	for i := 0; i < b.N; i++ {
-		lat := map[string][]float64{}
-		codeMs := map[string][]float64{} // n8n's own executionTime of the Code node: no webhook/queue noise
-		failed := map[string]int{}
+		seq := map[string][]bench.Result{} // kind/scenario -> sequential results of every round
+		rps := map[string][]float64{}
 		var rssKB []int
 		for _, kind := range kinds {
 			if len(kinds) > 1 {
 				restartRunners(b, kind)
 			}
-			// a workflow per round, so its executions are this round's only
-			path := UniqueName(b, "bench-relay")
-			wfID := s.Deploy(b, Chain("e2e bench "+path, spread(WebhookNode(path),
-				CodeNode("Code", "return $input.all().map(item => ({ json: { ...item.json.body, probed: true } }));"))...))
-			b.Logf("measuring %s", kind)
-			for w := 0; w < 20; w++ { // warm up: runner JIT, connections
-				benchCall(b, s, path, kind)
+			var log strings.Builder
+			rep, err := bench.Run(Ctx(b, 10*time.Minute), bench.Env{Client: s.Client, Stack: s.Env}, scenarios,
+				bench.Config{Warmup: 20, Sequential: calls, Clients: 4, Duration: 10 * time.Second, Pause: time.Second}, &log)
+			if err != nil {
+				b.Fatalf("bench (%s): %v\n%s", kind, err, log.String())
 			}
-			for c := 0; c < calls; c++ {
-				if ms, ok := benchCall(b, s, path, kind); ok {
-					lat[kind] = append(lat[kind], ms)
+			for _, r := range rep.Results {
+				key := kind + "/" + r.Scenario
+				if r.Errors > 0 {
+					b.Errorf("%s %s: %d errors (first: %s)", key, r.Phase, r.Errors, r.FirstError)
+				}
+				if r.Phase == "sequential" {
+					seq[key] = append(seq[key], r)
+					b.Logf("%s sequential x%d: p50 %.1f ms, p95 %.1f ms", key, r.OK, r.P50Ms, r.P95Ms)
 				} else {
-					failed[kind]++
+					rps[key] = append(rps[key], r.RPS)
+					b.Logf("%s %d clients: %.1f req/s, p50 %.1f ms", key, r.Clients, r.RPS, r.P50Ms)
 				}
 			}
-			codeMs[kind] = append(codeMs[kind], codeNodeTimes(b, s, wfID, calls)...)
 			if kind == "sidecar" {
 				time.Sleep(5 * time.Second) // idle
 				rssKB = append(rssKB, sidecarRSS(b, s)...)
 			}
 		}
-		for kind, l := range lat {
-			sort.Float64s(l)
-			p50, p95 := percentile(l, 50), percentile(l, 95)
-			b.ReportMetric(p50, kind+"-p50-ms")
-			b.ReportMetric(p95, kind+"-p95-ms")
-			b.Logf("%s: %d calls ok, %d failed, p50 %.2f ms, p95 %.2f ms", kind, len(l), failed[kind], p50, p95)
-			if failed[kind]*100 > len(l) {
-				b.Errorf("%s: %d of %d calls failed", kind, failed[kind], len(l)+failed[kind])
+		// Rounds are pooled by their medians: the median of the per-round p50s / p95s.
+		med := func(rs []bench.Result, f func(bench.Result) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, r := range rs {
+				v[i] = f(r)
+			}
+			sort.Float64s(v)
+			return v[len(v)/2]
+		}
+		p50 := func(r bench.Result) float64 { return r.P50Ms }
+		p95 := func(r bench.Result) float64 { return r.P95Ms }
+		for _, kind := range []string{"official", "sidecar"} {
+			if rs := seq[kind+"/"+bench.ScenarioWebhookCode]; len(rs) > 0 {
+				b.ReportMetric(med(rs, p50), kind+"-p50-ms")
+				b.ReportMetric(med(rs, p95), kind+"-p95-ms")
 			}
 		}
-		for kind, l := range codeMs {
-			sort.Float64s(l)
-			b.Logf("%s: Code node executionTime over %d executions: p50 %.0f ms, p95 %.0f ms", kind, len(l), percentile(l, 50), percentile(l, 95))
-			b.ReportMetric(percentile(l, 50), kind+"-code-p50-ms")
-		}
-		if o, sc := lat["official"], lat["sidecar"]; len(o) > 0 && len(sc) > 0 {
-			b.ReportMetric(percentile(sc, 50)/percentile(o, 50), "p50-ratio")
-			b.ReportMetric(percentile(sc, 95)/percentile(o, 95), "p95-ratio")
+		code := bench.ScenarioWebhookCode
+		if o, sc := seq["official/"+code], seq["sidecar/"+code]; len(o) > 0 && len(sc) > 0 {
+			b.ReportMetric(med(sc, p50)/med(o, p50), "p50-ratio")
+			b.ReportMetric(med(sc, p95)/med(o, p95), "p95-ratio")
+			sort.Float64s(rps["official/"+code])
+			sort.Float64s(rps["sidecar/"+code])
+			b.ReportMetric(percentile(rps["sidecar/"+code], 50)/percentile(rps["official/"+code], 50), "rps-ratio")
 		}
 		if len(rssKB) > 0 {
 			sort.Ints(rssKB)
@@ -455,62 +472,11 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 	}
 }
 
-// codeNodeTimes reads runData.Code[0].executionTime (ms, as n8n measured it) of the workflow's most
-// recent executions (at most 250: one page of the public API).
-func codeNodeTimes(b *testing.B, s *Stack, wfID string, n int) []float64 {
-	b.Helper()
-	u := fmt.Sprintf("%s/api/v1/executions?workflowId=%s&includeData=true&limit=%d", strings.TrimRight(s.Env.BaseURL, "/"), wfID, min(n, 250))
-	req, _ := http.NewRequest(http.MethodGet, u, nil)
-	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatalf("list executions: %v", err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Data []struct {
-			Data struct {
-				ResultData struct {
-					RunData map[string][]struct {
-						ExecutionTime float64 `json:"executionTime"`
-					} `json:"runData"`
-				} `json:"resultData"`
-			} `json:"data"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		b.Fatalf("decode executions: %v", err)
-	}
-	var out []float64
-	for _, e := range r.Data {
-		if runs := e.Data.ResultData.RunData["Code"]; len(runs) > 0 {
-			out = append(out, runs[0].ExecutionTime)
-		}
-	}
-	return out
-}
-
-// benchCall makes one call; a failed or wrong answer is logged and not counted in the latencies.
-func benchCall(b *testing.B, s *Stack, path, kind string) (float64, bool) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	resp, err := s.Client.CallWebhook(ctx, http.MethodPost, path, []byte(`{"hello":"bench","n":1}`))
-	ms := float64(time.Since(start).Microseconds()) / 1000
-	if err != nil || resp.Status != 200 || !bytes.Contains(resp.Body, []byte(`"probed":true`)) {
-		b.Logf("bench call (%s) at %s failed: %v HTTP %d %s", kind, start.Format(time.RFC3339Nano), err, resp.Status, clip(resp.Body))
-		return ms, false
-	}
-	return ms, true
-}
-
 func percentile(sorted []float64, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(float64(len(sorted)-1) * p / 100)
-	return sorted[i]
+	return sorted[int(float64(len(sorted)-1)*p/100)]
 }
 
 // restartRunners switches the stack's runner kind (the stack script rebuilds the sidecar binary).
