@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,7 @@ func (s *Stack) LogPath(name string) string { return filepath.Join(s.Env.LogDir,
 func (s *Stack) WorkerNames() []string {
 	names := make([]string, len(s.Env.WorkerBrokerPorts))
 	for i := range names {
-		names[i] = "worker" + string(rune('1'+i))
+		names[i] = "worker" + strconv.Itoa(i+1)
 	}
 	return names
 }

@@ -104,6 +104,11 @@ func fakeN8N(t *testing.T) (*httptest.Server, *[]string) {
 		}
 		w.WriteHeader(204)
 	})
+	mux.HandleFunc("GET /api/v1/executions", func(w http.ResponseWriter, r *http.Request) {
+		if check(w, r) {
+			io.WriteString(w, `{"data":[{"id":43,"workflowId":"`+r.URL.Query().Get("workflowId")+`","status":"error"},{"id":"42","workflowId":"wf1","status":"success"}],"nextCursor":null}`)
+		}
+	})
 	mux.HandleFunc("GET /api/v1/executions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if check(w, r) {
 			io.WriteString(w, `{"id":42,"workflowId":"wf1","finished":true,"mode":"webhook","status":"success","data":{"x":1}}`)
@@ -148,8 +153,12 @@ func TestClientWorkflowLifecycle(t *testing.T) {
 	if err != nil || ex.ID != "42" || ex.WorkflowID != "wf1" || ex.Status != "success" || string(ex.Data) != `{"x":1}` {
 		t.Fatalf("GetExecution = %+v, %v", ex, err)
 	}
+	exs, err := c.ListExecutions(ctx, "wf1", 2)
+	if err != nil || len(exs) != 2 || exs[0].ID != "43" || exs[0].WorkflowID != "wf1" || exs[1].ID != "42" {
+		t.Fatalf("ListExecutions = %+v, %v", exs, err)
+	}
 	joined := strings.Join(*seen, "\n")
-	for _, want := range []string{"active=true", "cursor=c2", "includeData=true", "POST /api/v1/workflows/wf1/publish", "POST /api/v1/workflows/wf1/unpublish"} {
+	for _, want := range []string{"active=true", "cursor=c2", "includeData=true", "POST /api/v1/workflows/wf1/publish", "POST /api/v1/workflows/wf1/unpublish", "limit=2&workflowId=wf1"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("requests %q lack %q", joined, want)
 		}
