@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -105,7 +106,11 @@ type Report struct {
 	RunnerKind string    `json:"runner_kind"`
 	GoVersion  string    `json:"go_version"`
 	CPUs       int       `json:"cpus"`
-	Config     struct {
+	// Load averages (/proc/loadavg) at the start and the end: on a shared machine they say how
+	// much the figures were disturbed.
+	LoadStart string `json:"loadavg_start,omitempty"`
+	LoadEnd   string `json:"loadavg_end,omitempty"`
+	Config    struct {
 		Warmup         int     `json:"warmup"`
 		Sequential     int     `json:"sequential"`
 		Clients        int     `json:"clients"`
@@ -136,10 +141,11 @@ type deployed struct {
 
 // Run deploys every scenario, measures the sequential phase of each, then the concurrent phase of
 // each, and removes the workflows it created (also on error). Progress goes to logw.
-func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io.Writer) (Report, error) {
+func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io.Writer) (rep Report, err error) {
 	cfg.setDefaults()
-	rep := Report{StartedAt: time.Now().UTC(), BaseURL: env.Client.BaseURL, RunnerKind: env.Stack.RunnerKind,
-		GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+	rep = Report{StartedAt: time.Now().UTC(), BaseURL: env.Client.BaseURL, RunnerKind: env.Stack.RunnerKind,
+		GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), LoadStart: loadAvg()}
+	defer func() { rep.LoadEnd = loadAvg() }()
 	rep.Config.Warmup, rep.Config.Sequential, rep.Config.Clients = cfg.Warmup, cfg.Sequential, cfg.Clients
 	rep.Config.DurationS, rep.Config.RequestTimeout = cfg.Duration.Seconds(), cfg.RequestTimeout.Seconds()
 	if len(scenarios) == 0 {
@@ -205,6 +211,19 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io
 		}
 	}
 	return rep, nil
+}
+
+// loadAvg returns the three load averages, or "" where /proc/loadavg does not exist.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func deploy(ctx context.Context, env Env, d *deployed) error {
@@ -354,5 +373,8 @@ func (r Report) Table(w io.Writer) {
 			phase = fmt.Sprintf("%d clients", x.Clients)
 		}
 		fmt.Fprintf(w, "%-22s %-11s %7d %6d %8.1f %8.1f %8.1f %8.1f %8.1f\n", x.Scenario, phase, x.Requests, x.Errors, x.RPS, x.P50Ms, x.P95Ms, x.P99Ms, x.MeanMs)
+	}
+	if r.LoadStart != "" {
+		fmt.Fprintf(w, "(%d CPUs; load average %s at the start, %s at the end)\n", r.CPUs, r.LoadStart, r.LoadEnd)
 	}
 }
