@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,7 +59,11 @@ func TestFunctionSurvivesWorkerDeath(t *testing.T) {
 		done := make(chan answer, 1)
 		go func() {
 			ctx := Ctx(t, 5*time.Minute)
-			r, err := s.Client.CallWebhook(ctx, http.MethodPost, name+"/call", []byte(`{"x":1}`))
+			// n8n notices a dead worker's job only after its lock expires (60 s) and a stalled check
+			// (30 s): the caller waits longer than the API client's default timeout.
+			c := *s.Client
+			c.HTTP = &http.Client{}
+			r, err := c.CallWebhook(ctx, http.MethodPost, name+"/call", []byte(`{"x":1}`))
 			done <- answer{r.Status, r.Body, err}
 		}()
 		fnExec := waitRunning(t, s, fnWF, 60*time.Second)
@@ -100,17 +105,25 @@ func webhookNodeFirst(name, path string) Node {
 	return n
 }
 
-// waitRunning returns the id of the newest running execution of a workflow.
+// waitRunning returns the id of the newest running execution of a workflow. The public API lists
+// running executions only when asked for status=running.
 func waitRunning(t *testing.T, s *Stack, wfID string, d time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(d)
+	u := s.Env.BaseURL + "/api/v1/executions?status=running&limit=5&workflowId=" + url.QueryEscape(wfID)
 	for time.Now().Before(deadline) {
-		exs, err := s.Client.ListExecutions(Ctx(t, 10*time.Second), wfID, 5)
-		if err == nil {
-			for _, e := range exs {
-				if e.Status == "running" || e.Status == "new" {
-					return e.ID
-				}
+		req, _ := http.NewRequestWithContext(Ctx(t, 10*time.Second), http.MethodGet, u, nil)
+		req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			var out struct {
+				Data []struct {
+					ID json.Number `json:"id"`
+				} `json:"data"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&out)
+			resp.Body.Close()
+			if err == nil && len(out.Data) > 0 {
+				return out.Data[0].ID.String()
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -141,7 +154,12 @@ func readPid(t *testing.T, s *Stack, name string) int {
 	if err != nil {
 		t.Fatalf("pid of %s: %v", name, err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	// "PID" or "PID STARTTIME" (scripts/stack.sh guards against pid reuse with the start time).
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		t.Fatalf("pid file of %s is empty", name)
+	}
+	pid, err := strconv.Atoi(fields[0])
 	if err != nil {
 		t.Fatalf("pid of %s: %v", name, err)
 	}
