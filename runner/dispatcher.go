@@ -326,9 +326,10 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 			again := time.Now().Add(time.Second).Before(deadline) && d.f.api != nil
 			switch {
 			case msg == "" && again && attempt < 2:
-				// No failed execution holds this call: n8n could not start one (e.g. its database
-				// was busy). Nothing ran, so trigger it again.
-				log.WithField("status", status).Info("n8n did not start the function's execution; triggering it again")
+				// No failed execution with an error holds this call: n8n could not start one (e.g.
+				// its database was busy), or the worker running it died (n8n fails the stalled job
+				// without retrying it). Nothing answered the call, so trigger it again.
+				log.WithField("status", status).Info("the function's execution did not run to an error (not started, or its worker died); triggering it again")
 				time.Sleep(time.Duration(300*(attempt+1)) * time.Millisecond)
 				continue
 			case execStatus == "crashed" && again && attempt < 3:
