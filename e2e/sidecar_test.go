@@ -381,7 +381,8 @@ func sidecarLogsSince(t *testing.T, s *Stack, offsets map[string]int64, substr s
 // alternating official / sidecar N8N_FN_BENCH_PAIRS times (2) via scripts/stack.sh restart-runners
 // (it leaves the stack on sidecar), N8N_FN_BENCH_CALLS (300) sequential calls per scenario and round
 // plus a short concurrent phase, and reports the sidecar/official p50 and p95 ratios, the
-// throughput ratio and the sidecars' idle RSS. Run with -benchtime=1x:
+// throughput ratio, the p50 ratio after dividing each round by its own webhook-noop p50 (the load
+// of the shared machine changes between rounds) and the sidecars' idle RSS. Run with -benchtime=1x:
 //
 //	N8N_FN_BENCH_SWITCH=1 go test ./e2e -run '^$' -bench SidecarRelayOverhead -benchtime=1x
 func BenchmarkSidecarRelayOverhead(b *testing.B) {
@@ -410,6 +411,7 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		seq := map[string][]bench.Result{} // kind/scenario -> sequential results of every round
 		rps := map[string][]float64{}
+		norm := map[string][]float64{} // kind -> per round: code p50 / noop p50 (cancels the round's load)
 		var rssKB []int
 		for _, kind := range kinds {
 			if len(kinds) > 1 {
@@ -421,19 +423,25 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 			if err != nil {
 				b.Fatalf("bench (%s): %v\n%s", kind, err, log.String())
 			}
+			round := map[string]bench.Result{}
 			for _, r := range rep.Results {
 				key := kind + "/" + r.Scenario
 				if r.Errors > 0 {
 					b.Errorf("%s %s: %d errors (first: %s)", key, r.Phase, r.Errors, r.FirstError)
 				}
+				round[r.Scenario+"/"+r.Phase] = r
 				if r.Phase == "sequential" {
 					seq[key] = append(seq[key], r)
-					b.Logf("%s sequential x%d: p50 %.1f ms, p95 %.1f ms", key, r.OK, r.P50Ms, r.P95Ms)
 				} else {
 					rps[key] = append(rps[key], r.RPS)
-					b.Logf("%s %d clients: %.1f req/s, p50 %.1f ms", key, r.Clients, r.RPS, r.P50Ms)
 				}
 			}
+			c, n := round[bench.ScenarioWebhookCode+"/sequential"], round[bench.ScenarioWebhookNoOp+"/sequential"]
+			cc := round[bench.ScenarioWebhookCode+"/concurrent"]
+			if n.P50Ms > 0 {
+				norm[kind] = append(norm[kind], c.P50Ms/n.P50Ms)
+			}
+			b.Logf("%-8s code p50 %.1f p95 %.1f | noop p50 %.1f p95 %.1f | code 4 clients %.1f req/s", kind, c.P50Ms, c.P95Ms, n.P50Ms, n.P95Ms, cc.RPS)
 			if kind == "sidecar" {
 				time.Sleep(5 * time.Second) // idle
 				rssKB = append(rssKB, sidecarRSS(b, s)...)
@@ -463,6 +471,11 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 			sort.Float64s(rps["official/"+code])
 			sort.Float64s(rps["sidecar/"+code])
 			b.ReportMetric(percentile(rps["sidecar/"+code], 50)/percentile(rps["official/"+code], 50), "rps-ratio")
+		}
+		if o, sc := norm["official"], norm["sidecar"]; len(o) > 0 && len(sc) > 0 {
+			sort.Float64s(o)
+			sort.Float64s(sc)
+			b.ReportMetric(sc[len(sc)/2]/o[len(o)/2], "p50-ratio-vs-noop")
 		}
 		if len(rssKB) > 0 {
 			sort.Ints(rssKB)
