@@ -80,7 +80,8 @@ select_node() {
 		NODE=$NODE24_DIR/bin/node
 	fi
 	# Node 24 first in PATH so that npm, node-gyp and `#!/usr/bin/env node` scripts run on it.
-	export PATH="$(dirname "$NODE"):$PATH"
+	PATH="$(dirname "$NODE"):$PATH"
+	export PATH
 }
 
 install_node() {
@@ -298,6 +299,7 @@ start_postgres() {
 	local cl
 	cl=$(pg_lsclusters -h 2>/dev/null | head -1)
 	[ -n "$cl" ] || die "DB=postgres but no PostgreSQL cluster exists (pg_createcluster)"
+	# shellcheck disable=SC2086 # split "VER CLUSTER PORT STATUS ..." into fields
 	set -- $cl
 	if [ "$4" != online ]; then
 		as_root pg_ctlcluster "$1" "$2" start
@@ -323,8 +325,9 @@ start_n8n() { # K
 	else
 		(
 			n8n_env
-			export N8N_RUNNERS_BROKER_PORT=$(broker_port "$k") QUEUE_HEALTH_CHECK_ACTIVE=true
-			export QUEUE_HEALTH_CHECK_PORT=$(health_port "$k") N8N_WORKER_SERVER_ADDRESS=$HOST
+			N8N_RUNNERS_BROKER_PORT=$(broker_port "$k")
+			QUEUE_HEALTH_CHECK_PORT=$(health_port "$k")
+			export N8N_RUNNERS_BROKER_PORT QUEUE_HEALTH_CHECK_PORT QUEUE_HEALTH_CHECK_ACTIVE=true N8N_WORKER_SERVER_ADDRESS=$HOST
 			spawn "$name" "$NODE" "$N8N_BIN" worker --concurrency=10
 		)
 	fi
@@ -561,7 +564,9 @@ do_down() {
 	wait
 	stop_proc redis 15
 	if [ -f "$PIDS/postgres.started" ]; then
-		as_root pg_ctlcluster $(cat "$PIDS/postgres.started") stop || true
+		local ver cluster
+		read -r ver cluster <"$PIDS/postgres.started"
+		as_root pg_ctlcluster "$ver" "$cluster" stop || true
 		rm -f "$PIDS/postgres.started"
 	fi
 	say "stopped in $(since "$t0") s"

@@ -17,11 +17,19 @@ step "go vet ./..."
 $GO vet ./...
 
 step "gofmt"
+# shellcheck disable=SC2046 # file names have no spaces; word splitting is intended
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
 if [ -n "$unformatted" ]; then
 	echo "gofmt -l reports (run gofmt -w on them):"
 	echo "$unformatted"
 	exit 1
+fi
+
+step "shellcheck (scripts)"
+if command -v shellcheck >/dev/null; then
+	shellcheck -S warning scripts/*.sh .ci/run
+else
+	echo "SKIPPED: shellcheck is not installed (.ci/run installs it)"
 fi
 
 step "unit tests (go test -race, everything except e2e)"
