@@ -109,6 +109,11 @@ func classify(t *testing.T, cf composeFile) roles {
 			r.runners = append(r.runners, name)
 		case s.Image == "n8n-fn:local":
 			r.sidecars = append(r.sidecars, name)
+			// Every sidecar builds the image itself: compose would try to pull a service's
+			// image that only another service builds, and n8n-fn:local is on no registry.
+			if s.Build["dockerfile"] != "docker/Dockerfile" || s.Build["context"] != "." {
+				t.Errorf("%s: build %v, want context . and dockerfile docker/Dockerfile", name, s.Build)
+			}
 		case name == "redis" || name == "postgres":
 		default:
 			t.Errorf("service %s (image %q) has no known role", name, s.Image)
