@@ -568,3 +568,31 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+func TestCallIdempotencyKeyRunsOnce(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	call := `/* @n8n-fn {"op":"call","function":"add","idempotencyKey":"order.id"} */`
+	for i := 0; i < 3; i++ {
+		out, err := h.call(t, call, false, `{"a":2,"b":3,"order":{"id":"o-1"}}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gjson.GetBytes(out, "result.0.json.sum").Float() != 5 {
+			t.Fatalf("call %d: %s", i, out)
+		}
+	}
+	if n := h.wf.calls.Load(); n != 1 {
+		t.Fatalf("function ran %d times for one idempotency key, want 1", n)
+	}
+	// Another key runs; an item without the key's field is refused before anything is queued.
+	if _, err := h.call(t, call, false, `{"a":1,"order":{"id":"o-2"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.call(t, call, false, `{"a":1}`); err == nil || !strings.Contains(err.Error(), "idempotencyKey") {
+		t.Fatalf("missing key field: %v", err)
+	}
+	if n := h.wf.calls.Load(); n != 2 {
+		t.Fatalf("function ran %d times, want 2", n)
+	}
+}

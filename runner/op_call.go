@@ -52,6 +52,7 @@ type callReq struct {
 	returned []json.RawMessage
 	err      error
 	done     bool
+	reused   bool // answered with the stored result of its idempotency key
 }
 
 // runCall is callOp after the data request (tests call it directly).
@@ -72,6 +73,25 @@ func (f *functions) runCall(ctx context.Context, data *taskData, d *workflows.Ca
 	}
 	if len(reqs) == 0 {
 		return resultJSON(nil)
+	}
+	// A call whose idempotency key already has a successful result is answered with it.
+	pendingIdem := 0
+	for _, r := range reqs {
+		if r.idem == "" {
+			continue
+		}
+		items, ok, err := f.idempotentResult(ctx, key, r.idem)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", label, err)
+		}
+		if ok {
+			r.returned, r.done, r.reused = items, true, true
+		} else {
+			pendingIdem++
+		}
+	}
+	if allDone(reqs) {
+		return f.callOutput(reqs, data, d, o, label)
 	}
 	rec, err := f.resolve(ctx, key, ref, d)
 	if err != nil {
@@ -127,7 +147,25 @@ func (f *functions) runCall(ctx context.Context, data *taskData, d *workflows.Ca
 			break
 		}
 	}
+	if pendingIdem > 0 {
+		for _, r := range reqs {
+			if r.idem != "" && r.done && !r.reused {
+				if err := f.storeIdempotentResult(ctx, key, r.idem, r.returned); err != nil {
+					f.log.WithError(err).WithField("function", key.String()).Warn("could not store the result for its idempotency key")
+				}
+			}
+		}
+	}
 	return f.callOutput(reqs, data, d, o, label)
+}
+
+func allDone(reqs []*callReq) bool {
+	for _, r := range reqs {
+		if !r.done {
+			return false
+		}
+	}
+	return true
 }
 
 // errNoRetry marks call failures a retry cannot fix (bad params, payload too big).
