@@ -55,7 +55,7 @@ var sidecarContract = []string{
 	"N8N_RUNNERS_TASK_TIMEOUT", "N8N_FN_ID", "N8N_FN_BROKER_LISTEN", "N8N_FN_BROKER_AUTH_TOKEN", "N8N_FN_HEALTH_LISTEN",
 	"N8N_FN_RUNNER_MODE", "N8N_FN_RUNNER_COMMAND", "N8N_FN_RUNNER_ARGS", "N8N_FN_RUNNER_DIR", "N8N_FN_REDIS_URL",
 	"N8N_FN_PREFIX", "N8N_FN_SECRET", "N8N_FN_N8N_API_URL", "N8N_FN_N8N_API_KEY", "N8N_FN_WEBHOOK_URL",
-	"N8N_FN_SHUTDOWN_GRACE", "N8N_FN_LOG_LEVEL", "N8N_FN_LOG_FORMAT",
+	"N8N_FN_SHUTDOWN_GRACE", "N8N_FN_LOG_LEVEL", "N8N_FN_LOG_FORMAT", "N8N_FN_TASK_TYPES", "N8N_FN_NO_RUNNER_WAIT",
 }
 
 func load(t *testing.T) (composeFile, error) {
@@ -271,6 +271,15 @@ func TestComposeWiring(t *testing.T) {
 		}
 		if _, ok := cf.Services[rn].DependsOn[host]; !ok {
 			t.Errorf("%s does not depend on its sidecar %s", rn, host)
+		}
+		// The launcher starts one runner per listed type; the sidecar takes the types in
+		// N8N_FN_TASK_TYPES (default javascript), so the two lists must agree.
+		types := sc.Environment["N8N_FN_TASK_TYPES"]
+		if types == "" {
+			types = "javascript"
+		}
+		if got := strings.Join(cf.Services[rn].Command, ","); got != strings.ReplaceAll(types, " ", "") {
+			t.Errorf("%s: launcher runner types %q, but sidecar %s takes %q", rn, got, host, types)
 		}
 	}
 	for _, sc := range r.sidecars {
