@@ -342,6 +342,10 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 				msg = fmt.Sprintf("n8n answered HTTP %d %s", status, clipString(string(answer), 200))
 			}
 			fail("failed", fmt.Sprintf("function %s failed: %s", name, msg))
+		case !s.Def.LastNodeResponse && s.Def.WebhookPath != "":
+			// The Webhook answers before the execution ends ("Respond: Immediately"; n8n-fn lint
+			// warns): keep the call alive until return answers it or its deadline passes.
+			d.awaitReturn(ctx, dl, deadline, fail)
 		default:
 			fail("no_return", fmt.Sprintf("function %s ended without reaching a return node (workflow %s): every path of a function must end in an n8n-fn return node, and items must keep their _functionCall field on the way",
 				name, s.Record.WorkflowID))
@@ -374,6 +378,25 @@ func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, 
 		case <-ctx.Done():
 			return resp.StatusCode, answer, nil
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// awaitReturn keeps an entry fresh until it is answered or its deadline passes, for functions
+// whose Webhook does not wait for the execution to end.
+func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, deadline time.Time, fail func(kind, msg string)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if !d.stillPending(ctx, dl) {
+			return
+		}
+		if time.Now().After(deadline) {
+			fail("timeout", "the function did not reach its return node before the call's deadline (its Webhook answers immediately, so n8n-fn cannot see the execution end: set the Webhook to respond when the last node finishes)")
+			return
 		}
 	}
 }

@@ -104,7 +104,11 @@ func (f *functions) runCall(ctx context.Context, data *taskData, d *workflows.Ca
 	if timeout == 0 {
 		timeout = time.Duration(workflows.DefaultFunctionTimeoutMs) * time.Millisecond
 	}
-	taskDeadline := o.started.Add(f.cfg.TaskTimeout - taskTimeoutMargin)
+	taskTimeout := f.cfg.TaskTimeout
+	if taskTimeout <= 0 {
+		taskTimeout = 300 * time.Second // n8n's default N8N_RUNNERS_TASK_TIMEOUT
+	}
+	taskDeadline := o.started.Add(taskTimeout - taskTimeoutMargin)
 	replyKey := f.reg.ReplyKey(f.cfg.ID + ":" + o.taskID + ":" + workflows.NewCallID()[:12])
 	caller := fmt.Sprintf("%s/workflow %s/execution %s/node %s", f.cfg.ID, data.WorkflowID, data.ExecutionID, data.NodeName)
 
