@@ -502,31 +502,37 @@ func restartRunners(b *testing.B, kind string) {
 	}
 }
 
-// sidecarRSS reads VmRSS (kB) of every sidecar process of the stack from its pid file.
+// sidecarRSS reads VmRSS (kB) of every sidecar process of the stack from its pid file. Other
+// helpers may be restarting the runners: it retries for a while before it gives up.
 func sidecarRSS(b *testing.B, s *Stack) []int {
 	b.Helper()
 	dir := s.Env.Vars["N8N_STACK_DIR"]
-	files, _ := filepath.Glob(filepath.Join(dir, "pids", "sidecar-*.pid"))
-	var out []int
-	for _, f := range files {
-		pid, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/status")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(status), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				var kb int
-				fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-				out = append(out, kb)
+	for try := 0; ; try++ {
+		files, _ := filepath.Glob(filepath.Join(dir, "pids", "sidecar-*.pid"))
+		var out []int
+		for _, f := range files {
+			pid, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/status")
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(status), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+					var kb int
+					fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+					out = append(out, kb)
+				}
 			}
 		}
+		if len(out) > 0 && len(out) == len(files) {
+			return out
+		}
+		if try == 30 {
+			b.Fatalf("no running sidecar process found under %s/pids", dir)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	if len(out) == 0 {
-		b.Fatalf("no sidecar process found under %s/pids", dir)
-	}
-	return out
 }
