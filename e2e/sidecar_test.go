@@ -417,11 +417,17 @@ func BenchmarkSidecarRelayOverhead(b *testing.B) {
 			if len(kinds) > 1 {
 				restartRunners(b, kind)
 			}
+			before := runnerPIDs(s)
 			var log strings.Builder
 			rep, err := bench.Run(Ctx(b, 10*time.Minute), bench.Env{Client: s.Client, Stack: s.Env}, scenarios,
 				bench.Config{Warmup: 20, Sequential: calls, Clients: 4, Duration: 10 * time.Second, Pause: time.Second}, &log)
 			if err != nil {
 				b.Fatalf("bench (%s): %v\n%s", kind, err, log.String())
+			}
+			if after := runnerPIDs(s); after != before || !strings.Contains(after, kind) {
+				// someone else restarted the runners meanwhile: this round did not measure kind alone
+				b.Logf("%-8s round discarded: runners changed during it (%s -> %s)", kind, before, after)
+				continue
 			}
 			round := map[string]bench.Result{}
 			for _, r := range rep.Results {
@@ -500,6 +506,25 @@ func restartRunners(b *testing.B, kind string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("RUNNER_KIND=%s scripts/stack.sh restart-runners: %v\n%s", kind, err, out)
 	}
+}
+
+// runnerPIDs names the runner/sidecar processes of the stack now, e.g. "sidecar-main=123 ...".
+func runnerPIDs(s *Stack) string {
+	var parts []string
+	for _, pat := range []string{"runner-*.pid", "sidecar-*.pid"} {
+		files, _ := filepath.Glob(filepath.Join(s.Env.Vars["N8N_STACK_DIR"], "pids", pat))
+		for _, f := range files {
+			pid, _ := os.ReadFile(f)
+			name := strings.TrimSuffix(filepath.Base(f), ".pid")
+			kind := "official"
+			if strings.HasPrefix(name, "sidecar-") {
+				kind = "sidecar"
+			}
+			parts = append(parts, kind+":"+name+"="+strings.TrimSpace(string(pid)))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
 }
 
 // sidecarRSS reads VmRSS (kB) of every sidecar process of the stack from its pid file. Other
