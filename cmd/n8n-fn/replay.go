@@ -40,19 +40,28 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"workflows are removed afterwards unless --keep. Exit status 1 when a case failed.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	// Flags may come before or after the directory (n8n-fn replay test-workflows --keep).
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 	dir := "test-workflows"
-	switch fs.NArg() {
+	switch len(positional) {
 	case 0:
 	case 1:
-		dir = fs.Arg(0)
+		dir = positional[0]
 	default:
-		return fmt.Errorf("%w: one directory at most, got %v", errUsage, fs.Args())
+		return fmt.Errorf("%w: one directory at most, got %v", errUsage, positional)
 	}
 	suites, err := replay.Load(dir)
 	if err != nil {
