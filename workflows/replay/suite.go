@@ -59,8 +59,8 @@ type Case struct {
 	// ExpectParallel is the least number of an answer's items whose [startedAt, endedAt] intervals
 	// (unix ms, set by the function) overlap at one instant: 2 proves the calls ran in parallel,
 	// without timing the request.
-	ExpectParallel int `json:"expectParallel,omitempty"`
-	Skip          string `json:"skip,omitempty"`        // non-empty: not run, the text says why
+	ExpectParallel int    `json:"expectParallel,omitempty"`
+	Skip           string `json:"skip,omitempty"` // non-empty: not run, the text says why
 }
 
 type casesFile struct {
