@@ -108,7 +108,7 @@ func Load(dir string) ([]Suite, error) {
 	for _, s := range suites {
 		for _, c := range s.Cases {
 			if _, ok := seenHook[c.Webhook]; !ok {
-				return nil, fmt.Errorf("%w: %s, case %q: no workflow in %s serves the webhook path %q", ErrSuite, s.File+"", c.Name, dir, c.Webhook)
+				return nil, fmt.Errorf("%w: %s, case %q: no workflow in %s serves the webhook path %q", ErrSuite, s.File, c.Name, dir, c.Webhook)
 			}
 		}
 	}
