@@ -26,6 +26,9 @@ func (k keys) record(fn FunctionKey) string { return k.tag(fn) + ":fn" }
 // live is a sorted set of sidecar ids serving the function, scored by heartbeat expiry (server ms).
 func (k keys) live(fn FunctionKey) string { return k.tag(fn) + ":live" }
 
+// idem holds the stored result of a successful call made with an idempotency key.
+func (k keys) idem(fn FunctionKey, key string) string { return k.tag(fn) + ":idem:" + key }
+
 // reply is the reply list of one caller.
 func (k keys) reply(caller string) string { return k.prefix + "{r:" + caller + "}:replies" }
 
