@@ -27,9 +27,7 @@ func functionScenarios() []Scenario {
 			// The function: its name is the run's path, so runs never share a function.
 			func(path string, _ []string) ([]byte, error) {
 				fnName = path
-				hook := webhookNode(path + "-fn")
-				hook["parameters"].(map[string]any)["responseData"] = "firstEntryJson"
-				return chain("bench "+path+" function", hook,
+				return chain("bench "+path+" function", webhookNode(path+"-fn"),
 					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": 15000}),
 					codeNode("Code", "return $input.all().map(item => ({ json: { ...item.json, fn: true } }));"),
 					directiveNode("Return", map[string]any{"op": "return"}))

@@ -38,7 +38,7 @@ func TestFunctionSurvivesWorkerDeath(t *testing.T) {
 	}
 	name := UniqueName(t, "fault")
 	fnWF := s.Deploy(t, Chain("n8n-fn fault "+name+" function", spread(
-		webhookNodeFirst("Webhook", name+"/fn"),
+		WebhookNode(name+"/fn"),
 		fnDirective("Function", map[string]any{"op": "function", "name": name, "timeoutMs": 240000}),
 		codeNodeMode("Slow body", "runOnceForAllItems",
 			"await new Promise(r => setTimeout(r, 8000));\nreturn $input.all().map(i => ({ json: { ...i.json, done: true, worker: $execution.customData.get('n8nfn_servedBy') } }));"),
@@ -96,13 +96,6 @@ func TestFunctionSurvivesWorkerDeath(t *testing.T) {
 		return
 	}
 	t.Skip("SKIP: function and caller always ran on the same worker")
-}
-
-func webhookNodeFirst(name, path string) Node {
-	n := WebhookNode(path)
-	n["name"] = name
-	n["parameters"].(map[string]any)["responseData"] = "firstEntryJson"
-	return n
 }
 
 // waitRunning returns the id of the newest running execution of a workflow. The public API lists
