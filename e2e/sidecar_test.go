@@ -536,11 +536,12 @@ func sidecarRSS(b *testing.B, s *Stack) []int {
 		files, _ := filepath.Glob(filepath.Join(dir, "pids", "sidecar-*.pid"))
 		var out []int
 		for _, f := range files {
-			pid, err := os.ReadFile(f)
-			if err != nil {
+			raw, err := os.ReadFile(f)
+			fields := strings.Fields(string(raw)) // "PID [start time]"
+			if err != nil || len(fields) == 0 {
 				continue
 			}
-			status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/status")
+			status, err := os.ReadFile("/proc/" + fields[0] + "/status")
 			if err != nil {
 				continue
 			}
