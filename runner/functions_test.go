@@ -34,7 +34,10 @@ type fnWorkflow struct {
 	workflow string
 	body     func(items []json.RawMessage) ([]json.RawMessage, error) // nil = pass through
 	noReturn bool
-	calls    atomic.Int32
+	// immediate answers 200 at once and runs the function afterwards, like a Webhook set to
+	// "Respond: Immediately".
+	immediate bool
+	calls     atomic.Int32
 	inFlight atomic.Int32
 	maxSeen  atomic.Int32
 	delay    time.Duration
@@ -51,15 +54,30 @@ func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.mu.Lock()
-	body, noReturn, delay := w.body, w.noReturn, w.delay
+	body, noReturn, delay, immediate := w.body, w.noReturn, w.delay, w.immediate
 	w.mu.Unlock()
 	b, _ := io.ReadAll(r.Body)
+	if immediate {
+		rw.WriteHeader(http.StatusOK)
+		_, _ = rw.Write([]byte(`{"message":"Workflow was started"}`))
+		cp := &fnWorkflow{t: w.t, rt: w.rt, dir: w.dir, workflow: w.workflow, body: body, noReturn: noReturn, delay: delay}
+		go cp.run(context.Background(), b, httptest.NewRecorder())
+		return
+	}
+	w.run(r.Context(), b, rw)
+}
+
+// run executes the function workflow for one webhook body and writes the "last node" answer.
+func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) {
+	w.mu.Lock()
+	body, noReturn, delay := w.body, w.noReturn, w.delay
+	w.mu.Unlock()
 	fail := func(err error) {
 		rw.WriteHeader(http.StatusInternalServerError)
 		_, _ = rw.Write([]byte(`{"message":"Error in workflow"}`))
 	}
 	webhookItem := json.RawMessage(`{"headers":{},"params":{},"query":{},"body":` + string(b) + `}`)
-	out, err := w.rt.runFunction(r.Context(), &taskData{WorkflowID: w.workflow, NodeName: "Function", Items: []item{{JSON: webhookItem}}}, w.dir)
+	out, err := w.rt.runFunction(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Function", Items: []item{{JSON: webhookItem}}}, w.dir)
 	if err != nil {
 		fail(err)
 		return
@@ -85,7 +103,7 @@ func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	for i, j := range items {
 		in[i] = item{JSON: j}
 	}
-	ret, err := w.rt.runReturn(r.Context(), &taskData{WorkflowID: w.workflow, NodeName: "Return", Items: in}, &workflows.ReturnDirective{})
+	ret, err := w.rt.runReturn(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Return", Items: in}, &workflows.ReturnDirective{})
 	if err != nil {
 		fail(err)
 		return
@@ -594,5 +612,23 @@ func TestCallIdempotencyKeyRunsOnce(t *testing.T) {
 	}
 	if n := h.wf.calls.Load(); n != 2 {
 		t.Fatalf("function ran %d times, want 2", n)
+	}
+}
+
+// A function whose Webhook answers at once: the dispatcher keeps the call alive until return
+// answers it, instead of reporting that the function never reached return.
+func TestImmediateWebhookWaitsForReturn(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	h.wf.set(func(w *fnWorkflow) { w.immediate, w.delay = true, 1500*time.Millisecond })
+	ns := *h.rt.catalog.get(h.key)
+	ns.Def.WebhookPath, ns.Def.LastNodeResponse = ns.Record.WebhookPath, false
+	h.rt.catalog.replace(map[registry.FunctionKey]*served{h.key: &ns})
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":8000} */`, false, `{"a":4,"b":5}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gjson.GetBytes(out, "result.0.json.sum").Float() != 9 {
+		t.Fatalf("result: %s", out)
 	}
 }
