@@ -38,9 +38,9 @@ type fnWorkflow struct {
 	// "Respond: Immediately".
 	immediate bool
 	calls     atomic.Int32
-	inFlight atomic.Int32
-	maxSeen  atomic.Int32
-	delay    time.Duration
+	inFlight  atomic.Int32
+	maxSeen   atomic.Int32
+	delay     time.Duration
 }
 
 func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
