@@ -330,7 +330,8 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 func (f *functions) resolve(ctx context.Context, key registry.FunctionKey, ref workflows.FunctionRef, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
 	rec, ok, err := f.reg.LookupFunction(ctx, key)
 	if err == nil && !ok && f.disc != nil && f.api != nil {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Bounded so an unknown function still fails within about 2 s (fail fast).
+		dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 		derr := f.disc.refreshNow(dctx)
 		cancel()
 		if derr != nil {
