@@ -155,12 +155,17 @@ build_fn() {
 		[ ! "$ROOT/go.mod" -nt "$FN_BIN" ] && [ ! "$ROOT/go.sum" -nt "$FN_BIN" ]; then
 		return 0
 	fi
-	if ! (cd "$ROOT" && go build -o "$FN_BIN.tmp" ./cmd/n8n-fn) 2>"$CACHE/fn-build.log"; then
-		[ "$RUNNER_KIND" = sidecar ] && { cat "$CACHE/fn-build.log" >&2; die "go build ./cmd/n8n-fn failed"; }
-		say "warning: go build ./cmd/n8n-fn failed (not needed with RUNNER_KIND=official); see $CACHE/fn-build.log"
+	local tmp=$FN_BIN.$$.tmp # per process: helpers may rebuild at the same time
+	if ! (cd "$ROOT" && go build -o "$tmp" ./cmd/n8n-fn) 2>"$CACHE/fn-build.log"; then
+		rm -f "$tmp"
+		if [ "$RUNNER_KIND" = sidecar ] && { [ "${1:-}" = strict ] || [ ! -x "$FN_BIN" ]; }; then
+			cat "$CACHE/fn-build.log" >&2
+			die "go build ./cmd/n8n-fn failed"
+		fi
+		say "warning: go build ./cmd/n8n-fn failed, keeping the previous binary $FN_BIN; see $CACHE/fn-build.log"
 		return 0
 	fi
-	mv -f "$FN_BIN.tmp" "$FN_BIN" # rename: a running sidecar keeps its old inode
+	mv -f "$tmp" "$FN_BIN" # rename: a running sidecar keeps its old inode
 }
 
 do_install() {
@@ -402,7 +407,12 @@ start_runners() {
 		alive "$other-$name" && stop_proc "$other-$name" 40
 		before[$name]=$(registered_count "$name")
 		if [ "$RUNNER_KIND" = sidecar ]; then
-			alive "sidecar-$name" && before[$name]=-1
+			# A sidecar whose binary was replaced since it started runs old code: `up` converges to
+			# the current build (its /proc exe link then ends in " (deleted)").
+			if alive "sidecar-$name" && [[ "$(readlink "/proc/$(pid_of "sidecar-$name")/exe" 2>/dev/null)" == *" (deleted)" ]]; then
+				say "sidecar-$name runs an old build: restarting it"
+				stop_proc "sidecar-$name" 40
+			fi
 			start_sidecar "$k"
 		else
 			alive "runner-$name" && before[$name]=-1
@@ -578,7 +588,7 @@ do_restart_runners() {
 	select_node
 	load_secrets
 	API_KEY=$(cat "$STACK/api-key")
-	build_fn
+	build_fn strict
 	stop_runners
 	write_env
 	start_runners
