@@ -632,3 +632,37 @@ func TestImmediateWebhookWaitsForReturn(t *testing.T) {
 		t.Fatalf("result: %s", out)
 	}
 }
+
+// Redis down: the call fails at once with a message that says so, nothing hangs; after Redis is
+// back, calls work again without a restart.
+func TestCallWithRedisDown(t *testing.T) {
+	rs := redistest.Start(t)
+	if !rs.CanRestart() {
+		t.Skip("SKIP: shared REDIS_URL server cannot be stopped")
+	}
+	h := newHarness(t, rs, addFunction, 0, nil)
+	call := `/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`
+	if _, err := h.call(t, call, false, `{"a":1}`); err != nil {
+		t.Fatal(err)
+	}
+	rs.Stop()
+	start := time.Now()
+	_, err := h.call(t, call, false, `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "redis unavailable") {
+		t.Fatalf("call with Redis down: %v", err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the failure took %s", d)
+	}
+	rs.Resume()
+	var out json.RawMessage
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if out, err = h.call(t, call, false, `{"a":6,"b":1}`); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil || gjson.GetBytes(out, "result.0.json.sum").Float() != 7 {
+		t.Fatalf("after Redis came back: %s %v", out, err)
+	}
+}
