@@ -39,7 +39,7 @@ const (
 type functions struct {
 	cfg    Config
 	log    *logrus.Entry
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	reg    *registry.Registry
 	signer *workflows.Signer
 	api    *n8napi.Client // nil when no API key is configured: no discovery, no dispatch error details
@@ -92,14 +92,12 @@ func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
 		return nil, fmt.Errorf("N8N_FN_SECRET: %w", err)
 	}
 	f.signer = signer
-	opt, err := redis.ParseURL(cfg.RedisURL)
+	// One blocking read per served function plus the callers' reply waits share this pool.
+	// registry.NewClient also takes redis+cluster:// and redis+sentinel:// URLs.
+	f.rdb, err = registry.NewClient(cfg.RedisURL, 64+4*cfg.MaxConcurrency)
 	if err != nil {
 		return nil, fmt.Errorf("N8N_FN_REDIS_URL: %w", err)
 	}
-	// One blocking read per served function plus the callers' reply waits share this pool.
-	opt.PoolSize = max(opt.PoolSize, 64+4*cfg.MaxConcurrency)
-	opt.ReadTimeout = 10 * time.Second
-	f.rdb = redis.NewClient(opt)
 	reg, err := registry.New(f.rdb, registry.Config{Prefix: cfg.Prefix})
 	if err != nil {
 		return nil, fmt.Errorf("function registry: %w", err)
