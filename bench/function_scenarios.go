@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/n8n-fn/n8n-fn/registry"
 )
 
@@ -57,11 +55,10 @@ func functionReady(ctx context.Context, env Env, name string) error {
 	if url == "" {
 		return fmt.Errorf("the stack env has no REDIS_URL: cannot see whether the sidecars serve the function")
 	}
-	opt, err := redis.ParseURL(url)
+	rdb, err := registry.NewClient(url, 0)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL %q: %w", url, err)
+		return fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	prefix := env.Stack.Vars["N8N_FN_PREFIX"]
 	reg, err := registry.New(rdb, registry.Config{Prefix: prefix})

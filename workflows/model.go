@@ -276,34 +276,20 @@ func (w *Workflow) neighbours(name string, ends func(Connection) (self, other st
 
 // Ancestors lists every node from which name can be reached over main connections (not name
 // itself unless it is on a loop), nearest first.
-func (w *Workflow) Ancestors(name string) []*Node {
-	var out []*Node
-	seen := map[string]bool{}
-	queue := []string{name}
-	for len(queue) > 0 {
-		cur := queue[0]
-		queue = queue[1:]
-		for _, n := range w.Upstream(cur) {
-			if seen[n.Name] {
-				continue
-			}
-			seen[n.Name] = true
-			out = append(out, n)
-			queue = append(queue, n.Name)
-		}
-	}
-	return out
-}
+func (w *Workflow) Ancestors(name string) []*Node { return w.walk(name, w.Upstream) }
 
 // Descendants lists every node reachable from name over main connections, nearest first.
-func (w *Workflow) Descendants(name string) []*Node {
+func (w *Workflow) Descendants(name string) []*Node { return w.walk(name, w.Downstream) }
+
+// walk is a breadth-first search from name along next (Upstream or Downstream).
+func (w *Workflow) walk(name string, next func(string) []*Node) []*Node {
 	var out []*Node
 	seen := map[string]bool{}
 	queue := []string{name}
 	for len(queue) > 0 {
 		cur := queue[0]
 		queue = queue[1:]
-		for _, n := range w.Downstream(cur) {
+		for _, n := range next(cur) {
 			if seen[n.Name] {
 				continue
 			}

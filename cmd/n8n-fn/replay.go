@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/workflows"
@@ -191,11 +189,10 @@ func (a apiAdapter) ExecutionData(ctx context.Context, id string) ([]byte, error
 // the imported workflows define (the sidecars discover published workflows periodically, or at
 // once when a call names an unknown function).
 func registryReadiness(redisURL, prefix string, timeout time.Duration) (func(context.Context, []replay.Imported) error, func(), error) {
-	opt, err := redis.ParseURL(redisURL)
+	rdb, err := registry.NewClient(redisURL, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("redis url %q: %w", redisURL, err)
+		return nil, nil, err
 	}
-	rdb := redis.NewClient(opt)
 	reg, err := registry.New(rdb, registry.Config{Prefix: prefix})
 	if err != nil {
 		rdb.Close()
