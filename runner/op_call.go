@@ -14,9 +14,6 @@ import (
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
-// timeZero passed to Verify skips the deadline check (return answers late calls too: harmless).
-var timeZero time.Time
-
 // callOp answers a `call` node: one call per input item (all in parallel) or one call for all
 // items, queued on the function's stream, then one wait on this task's reply list for all of them.
 func (f *functions) callOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error) {
@@ -265,7 +262,8 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 		if err != nil || cc == nil {
 			return nil, err
 		}
-		if err := cc.Verify(signer, timeZero); err != nil {
+		// Zero time: no deadline check here; the signature is what matters for the nested call's context.
+		if err := cc.Verify(signer, time.Time{}); err != nil {
 			return nil, &OpError{Message: fmt.Sprintf("item %d: %v", i, err), Err: err}
 		}
 		if err := workflows.CheckDepth(cc, ref, workflows.DefaultMaxDepth); err != nil {
