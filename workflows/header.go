@@ -65,15 +65,15 @@ func ParseHeader(code string) (*Header, error) {
 	}
 	body := strings.TrimSpace(rest[:end])
 	if !strings.HasPrefix(body, "{") {
-		return nil, fmt.Errorf("%w: expected one JSON object after %s, got %q", ErrDirective, Marker, clip(body))
+		return nil, fmt.Errorf("%w: expected one JSON object after %s, got `%s`", ErrDirective, Marker, clip(body))
 	}
 	dec := json.NewDecoder(strings.NewReader(body))
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%w: the JSON after %s does not parse: %v (in %q)", ErrDirective, Marker, err, clip(body))
+		return nil, fmt.Errorf("%w: the JSON after %s does not parse: %v (in `%s`)", ErrDirective, Marker, err, clip(body))
 	}
 	if dec.More() || strings.TrimSpace(body[dec.InputOffset():]) != "" {
-		return nil, fmt.Errorf("%w: unexpected text after the JSON object: %q", ErrDirective, clip(strings.TrimSpace(body[dec.InputOffset():])))
+		return nil, fmt.Errorf("%w: unexpected text after the JSON object: `%s`", ErrDirective, clip(strings.TrimSpace(body[dec.InputOffset():])))
 	}
 	var head struct {
 		Op      *string `json:"op"`
