@@ -13,19 +13,35 @@ import (
 // Execute Workflow) and ScenarioWebhookNoOp (one bare queued execution) in the same run.
 const ScenarioFunctionCall = "fn-call"
 
+// ScenarioFunctionCallImmediate is the same call with the function's Webhook answering at once
+// ("Respond: Immediately"): main does not wait for the function's execution to end, at the price of
+// errors in the function surfacing only at the caller's timeout.
+const ScenarioFunctionCallImmediate = "fn-call-immediate"
+
 // functionScenarios returns the n8n-fn scenarios (a function call through the sidecars), measured
 // in the same run as the baselines.
 func functionScenarios() []Scenario {
+	return []Scenario{
+		functionCallScenario(ScenarioFunctionCall, "lastNode",
+			"Webhook -> n8n-fn call -> (Redis stream -> dispatcher -> function workflow: Webhook -> function -> Code node -> return) -> reply; "+
+				"same work as "+ScenarioSubWorkflow+", but the function runs as its own queued execution on any worker"),
+		functionCallScenario(ScenarioFunctionCallImmediate, "onReceived",
+			"as "+ScenarioFunctionCall+", with the function's Webhook set to respond immediately (main does not wait for the function's execution)"),
+	}
+}
+
+func functionCallScenario(name, fnResponseMode, description string) Scenario {
 	var fnName string // set when the function workflow is built: the run's path
-	return []Scenario{{
-		Name: ScenarioFunctionCall,
-		Description: "Webhook -> n8n-fn call -> (Redis stream -> dispatcher -> function workflow: Webhook -> function -> Code node -> return) -> reply; " +
-			"same work as " + ScenarioSubWorkflow + ", but the function runs as its own queued execution on any worker",
+	return Scenario{
+		Name:        name,
+		Description: description,
 		Workflows: []WorkflowFunc{
 			// The function: its name is the run's path, so runs never share a function.
 			func(path string, _ []string) ([]byte, error) {
 				fnName = path
-				return chain("bench "+path+" function", webhookNode(path+"-fn"),
+				hook := webhookNode(path + "-fn")
+				hook["parameters"].(map[string]any)["responseMode"] = fnResponseMode
+				return chain("bench "+path+" function", hook,
 					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": 15000}),
 					codeNode("Code", "return $input.all().map(item => ({ json: { ...item.json, fn: true } }));"),
 					directiveNode("Return", map[string]any{"op": "return"}))
@@ -39,7 +55,7 @@ func functionScenarios() []Scenario {
 		Body:  benchBody(),
 		Check: expectItem("fn"),
 		Ready: func(ctx context.Context, env Env) error { return functionReady(ctx, env, fnName) },
-	}}
+	}
 }
 
 // directiveNode is a Code node holding an n8n-fn directive header and the explaining throw.
