@@ -57,14 +57,9 @@ func (r *Registry) LookupFunction(ctx context.Context, fn FunctionKey) (Function
 
 // ListFunctions returns the live records of every indexed function (expired registrations are left out).
 func (r *Registry) ListFunctions(ctx context.Context) ([]FunctionRecord, error) {
-	const op = "list functions"
-	fns, err := r.indexed(ctx)
+	fns, recs, err := r.indexedRecords(ctx, "list functions")
 	if err != nil {
-		return nil, wrapName(op, "", err)
-	}
-	recs, err := r.records(ctx, fns)
-	if err != nil {
-		return nil, wrapName(op, "", err)
+		return nil, err
 	}
 	out := make([]FunctionRecord, 0, len(recs))
 	for _, fn := range fns {
@@ -73,6 +68,19 @@ func (r *Registry) ListFunctions(ctx context.Context) ([]FunctionRecord, error) 
 		}
 	}
 	return out, nil
+}
+
+// indexedRecords lists every indexed function with the live registration records among them.
+func (r *Registry) indexedRecords(ctx context.Context, op string) ([]FunctionKey, map[FunctionKey]FunctionRecord, error) {
+	fns, err := r.indexed(ctx)
+	if err != nil {
+		return nil, nil, wrapName(op, "", err)
+	}
+	recs, err := r.records(ctx, fns)
+	if err != nil {
+		return nil, nil, wrapName(op, "", err)
+	}
+	return fns, recs, nil
 }
 
 // indexed lists every function in the index, in index order.

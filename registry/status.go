@@ -12,14 +12,9 @@ import (
 // Status summarises every indexed function: stream length, pending, lag, oldest pending age,
 // consumers and their idle time, live sidecars, dead letters, and the registration record.
 func (r *Registry) Status(ctx context.Context) ([]FunctionStatus, error) {
-	const op = "status"
-	fns, err := r.indexed(ctx)
+	fns, recs, err := r.indexedRecords(ctx, "status")
 	if err != nil {
-		return nil, wrapName(op, "", err)
-	}
-	recs, err := r.records(ctx, fns)
-	if err != nil {
-		return nil, wrapName(op, "", err)
+		return nil, err
 	}
 	out := make([]FunctionStatus, 0, len(fns))
 	for _, fn := range fns {
