@@ -10,7 +10,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +54,13 @@ type Config struct {
 	Duration       time.Duration // length of the concurrent phase (20s)
 	RequestTimeout time.Duration // per call (15s); a hung keep-alive call must not hang the run
 	Pause          time.Duration // between concurrent phases, to let the queue drain (3s)
+	// Rounds repeats both phases of every scenario (1); the order of the scenarios flips every
+	// round, so drift on a shared machine (other tenants, a growing database) hits all of them
+	// alike. The summary holds the medians over the rounds.
+	Rounds int
+	// Ref is the scenario every other one is compared with in Report.Ratios (default
+	// webhook-subworkflow, n8n's own Execute Workflow, when it is selected).
+	Ref string
 }
 
 func (c *Config) setDefaults() {
@@ -69,6 +78,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 15 * time.Second
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 1
 	}
 	if c.Pause < 0 {
 		c.Pause = 0
@@ -97,6 +109,11 @@ type Result struct {
 	P99Ms      float64        `json:"p99_ms"`
 	MinMs      float64        `json:"min_ms"`
 	MaxMs      float64        `json:"max_ms"`
+	Round      int            `json:"round,omitempty"`
+	// CPUms is the CPU time of the stack's processes during the phase, in ms per request, by
+	// process group (main, worker1, sidecar-worker1 with its runner, redis, postgres, ...) and
+	// "total". Empty when the stack was not started by scripts/stack.sh on Linux.
+	CPUms map[string]float64 `json:"cpu_ms_per_request,omitempty"`
 }
 
 // Report is the whole run.
@@ -116,9 +133,15 @@ type Report struct {
 		Clients        int     `json:"clients"`
 		DurationS      float64 `json:"duration_s"`
 		RequestTimeout float64 `json:"request_timeout_s"`
+		Rounds         int     `json:"rounds"`
 	} `json:"config"`
 	Scenarios []ScenarioInfo `json:"scenarios"`
 	Results   []Result       `json:"results"`
+	// Summary has one row per scenario and phase: medians over the rounds (requests and errors
+	// summed). With one round it repeats Results.
+	Summary []Result `json:"summary"`
+	// Ratios compares every scenario with the reference, round by round.
+	Ratios []Ratio `json:"ratios,omitempty"`
 }
 
 // ScenarioInfo describes a scenario in the report.
@@ -148,6 +171,10 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io
 	defer func() { rep.LoadEnd = loadAvg() }()
 	rep.Config.Warmup, rep.Config.Sequential, rep.Config.Clients = cfg.Warmup, cfg.Sequential, cfg.Clients
 	rep.Config.DurationS, rep.Config.RequestTimeout = cfg.Duration.Seconds(), cfg.RequestTimeout.Seconds()
+	rep.Config.Rounds = cfg.Rounds
+	defer func() {
+		rep.Summary, rep.Ratios = summarizeRounds(rep.Results), ratios(rep.Results, cfg.Ref, scenarios)
+	}()
 	if len(scenarios) == 0 {
 		return rep, errors.New("bench: no scenarios selected")
 	}
@@ -181,33 +208,47 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io
 		fmt.Fprintf(logw, "bench: deployed %s (POST /webhook/%s)\n", sc.Name, d.path)
 	}
 
-	for _, d := range deps {
-		if err := warmup(ctx, &load, d, cfg.Warmup); err != nil {
-			return rep, err
-		}
-		r := measure(ctx, &load, d, 1, cfg.Sequential, 0)
-		rep.Results = append(rep.Results, r)
-		fmt.Fprintf(logw, "bench: %-22s sequential x%d: p50 %.1f ms, p95 %.1f ms, errors %d\n", d.sc.Name, r.Requests, r.P50Ms, r.P95Ms, r.Errors)
-		if err := ctx.Err(); err != nil {
-			return rep, fmt.Errorf("bench: %w", err)
-		}
+	cpu := cpuGroups{}
+	if dir := env.Stack.Vars["N8N_STACK_DIR"]; dir != "" {
+		cpu.pidDir = filepath.Join(dir, "pids")
 	}
-	for i, d := range deps {
-		if i > 0 {
+	for round := 1; round <= cfg.Rounds; round++ {
+		order := append([]deployed(nil), deps...)
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
+		tag := ""
+		if cfg.Rounds > 1 {
+			tag = fmt.Sprintf(" [round %d/%d]", round, cfg.Rounds)
+		}
+		for _, d := range order {
+			if err := warmup(ctx, &load, d, cfg.Warmup); err != nil {
+				return rep, err
+			}
+			r := measure(ctx, &load, d, cpu, 1, cfg.Sequential, 0)
+			r.Round = round
+			rep.Results = append(rep.Results, r)
+			fmt.Fprintf(logw, "bench: %-22s sequential x%d: p50 %.1f ms, p95 %.1f ms, errors %d%s\n", d.sc.Name, r.Requests, r.P50Ms, r.P95Ms, r.Errors, tag)
+			if err := ctx.Err(); err != nil {
+				return rep, fmt.Errorf("bench: %w", err)
+			}
+		}
+		for _, d := range order {
 			select {
 			case <-ctx.Done():
 				return rep, fmt.Errorf("bench: %w", ctx.Err())
-			case <-time.After(cfg.Pause):
+			case <-time.After(cfg.Pause): // let the previous phase's queue drain
 			}
-		}
-		if err := warmup(ctx, &load, d, cfg.Warmup); err != nil {
-			return rep, err
-		}
-		r := measure(ctx, &load, d, cfg.Clients, 0, cfg.Duration)
-		rep.Results = append(rep.Results, r)
-		fmt.Fprintf(logw, "bench: %-22s %d clients x %s: %.1f req/s, p50 %.1f ms, errors %d\n", d.sc.Name, cfg.Clients, cfg.Duration, r.RPS, r.P50Ms, r.Errors)
-		if err := ctx.Err(); err != nil {
-			return rep, fmt.Errorf("bench: %w", err)
+			if err := warmup(ctx, &load, d, cfg.Warmup); err != nil {
+				return rep, err
+			}
+			r := measure(ctx, &load, d, cpu, cfg.Clients, 0, cfg.Duration)
+			r.Round = round
+			rep.Results = append(rep.Results, r)
+			fmt.Fprintf(logw, "bench: %-22s %d clients x %s: %.1f req/s, p50 %.1f ms, errors %d, CPU %.1f ms/req%s\n", d.sc.Name, cfg.Clients, cfg.Duration, r.RPS, r.P50Ms, r.Errors, r.CPUms["total"], tag)
+			if err := ctx.Err(); err != nil {
+				return rep, fmt.Errorf("bench: %w", err)
+			}
 		}
 	}
 	return rep, nil
@@ -283,8 +324,9 @@ func warmup(ctx context.Context, c *n8napi.Client, d deployed, n int) error {
 }
 
 // measure runs clients loops, each making n calls (n > 0) or calling until dur has passed.
-func measure(ctx context.Context, c *n8napi.Client, d deployed, clients, n int, dur time.Duration) Result {
+func measure(ctx context.Context, c *n8napi.Client, d deployed, cpu cpuGroups, clients, n int, dur time.Duration) Result {
 	per := make([][]sample, clients)
+	before := cpu.snapshot()
 	var wg sync.WaitGroup
 	t0 := time.Now()
 	end := t0.Add(dur)
@@ -302,6 +344,7 @@ func measure(ctx context.Context, c *n8napi.Client, d deployed, clients, n int, 
 	}
 	wg.Wait()
 	wall := time.Since(t0).Seconds()
+	after := cpu.snapshot()
 	var all []sample
 	for _, p := range per {
 		all = append(all, p...)
@@ -310,7 +353,9 @@ func measure(ctx context.Context, c *n8napi.Client, d deployed, clients, n int, 
 	if clients > 1 || n == 0 {
 		phase = "concurrent"
 	}
-	return summarize(d.sc.Name, phase, clients, all, wall)
+	r := summarize(d.sc.Name, phase, clients, all, wall)
+	r.CPUms = perRequest(before, after, r.Requests)
+	return r
 }
 
 func summarize(name, phase string, clients int, all []sample, wall float64) Result {
@@ -363,16 +408,38 @@ func pct(sorted []float64, p float64) float64 {
 
 func round(v float64) float64 { return float64(int64(v*10+0.5)) / 10 }
 
-// Table writes a short human-readable table of the results.
+// Table writes a short human-readable table: one row per scenario and phase (medians over the
+// rounds), CPU per request where it was measured, then each scenario against the reference.
 func (r Report) Table(w io.Writer) {
-	fmt.Fprintf(w, "%-22s %-11s %7s %6s %8s %8s %8s %8s %8s\n", "scenario", "phase", "reqs", "errs", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean ms")
-	fmt.Fprintln(w, strings.Repeat("-", 94))
-	for _, x := range r.Results {
+	rows := r.Summary
+	if rows == nil {
+		rows = summarizeRounds(r.Results)
+	}
+	if r.Config.Rounds > 1 {
+		fmt.Fprintf(w, "medians over %d rounds\n", r.Config.Rounds)
+	}
+	fmt.Fprintf(w, "%-22s %-11s %7s %6s %8s %8s %8s %8s %8s %9s\n", "scenario", "phase", "reqs", "errs", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean ms", "CPU ms/req")
+	fmt.Fprintln(w, strings.Repeat("-", 105))
+	for _, x := range rows {
 		phase := "seq"
 		if x.Phase == "concurrent" {
 			phase = fmt.Sprintf("%d clients", x.Clients)
 		}
-		fmt.Fprintf(w, "%-22s %-11s %7d %6d %8.1f %8.1f %8.1f %8.1f %8.1f\n", x.Scenario, phase, x.Requests, x.Errors, x.RPS, x.P50Ms, x.P95Ms, x.P99Ms, x.MeanMs)
+		cpu := "-"
+		if t, ok := x.CPUms["total"]; ok {
+			cpu = fmt.Sprintf("%.1f", t)
+		}
+		fmt.Fprintf(w, "%-22s %-11s %7d %6d %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n", x.Scenario, phase, x.Requests, x.Errors, x.RPS, x.P50Ms, x.P95Ms, x.P99Ms, x.MeanMs, cpu)
+	}
+	for _, x := range r.Ratios {
+		fmt.Fprintf(w, "%s / %s: seq p50 %.2f, seq p95 %.2f, throughput %.2f", x.Scenario, x.Ref, x.SeqP50Median, x.SeqP95Median, x.RPSMedian)
+		if x.CPUMedian > 0 {
+			fmt.Fprintf(w, ", CPU per request %.2f", x.CPUMedian)
+		}
+		if len(x.RPS) > 1 {
+			fmt.Fprintf(w, " (throughput by round %v)", x.RPS)
+		}
+		fmt.Fprintln(w)
 	}
 	if r.LoadStart != "" {
 		fmt.Fprintf(w, "(%d CPUs; load average %s at the start, %s at the end)\n", r.CPUs, r.LoadStart, r.LoadEnd)

@@ -53,6 +53,7 @@ type Config struct {
 	ShutdownGrace   time.Duration // N8N_FN_SHUTDOWN_GRACE
 	LogLevel        string        // N8N_FN_LOG_LEVEL
 	LogFormat       string        // N8N_FN_LOG_FORMAT
+	Pprof           bool          // N8N_FN_PPROF
 }
 
 // EnvVar documents one environment variable for `n8n-fn run --help` and the README.
@@ -95,6 +96,7 @@ func EnvVars() []EnvVar {
 		{"N8N_FN_SHUTDOWN_GRACE", "30s", "on SIGTERM: how long in-flight tasks may take to finish"},
 		{"N8N_FN_LOG_LEVEL", "info", "trace, debug, info, warn, error"},
 		{"N8N_FN_LOG_FORMAT", "text", "text or json"},
+		{"N8N_FN_PPROF", "false", "true: also serve Go's /debug/pprof/ on the health address (profiling; keep it off in production)"},
 	}
 }
 
@@ -146,6 +148,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.ShutdownGrace = parseDuration("N8N_FN_SHUTDOWN_GRACE", get("N8N_FN_SHUTDOWN_GRACE"), &errs)
 	c.LogLevel = strings.ToLower(get("N8N_FN_LOG_LEVEL"))
 	c.LogFormat = strings.ToLower(get("N8N_FN_LOG_FORMAT"))
+	switch v := strings.ToLower(get("N8N_FN_PPROF")); v {
+	case "", "false", "0":
+	case "true", "1":
+		c.Pprof = true
+	default:
+		errs = append(errs, fmt.Errorf("N8N_FN_PPROF=%q: want true or false", v))
+	}
 	if len(errs) > 0 {
 		return c, configError(errs)
 	}

@@ -3,6 +3,7 @@ package runner
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 )
 
 // healthHandler serves /healthz (the process is alive) and /readyz (it can take tasks: connected to
@@ -20,6 +21,13 @@ func (s *Sidecar) healthHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "id": s.cfg.ID, "running": s.runner.Running()})
 	})
+	if s.cfg.Pprof {
+		// Opt-in: profiles show task data in memory dumps, so this is for a trusted health address only.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

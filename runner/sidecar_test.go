@@ -604,7 +604,23 @@ func TestHealth(t *testing.T) {
 		t.Errorf("/readyz while draining: %d %s", code, body)
 	}
 	s.draining.Store(false)
+	if code, _ := get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without N8N_FN_PPROF: %d, want 404", code)
+	}
 	_ = shutdown
+}
+
+func TestHealthPprofOptIn(t *testing.T) {
+	s, _, _ := testSidecar(t, func(c *Config) { c.Pprof = true })
+	resp, err := http.Get("http://" + s.HealthAddr() + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "goroutine") {
+		t.Errorf("/debug/pprof/ with N8N_FN_PPROF: %d %.200s", resp.StatusCode, b)
+	}
 }
 
 // TestConcurrentTasksStayApart runs more tasks at once than there are slots, relayed and native

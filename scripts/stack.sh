@@ -13,7 +13,7 @@
 #   restart-runners  restart only the runners/sidecars (after rebuilding the binary: this rebuilds it too)
 #
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
-#   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info),
+#   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info), N8N_FN_PPROF (false),
 #   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one.
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
@@ -311,10 +311,21 @@ start_postgres() {
 		echo "$1 $2" >"$PIDS/postgres.started"
 	fi
 	local q="as_root su postgres -c"
-	$q "psql -Atc \"select 1 from pg_roles where rolname='n8nfn'\"" | grep -q 1 ||
+	# The password is set every time: secrets.env may be newer than a role left by an earlier cache.
+	if $q "psql -Atc \"select 1 from pg_roles where rolname='n8nfn'\"" | grep -q 1; then
+		$q "psql -qc \"ALTER USER n8nfn WITH PASSWORD '$PG_PASSWORD'\""
+	else
 		$q "psql -qc \"CREATE USER n8nfn WITH PASSWORD '$PG_PASSWORD'\""
-	$q "psql -Atc \"select 1 from pg_database where datname='n8nfn'\"" | grep -q 1 ||
+	fi
+	# The database belongs to this stack's secrets: one left by an earlier cache holds data encrypted
+	# with another N8N_ENCRYPTION_KEY, which n8n refuses to start on. It is recreated then.
+	local mark="$STACK/postgres.key" want
+	want=$(printf %s "$N8N_ENCRYPTION_KEY" | sha256sum | cut -c1-16)
+	if [ "$(cat "$mark" 2>/dev/null)" != "$want" ]; then
+		$q "psql -qc 'DROP DATABASE IF EXISTS n8nfn'"
 		$q "psql -qc 'CREATE DATABASE n8nfn OWNER n8nfn'"
+		echo "$want" >"$mark"
+	fi
 }
 
 start_n8n() { # K
@@ -389,7 +400,7 @@ start_sidecar() {
 			N8N_FN_RUNNER_MODE=spawn N8N_FN_RUNNER_COMMAND="$NODE" N8N_FN_RUNNER_DIR="$TASK_RUNNER_DIR" \
 			N8N_FN_REDIS_URL="redis://$HOST:$REDIS_PORT/0" N8N_FN_SECRET="$N8N_FN_SECRET" \
 			N8N_FN_N8N_API_URL="$BASE_URL" N8N_FN_N8N_API_KEY="$API_KEY" N8N_FN_WEBHOOK_URL="$BASE_URL/webhook" \
-			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" \
+			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
 			"$FN_BIN" run
 	)
 }

@@ -31,6 +31,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "length of the concurrent phase")
 	fs.DurationVar(&cfg.RequestTimeout, "timeout", 15*time.Second, "timeout of one call")
 	fs.DurationVar(&cfg.Pause, "pause", 3*time.Second, "pause between concurrent phases (queue drain)")
+	fs.IntVar(&cfg.Rounds, "rounds", 1, "repeat both phases this often, flipping the scenario order each round; the table shows medians")
+	fs.StringVar(&cfg.Ref, "ref", bench.ScenarioSubWorkflow, "scenario the others are compared with (ratios)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: n8n-fn bench [flags]\n\nImports its own workflows into the running stack through n8n's public API, measures\n"+
 			"sequential latency and concurrent throughput of each scenario, prints a table, writes a JSON\n"+

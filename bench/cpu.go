@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// cpuGroups names the processes whose CPU time a phase is charged with: every process started by
+// scripts/stack.sh (from its pid files) with all its descendants (a sidecar's spawned runner counts
+// as the sidecar's), plus PostgreSQL's processes by name when the stack uses it. Reading /proc
+// per phase is what lets the report say where the time of a call goes, process by process.
+type cpuGroups struct {
+	pidDir string
+}
+
+// cpuTicks is CPU time (user + system) in clock ticks per group, read at one moment.
+type cpuTicks map[string]int64
+
+// clockTicks is USER_HZ, which Linux fixes at 100 for /proc/<pid>/stat on every architecture Go
+// runs n8n on; reading it through sysconf would need cgo.
+const clockTicks = 100
+
+// snapshot reads the CPU time of every group; nil when /proc or the pid files are missing (not
+// Linux, or the stack was not started by scripts/stack.sh).
+func (g cpuGroups) snapshot() cpuTicks {
+	if g.pidDir == "" {
+		return nil
+	}
+	tops := map[int]string{}
+	files, _ := filepath.Glob(filepath.Join(g.pidDir, "*.pid"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(b))
+		if len(fields) == 0 {
+			continue
+		}
+		if pid, err := strconv.Atoi(fields[0]); err == nil {
+			tops[pid] = strings.TrimSuffix(filepath.Base(f), ".pid")
+		}
+	}
+	if len(tops) == 0 {
+		return nil
+	}
+	type proc struct {
+		ppid  int
+		ticks int64
+		comm  string
+	}
+	procs := map[int]proc{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		s := string(b)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open || closing+2 > len(s) {
+			continue
+		}
+		// After "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime.
+		f := strings.Fields(s[closing+2:])
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		procs[pid] = proc{ppid: ppid, ticks: ut + st, comm: s[open+1 : closing]}
+	}
+	out := cpuTicks{}
+	for pid, p := range procs {
+		group := ""
+		for x, depth := pid, 0; depth < 64; depth++ {
+			if name, ok := tops[x]; ok {
+				group = name
+				break
+			}
+			q, ok := procs[x]
+			if !ok || q.ppid == x {
+				break
+			}
+			x = q.ppid
+		}
+		if group == "" && strings.HasPrefix(p.comm, "postgres") {
+			group = "postgres"
+		}
+		if group != "" {
+			out[group] += p.ticks
+		}
+	}
+	return out
+}
+
+// perRequest turns two snapshots into CPU milliseconds per request, group by group, plus "total".
+func perRequest(before, after cpuTicks, requests int) map[string]float64 {
+	if before == nil || after == nil || requests <= 0 {
+		return nil
+	}
+	out := map[string]float64{}
+	var total int64
+	for g, t := range after {
+		d := t - before[g] // a group that appeared meanwhile started from zero
+		if d < 0 {
+			d = 0 // restarted meanwhile: its time is unknown, not negative
+		}
+		total += d
+		out[g] = round(float64(d) * 1000 / clockTicks / float64(requests))
+	}
+	out["total"] = round(float64(total) * 1000 / clockTicks / float64(requests))
+	return out
+}
