@@ -44,6 +44,10 @@ type Scenario struct {
 	// Ready, when set, is waited for after the workflows are published (e.g. until the n8n-fn
 	// sidecars serve a function).
 	Ready func(ctx context.Context, env Env) error
+	// MaxSequential caps the sequential calls of a slow scenario (0 = Config.Sequential).
+	MaxSequential int
+	// Ref is the scenario this one is compared with (default Config.Ref).
+	Ref string
 }
 
 // Config sets the load. Zero values take the defaults.
@@ -225,7 +229,11 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, cfg Config, logw io
 			if err := warmup(ctx, &load, d, cfg.Warmup); err != nil {
 				return rep, err
 			}
-			r := measure(ctx, &load, d, cpu, 1, cfg.Sequential, 0)
+			n := cfg.Sequential
+			if d.sc.MaxSequential > 0 {
+				n = min(n, d.sc.MaxSequential)
+			}
+			r := measure(ctx, &load, d, cpu, 1, n, 0)
 			r.Round = round
 			rep.Results = append(rep.Results, r)
 			fmt.Fprintf(logw, "bench: %-22s sequential x%d: p50 %.1f ms, p95 %.1f ms, errors %d%s\n", d.sc.Name, r.Requests, r.P50Ms, r.P95Ms, r.Errors, tag)
@@ -418,8 +426,8 @@ func (r Report) Table(w io.Writer) {
 	if r.Config.Rounds > 1 {
 		fmt.Fprintf(w, "medians over %d rounds\n", r.Config.Rounds)
 	}
-	fmt.Fprintf(w, "%-22s %-11s %7s %6s %8s %8s %8s %8s %8s %9s\n", "scenario", "phase", "reqs", "errs", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean ms", "CPU ms/req")
-	fmt.Fprintln(w, strings.Repeat("-", 105))
+	fmt.Fprintf(w, "%-26s %-11s %7s %6s %8s %8s %8s %8s %8s %9s\n", "scenario", "phase", "reqs", "errs", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean ms", "CPU ms/req")
+	fmt.Fprintln(w, strings.Repeat("-", 109))
 	for _, x := range rows {
 		phase := "seq"
 		if x.Phase == "concurrent" {
@@ -429,7 +437,7 @@ func (r Report) Table(w io.Writer) {
 		if t, ok := x.CPUms["total"]; ok {
 			cpu = fmt.Sprintf("%.1f", t)
 		}
-		fmt.Fprintf(w, "%-22s %-11s %7d %6d %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n", x.Scenario, phase, x.Requests, x.Errors, x.RPS, x.P50Ms, x.P95Ms, x.P99Ms, x.MeanMs, cpu)
+		fmt.Fprintf(w, "%-26s %-11s %7d %6d %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n", x.Scenario, phase, x.Requests, x.Errors, x.RPS, x.P50Ms, x.P95Ms, x.P99Ms, x.MeanMs, cpu)
 	}
 	for _, x := range r.Ratios {
 		fmt.Fprintf(w, "%s / %s: seq p50 %.2f, seq p95 %.2f, throughput %.2f", x.Scenario, x.Ref, x.SeqP50Median, x.SeqP95Median, x.RPSMedian)

@@ -101,3 +101,62 @@ func TestTable(t *testing.T) {
 		t.Errorf("table:\n%s", b.String())
 	}
 }
+
+func TestExpectItems(t *testing.T) {
+	check := expectItems(3, "fn")
+	if err := check(200, []byte(`[{"hello":"bench","i":0,"fn":true},{"hello":"bench","i":1,"fn":true},{"hello":"bench","i":2,"fn":true}]`)); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{
+		`[{"hello":"bench","i":0,"fn":true},{"hello":"bench","i":1,"fn":true}]`,                                   // one lost
+		`[{"hello":"bench","i":1,"fn":true},{"hello":"bench","i":0,"fn":true},{"hello":"bench","i":2,"fn":true}]`, // order lost
+		`[{"hello":"bench","i":0,"fn":true},{"hello":"bench","i":1},{"hello":"bench","i":2,"fn":true}]`,           // one not run
+		`[{"hello":"bench","i":0,"fn":true},{"hello":"bench","i":1,"fn":true},{"hello":"other","i":2,"fn":true}]`, // wrong data
+	} {
+		if check(200, []byte(bad)) == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+}
+
+// TestFanOutWorkflows: both fan-out scenarios split the request into FanOutItems items before
+// the call, the native one runs its sub-workflow per item, and both bodies wait the same time.
+func TestFanOutWorkflows(t *testing.T) {
+	for _, name := range []string{ScenarioSubWorkflowFanOut, ScenarioFunctionCallFanOut} {
+		scs, err := Select(All(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := scs[0]
+		if sc.MaxSequential == 0 || sc.Check == nil {
+			t.Errorf("%s: MaxSequential %d", name, sc.MaxSequential)
+		}
+		var all []byte
+		ids := []string{}
+		for i, wf := range sc.Workflows {
+			b, err := wf("p-"+name, ids)
+			if err != nil {
+				t.Fatalf("%s workflow %d: %v", name, i, err)
+			}
+			var w struct {
+				Nodes       []map[string]any `json:"nodes"`
+				Connections map[string]any   `json:"connections"`
+			}
+			if err := json.Unmarshal(b, &w); err != nil || len(w.Connections) != len(w.Nodes)-1 {
+				t.Fatalf("%s workflow %d is not a chain: %v %s", name, i, err, b)
+			}
+			all = append(all, b...)
+			ids = append(ids, "ID"+string(rune('0'+i)))
+		}
+		for _, want := range []string{`length: 8`, `setTimeout(r, 100)`} {
+			if !bytes.Contains(all, []byte(want)) {
+				t.Errorf("%s: workflows lack %q", name, want)
+			}
+		}
+	}
+	sub, _ := Select(All(), ScenarioSubWorkflowFanOut)
+	b, _ := sub[0].Workflows[1]("p", []string{"SUBID"})
+	if !bytes.Contains(b, []byte(`"mode":"each"`)) || !bytes.Contains(b, []byte(`"value":"SUBID"`)) {
+		t.Errorf("native fan-out caller must run the sub-workflow SUBID per item: %s", b)
+	}
+}

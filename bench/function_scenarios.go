@@ -18,6 +18,20 @@ const ScenarioFunctionCall = "fn-call"
 // errors in the function surfacing only at the caller's timeout.
 const ScenarioFunctionCallImmediate = "fn-call-immediate"
 
+// Fan-out: one request becomes FanOutItems items and each item calls a sub-workflow / function
+// whose body waits FanOutWaitMs, like a call to an outside API. n8n's Execute Workflow runs the
+// items one after another on the caller's worker; n8n-fn's call runs them at once on any worker.
+const (
+	ScenarioSubWorkflowFanOut   = "webhook-subworkflow-fanout"
+	ScenarioFunctionCallFanOut  = "fn-call-fanout"
+	FanOutItems                 = 8
+	FanOutWaitMs                = 100
+	fanOutMaxSequential         = 40
+	fanOutSplitJS               = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
+	fanOutBodyJS                = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
+	fanOutFunctionTimeoutMillis = 30000
+)
+
 // functionScenarios returns the n8n-fn scenarios (a function call through the sidecars), measured
 // in the same run as the baselines.
 func functionScenarios() []Scenario {
@@ -27,6 +41,80 @@ func functionScenarios() []Scenario {
 				"same work as "+ScenarioSubWorkflow+", but the function runs as its own queued execution on any worker"),
 		functionCallScenario(ScenarioFunctionCallImmediate, "onReceived",
 			"as "+ScenarioFunctionCall+", with the function's Webhook set to respond immediately (main does not wait for the function's execution)"),
+		subWorkflowFanOutScenario(),
+		functionFanOutScenario(),
+	}
+}
+
+func subWorkflowFanOutScenario() Scenario {
+	sc := Scenario{
+		Name: ScenarioSubWorkflowFanOut,
+		Description: fmt.Sprintf("Webhook -> %d items -> Execute Workflow (each item, wait) -> sub-workflow (trigger -> Code waiting %d ms): "+
+			"n8n runs the items one after another on the caller's worker", FanOutItems, FanOutWaitMs),
+		Body:          benchBody(),
+		Check:         expectItems(FanOutItems, "sub"),
+		MaxSequential: fanOutMaxSequential,
+	}
+	base := Baseline()[1].Workflows // webhook-subworkflow: the sub-workflow, then its caller
+	sc.Workflows = []WorkflowFunc{
+		func(path string, ids []string) ([]byte, error) {
+			var wf map[string]any
+			b, err := base[0](path, ids)
+			if err != nil {
+				return nil, err
+			}
+			if err := json.Unmarshal(b, &wf); err != nil {
+				return nil, err
+			}
+			nodes := wf["nodes"].([]any)
+			code := nodes[1].(map[string]any)["parameters"].(map[string]any)
+			code["jsCode"] = fmt.Sprintf(fanOutBodyJS, FanOutWaitMs, "sub")
+			return json.Marshal(wf)
+		},
+		func(path string, ids []string) ([]byte, error) {
+			var wf map[string]any
+			b, err := base[1](path, ids)
+			if err != nil {
+				return nil, err
+			}
+			if err := json.Unmarshal(b, &wf); err != nil {
+				return nil, err
+			}
+			nodes := wf["nodes"].([]any)
+			exec := nodes[1].(map[string]any)
+			exec["parameters"].(map[string]any)["mode"] = "each"
+			hook := nodes[0].(map[string]any)
+			return chain(wf["name"].(string), hook, codeNode("Split", fmt.Sprintf(fanOutSplitJS, FanOutItems)), exec)
+		},
+	}
+	return sc
+}
+
+func functionFanOutScenario() Scenario {
+	var fnName string
+	return Scenario{
+		Name: ScenarioFunctionCallFanOut,
+		Description: fmt.Sprintf("Webhook -> %d items -> n8n-fn call (one call per item, in parallel) -> function (Webhook -> function -> Code waiting %d ms -> return) on any worker",
+			FanOutItems, FanOutWaitMs),
+		Workflows: []WorkflowFunc{
+			func(path string, _ []string) ([]byte, error) {
+				fnName = path
+				return chain("bench "+path+" function", webhookNode(path+"-fn"),
+					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": fanOutFunctionTimeoutMillis}),
+					codeNode("Code", fmt.Sprintf(fanOutBodyJS, FanOutWaitMs, "fn")),
+					directiveNode("Return", map[string]any{"op": "return"}))
+			},
+			func(path string, _ []string) ([]byte, error) {
+				return chain("bench "+path, webhookNode(path),
+					codeNode("Split", fmt.Sprintf(fanOutSplitJS, FanOutItems)),
+					directiveNode("Call", map[string]any{"op": "call", "function": path, "timeoutMs": fanOutFunctionTimeoutMillis}))
+			},
+		},
+		Body:          benchBody(),
+		Check:         expectItems(FanOutItems, "fn"),
+		Ready:         func(ctx context.Context, env Env) error { return functionReady(ctx, env, fnName) },
+		MaxSequential: fanOutMaxSequential,
+		Ref:           ScenarioSubWorkflowFanOut,
 	}
 }
 

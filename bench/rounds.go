@@ -81,8 +81,8 @@ func summarizeRounds(results []Result) []Result {
 	return out
 }
 
-// ratios compares every selected scenario with ref (default: n8n's Execute Workflow when it was
-// selected) round by round; nil without a reference.
+// ratios compares every selected scenario with its own reference or ref (default: n8n's Execute
+// Workflow) round by round; scenarios whose reference was not measured are left out.
 func ratios(results []Result, ref string, scenarios []Scenario) []Ratio {
 	if ref == "" {
 		ref = ScenarioSubWorkflow
@@ -97,6 +97,10 @@ func ratios(results []Result, ref string, scenarios []Scenario) []Ratio {
 	}
 	var out []Ratio
 	for _, sc := range scenarios {
+		ref := ref
+		if sc.Ref != "" {
+			ref = sc.Ref
+		}
 		if sc.Name == ref {
 			continue
 		}

@@ -134,6 +134,26 @@ func expectItem(flag string) func(int, []byte) error {
 	}
 }
 
+// expectItems checks for HTTP 200 and n items, each carrying the request's hello=bench, its own
+// index i (0..n-1, in order: the answer must keep the items' order) and flag: true.
+func expectItems(n int, flag string) func(int, []byte) error {
+	return func(status int, body []byte) error {
+		if status != http.StatusOK {
+			return fmt.Errorf("HTTP %d: %.200s", status, body)
+		}
+		var items []map[string]any
+		if err := json.Unmarshal(body, &items); err != nil || len(items) != n {
+			return fmt.Errorf("want a %d-item JSON array, got %.200s", n, body)
+		}
+		for i, it := range items {
+			if it["hello"] != "bench" || it["i"] != float64(i) || it[flag] != true {
+				return fmt.Errorf("item %d lacks hello=bench, i=%d or %s=true: %.200s", i, i, flag, body)
+			}
+		}
+		return nil
+	}
+}
+
 // WebhookNode is a POST webhook that answers with the last node's items. Exported for scenarios
 // added in other files of this package and for callers that build their own workflows.
 func WebhookNode(path string) map[string]any { return webhookNode(path) }
