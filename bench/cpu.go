@@ -70,15 +70,20 @@ func (g cpuGroups) snapshot() cpuTicks {
 		if open < 0 || closing < open || closing+2 > len(s) {
 			continue
 		}
-		// After "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime.
+		// After "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+		// utime stime cutime cstime. cutime/cstime hold the reaped children: a PostgreSQL backend
+		// or a runner that exits during the phase keeps counting through its parent.
 		f := strings.Fields(s[closing+2:])
-		if len(f) < 13 {
+		if len(f) < 15 {
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		procs[pid] = proc{ppid: ppid, ticks: ut + st, comm: s[open+1 : closing]}
+		var ticks int64
+		for _, i := range []int{11, 12, 13, 14} {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += v
+		}
+		procs[pid] = proc{ppid: ppid, ticks: ticks, comm: s[open+1 : closing]}
 	}
 	out := cpuTicks{}
 	for pid, p := range procs {

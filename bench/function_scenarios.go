@@ -54,6 +54,7 @@ func subWorkflowFanOutScenario() Scenario {
 		Body:          benchBody(),
 		Check:         expectItems(FanOutItems, "sub"),
 		MaxSequential: fanOutMaxSequential,
+		Ref:           ScenarioSubWorkflowFanOut, // it is the reference of fn-call-fanout, not a candidate
 	}
 	base := Baseline()[1].Workflows // webhook-subworkflow: the sub-workflow, then its caller
 	sc.Workflows = []WorkflowFunc{

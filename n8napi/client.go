@@ -46,8 +46,15 @@ func New(baseURL, apiKey string) *Client {
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
+	// n8n's HTTP server keeps idle connections for Node's default 5 s: closing ours first avoids
+	// sending a request on a socket n8n is closing at that moment ("connection reset by peer").
+	t.IdleConnTimeout = IdleConnTimeout
 	return t
 }
+
+// IdleConnTimeout is how long NewTransport keeps an idle connection to n8n (below Node's 5 s
+// keepAliveTimeout).
+const IdleConnTimeout = 4 * time.Second
 
 // Error is returned when n8n answers with a non-2xx status. It names the operation and carries
 // n8n's own message so that the cause is visible without a debugger.

@@ -71,6 +71,23 @@ func (r *Registry) ListFunctions(ctx context.Context) ([]FunctionRecord, error) 
 }
 
 // indexedRecords lists every indexed function with the live registration records among them.
+// Unregistered lists the indexed functions whose registration record has expired: no sidecar has
+// discovered them for RegistrationTTL, so their workflow was unpublished or deleted (or every
+// sidecar is down). Their streams stay until RemoveFunction.
+func (r *Registry) Unregistered(ctx context.Context) ([]FunctionKey, error) {
+	fns, recs, err := r.indexedRecords(ctx, "unregistered")
+	if err != nil {
+		return nil, err
+	}
+	var out []FunctionKey
+	for _, fn := range fns {
+		if _, ok := recs[fn]; !ok {
+			out = append(out, fn)
+		}
+	}
+	return out, nil
+}
+
 func (r *Registry) indexedRecords(ctx context.Context, op string) ([]FunctionKey, map[FunctionKey]FunctionRecord, error) {
 	fns, err := r.indexed(ctx)
 	if err != nil {

@@ -210,12 +210,27 @@ func (r *Registry) LoadCall(ctx context.Context, fn FunctionKey, entryID string)
 	if !validID(entryID) {
 		return Call{}, errorf(op, fn, ErrInvalid, "entry id %q is not a stream id (want MS-SEQ)", entryID)
 	}
-	msgs, err := r.rdb.XRange(ctx, r.k.calls(fn), entryID, entryID).Result()
+	// One round trip (one key, so one slot on Cluster): the entry and whether it still waits for
+	// an answer. An acknowledged entry stays in the stream until trimmed, and must not run again.
+	stream := r.k.calls(fn)
+	var rng *redis.XMessageSliceCmd
+	var pend *redis.XPendingExtCmd
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		rng = p.XRange(ctx, stream, entryID, entryID)
+		pend = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: GroupName, Start: entryID, End: entryID, Count: 1})
+		return nil
+	}); err != nil && !redisErrPrefix(err, "NOGROUP") {
+		return Call{}, wrap(op, fn, err)
+	}
+	msgs, err := rng.Result()
 	if err != nil {
 		return Call{}, wrap(op, fn, err)
 	}
 	if len(msgs) == 0 {
 		return Call{}, errorf(op, fn, ErrNotFound, "entry %s does not exist (already trimmed or removed)", entryID)
+	}
+	if p, err := pend.Result(); err != nil || len(p) == 0 {
+		return Call{}, errorf(op, fn, ErrNotFound, "entry %s was already answered (acknowledged)", entryID)
 	}
 	d, err := decodeDelivery(fn, msgs[0])
 	if err != nil {

@@ -92,8 +92,8 @@ func TestTrimByAge(t *testing.T) {
 	if res.ConsumersPruned != 1 {
 		t.Fatalf("idle consumer without pending not pruned: %+v", res)
 	}
-	if _, err := r.LoadCall(ctx, fn, fresh); err != nil {
-		t.Fatalf("fresh entry trimmed: %v", err)
+	if msgs, err := r.rdb.XRange(ctx, r.k.calls(fn), fresh, fresh).Result(); err != nil || len(msgs) != 1 {
+		t.Fatalf("fresh entry trimmed: %v, %v", msgs, err)
 	}
 	// A consumer that still owns entries is never pruned, however idle.
 	mustRead(t, r, "busy-consumer", []FunctionKey{fn}, 1)

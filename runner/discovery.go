@@ -140,6 +140,13 @@ func (d *discovery) refreshNow(ctx context.Context) error {
 	return err
 }
 
+// succeeded says whether the last discovery round listed n8n's published workflows.
+func (d *discovery) succeeded() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rounds > 0 && d.lastErr == nil
+}
+
 func (d *discovery) round(ctx context.Context) error {
 	f := d.f
 	wfs, err := f.api.ListWorkflows(ctx, true)

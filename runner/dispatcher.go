@@ -301,7 +301,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	}
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		status, answer, err := d.post(rctx, method, url, body, deadline)
+		status, answer, err := d.post(rctx, method, url, body, deadline, dl.Call.ID)
 		if err != nil {
 			if time.Now().After(deadline) {
 				// The caller has given up; acknowledge so the call is not run again.
@@ -357,7 +357,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 // post sends the call reference to the function's webhook and returns n8n's answer. A 404 is
 // asked again for a while: publishing is asynchronous in n8n 2.x, so a just-published function's
 // webhook answers 404 for a moment, and nothing ran.
-func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, deadline time.Time) (int, []byte, error) {
+func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, deadline time.Time, callID string) (int, []byte, error) {
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 		if err != nil {
@@ -365,6 +365,11 @@ func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, 
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("User-Agent", "n8n-fn-dispatcher/"+d.f.cfg.ID)
+		// With it Go's transport resends the POST by itself when a kept-alive connection turns out
+		// to be closed by n8n ("connection reset by peer"); without it the call would wait for
+		// the recoverer (claimIdle). Safe: a call runs at most once per entry (the function node
+		// refuses an answered call) and delivery is at-least-once anyway.
+		req.Header.Set("Idempotency-Key", callID)
 		resp, err := d.http.Do(req)
 		if err != nil {
 			return 0, nil, err

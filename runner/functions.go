@@ -49,6 +49,7 @@ type functions struct {
 	disp    *dispatcher
 	rec     *recoverer
 	hb      *heartbeat
+	jan     *janitor
 
 	tun tunables
 
@@ -65,6 +66,8 @@ type tunables struct {
 	discoveryInterval time.Duration
 	heartbeatInterval time.Duration
 	readBlock         time.Duration
+	janitorInterval   time.Duration
+	janitorGrace      time.Duration
 }
 
 func defaultTunables() tunables {
@@ -76,6 +79,10 @@ func defaultTunables() tunables {
 		discoveryInterval: 10 * time.Second,
 		heartbeatInterval: 10 * time.Second, // a third of the registry's HeartbeatTTL
 		readBlock:         2 * time.Second,
+		// Registrations already live 5 min after the last discovery; the grace adds a margin for
+		// a discovery round that failed once or a sidecar that restarts.
+		janitorInterval: time.Minute,
+		janitorGrace:    5 * time.Minute,
 	}
 }
 
@@ -113,6 +120,7 @@ func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
 	f.disp = newDispatcher(f)
 	f.rec = newRecoverer(f)
 	f.hb = newHeartbeat(f)
+	f.jan = newJanitor(f)
 	return f, nil
 }
 
@@ -137,6 +145,7 @@ func (f *functions) start(ctx context.Context, wg *sync.WaitGroup) {
 	f.rec.start(ctx, wg)
 	if f.api != nil {
 		f.disc.start(ctx, wg) // without it the catalog stays empty: nothing is dispatched here
+		f.jan.start(ctx, wg)  // only a sidecar that sees what is published can tell what is not
 	}
 }
 
@@ -258,7 +267,5 @@ func resultJSON(items []outItem) (json.RawMessage, error) {
 // webhookClient is the HTTP client the dispatcher posts call references with; each request has
 // its own deadline (the call's).
 func webhookClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: n8napi.NewTransport()}
 }

@@ -1,0 +1,91 @@
+package runner
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/registry"
+)
+
+// janitor removes what Redis holds for functions nobody publishes any more. A function whose
+// workflow was unpublished or deleted keeps its call stream, group and dead letters, and calls
+// still queued for it would only run into their timeouts. Once its registration has expired, no
+// live sidecar serves it and this sidecar's own discovery is working and does not find it either,
+// for a whole grace period, the janitor removes its keys and tells the callers still waiting that
+// the function was removed (registry.RemoveFunction). Several sidecars may do this at once: the
+// removal is idempotent.
+type janitor struct {
+	f *functions
+	// discovered says whether this sidecar's last discovery round succeeded: without it an
+	// unreachable n8n API would make every function look unpublished.
+	discovered func() bool
+	suspects   map[registry.FunctionKey]time.Time // first seen unpublished
+}
+
+func newJanitor(f *functions) *janitor {
+	return &janitor{f: f, discovered: f.disc.succeeded, suspects: map[registry.FunctionKey]time.Time{}}
+}
+
+func (j *janitor) start(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(j.f.tun.janitorInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				j.sweep(ctx, time.Now())
+			}
+		}
+	}()
+}
+
+func (j *janitor) sweep(ctx context.Context, now time.Time) {
+	f := j.f
+	if !j.discovered() {
+		clear(j.suspects) // start over: what looked unpublished may just not have been seen
+		return
+	}
+	gone, err := f.reg.Unregistered(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.WithError(err).Warn("janitor: listing unregistered functions failed")
+		}
+		return
+	}
+	seen := make(map[registry.FunctionKey]bool, len(gone))
+	for _, k := range gone {
+		if f.catalog.get(k) != nil {
+			continue // served here: the next discovery round registers it again
+		}
+		if live, err := f.reg.HasLiveConsumer(ctx, k); err != nil || live {
+			continue // another sidecar still serves it (its discovery is behind, or ours is)
+		}
+		seen[k] = true
+		first, ok := j.suspects[k]
+		if !ok {
+			j.suspects[k] = now
+			continue
+		}
+		if now.Sub(first) < j.f.tun.janitorGrace {
+			continue
+		}
+		if err := f.reg.RemoveFunction(ctx, k); err != nil {
+			if ctx.Err() == nil {
+				f.log.WithError(err).WithField("function", k.String()).Warn("janitor: removing an unpublished function failed")
+			}
+			continue
+		}
+		delete(j.suspects, k)
+		f.log.WithField("function", k.String()).Info("removed the call queue of a function no longer published; callers still waiting were told")
+	}
+	for k := range j.suspects {
+		if !seen[k] {
+			delete(j.suspects, k) // published again, or served somewhere
+		}
+	}
+}
