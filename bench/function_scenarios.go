@@ -59,36 +59,48 @@ func subWorkflowFanOutScenario() Scenario {
 	base := Baseline()[1].Workflows // webhook-subworkflow: the sub-workflow, then its caller
 	sc.Workflows = []WorkflowFunc{
 		func(path string, ids []string) ([]byte, error) {
-			var wf map[string]any
-			b, err := base[0](path, ids)
+			wf, nodes, err := decodeWorkflow(base[0], path, ids)
 			if err != nil {
 				return nil, err
 			}
-			if err := json.Unmarshal(b, &wf); err != nil {
-				return nil, err
-			}
-			nodes := wf["nodes"].([]any)
-			code := nodes[1].(map[string]any)["parameters"].(map[string]any)
+			code := nodes[1]["parameters"].(map[string]any)
 			code["jsCode"] = fmt.Sprintf(fanOutBodyJS, FanOutWaitMs, "sub")
 			return json.Marshal(wf)
 		},
 		func(path string, ids []string) ([]byte, error) {
-			var wf map[string]any
-			b, err := base[1](path, ids)
+			wf, nodes, err := decodeWorkflow(base[1], path, ids)
 			if err != nil {
 				return nil, err
 			}
-			if err := json.Unmarshal(b, &wf); err != nil {
-				return nil, err
-			}
-			nodes := wf["nodes"].([]any)
-			exec := nodes[1].(map[string]any)
+			exec := nodes[1]
 			exec["parameters"].(map[string]any)["mode"] = "each"
-			hook := nodes[0].(map[string]any)
-			return chain(wf["name"].(string), hook, codeNode("Split", fmt.Sprintf(fanOutSplitJS, FanOutItems)), exec)
+			return chain(wf["name"].(string), nodes[0], codeNode("Split", fmt.Sprintf(fanOutSplitJS, FanOutItems)), exec)
 		},
 	}
 	return sc
+}
+
+// decodeWorkflow builds a workflow with wf and decodes it for changes: the workflow and its nodes.
+func decodeWorkflow(wf WorkflowFunc, path string, ids []string) (map[string]any, []map[string]any, error) {
+	b, err := wf(path, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	var w map[string]any
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, nil, fmt.Errorf("decode workflow: %w", err)
+	}
+	raw, _ := w["nodes"].([]any)
+	nodes := make([]map[string]any, len(raw))
+	for i, n := range raw {
+		if nodes[i], _ = n.(map[string]any); nodes[i] == nil {
+			return nil, nil, fmt.Errorf("decode workflow: node %d is not an object", i)
+		}
+	}
+	if len(nodes) < 2 {
+		return nil, nil, fmt.Errorf("decode workflow: %d nodes, want at least 2", len(nodes))
+	}
+	return w, nodes, nil
 }
 
 func functionFanOutScenario() Scenario {

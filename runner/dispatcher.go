@@ -59,7 +59,7 @@ func newDispatcher(f *functions) *dispatcher {
 func (d *dispatcher) start(ctx context.Context, wg *sync.WaitGroup) {
 	readCtx, stop := context.WithCancel(ctx)
 	d.stopRead = stop
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
@@ -78,19 +78,7 @@ func (d *dispatcher) start(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(d.f.tun.keepAliveInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				d.keepAlive(ctx)
-			}
-		}
-	}()
+	every(ctx, wg, d.f.tun.keepAliveInterval, d.keepAlive)
 }
 
 // shutdown stops reading new calls and waits (until ctx ends) for the dispatches in flight, so

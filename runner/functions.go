@@ -269,3 +269,22 @@ func resultJSON(items []outItem) (json.RawMessage, error) {
 func webhookClient() *http.Client {
 	return &http.Client{Transport: n8napi.NewTransport()}
 }
+
+// every runs fn each interval until ctx ends, in its own goroutine counted by wg: the shape of
+// the periodic duties (keep-alive, recovery, trimming, janitor).
+func every(ctx context.Context, wg *sync.WaitGroup, interval time.Duration, fn func(context.Context)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn(ctx)
+			}
+		}
+	}()
+}

@@ -28,20 +28,7 @@ func newJanitor(f *functions) *janitor {
 }
 
 func (j *janitor) start(ctx context.Context, wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(j.f.tun.janitorInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				j.sweep(ctx, time.Now())
-			}
-		}
-	}()
+	every(ctx, wg, j.f.tun.janitorInterval, func(ctx context.Context) { j.sweep(ctx, time.Now()) })
 }
 
 func (j *janitor) sweep(ctx context.Context, now time.Time) {

@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // recoverer takes over calls whose dispatcher died or hung (idle past claimIdle), hands them to
@@ -14,24 +13,8 @@ type recoverer struct{ f *functions }
 func newRecoverer(f *functions) *recoverer { return &recoverer{f: f} }
 
 func (r *recoverer) start(ctx context.Context, wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rt := time.NewTicker(r.f.tun.recoverInterval)
-		defer rt.Stop()
-		tt := time.NewTicker(r.f.tun.trimInterval)
-		defer tt.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-rt.C:
-				r.reclaim(ctx)
-			case <-tt.C:
-				r.trim(ctx)
-			}
-		}
-	}()
+	every(ctx, wg, r.f.tun.recoverInterval, r.reclaim)
+	every(ctx, wg, r.f.tun.trimInterval, r.trim)
 }
 
 func (r *recoverer) reclaim(ctx context.Context) {
