@@ -451,3 +451,35 @@ func TestReplyChunkFollowsReadTimeout(t *testing.T) {
 		t.Fatalf("replyChunk = %v, %v", r.replyChunk, err)
 	}
 }
+
+// TestCancelCalls: a withdrawn call is neither delivered (not read yet) nor loadable (read, its
+// execution about to start), and leaves nothing pending.
+func TestCancelCalls(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{})
+	ctx := ctxT(t)
+	fn := fnKey("slow")
+	mustEnsure(t, r, fn)
+	read := mustAdd(t, r, newCall(r, fn, "caller", `{}`))
+	if ds := mustRead(t, r, "sidecar-1", []FunctionKey{fn}, 1); len(ds) != 1 || ds[0].EntryID != read {
+		t.Fatalf("read %v", ds)
+	}
+	queued := mustAdd(t, r, newCall(r, fn, "caller", `{}`))
+	kept := mustAdd(t, r, newCall(r, fn, "caller", `{}`))
+	if err := r.CancelCalls(ctx, fn, read, queued); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LoadCall(ctx, fn, read); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LoadCall of a withdrawn, already read call = %v, want ErrNotFound", err)
+	}
+	ds := mustRead(t, r, "sidecar-1", []FunctionKey{fn}, 10)
+	if len(ds) != 1 || ds[0].EntryID != kept {
+		t.Errorf("after the withdrawal the consumer gets %v, want only %s", ds, kept)
+	}
+	st, err := r.FunctionStatus(ctx, fn)
+	if err != nil || st.Length != 1 || st.Pending != 1 {
+		t.Errorf("status %+v, %v: want the kept call only (length 1, pending 1)", st, err)
+	}
+	if err := r.CancelCalls(ctx, fn, "nope"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad id: %v", err)
+	}
+}

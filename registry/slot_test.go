@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -150,6 +151,13 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		calls = append(calls, c)
 		mustAdd(t, r, c)
 		mustAdd(t, r, newCall(r, fn, "caller", `{}`))
+		withdrawn := mustAdd(t, r, newCall(r, fn, "caller", `{}`))
+		if err := r.CancelCalls(ctx, fn, withdrawn); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.LoadCall(ctx, fn, withdrawn); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("LoadCall of a withdrawn call: %v", err)
+		}
 		mustAdd(t, r, newCall(r, fn, "caller", `{}`))
 	}
 	ds, err := r.ReadCalls(ctx, "s1", fns, 1, 50*time.Millisecond)
@@ -190,6 +198,9 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := r.ListFunctions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Unregistered(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.RemoveFunction(ctx, fns[0]); err != nil {

@@ -251,6 +251,32 @@ func (r *Registry) Ack(ctx context.Context, fn FunctionKey, entryIDs ...string) 
 	return wrap(op, fn, r.rdb.XAck(ctx, r.k.calls(fn), GroupName, entryIDs...).Err())
 }
 
+// CancelCalls withdraws calls whose caller no longer waits (it timed out, or n8n cancelled its
+// task): an entry not dispatched yet is never run, and a function execution that starts for one
+// finds it gone (LoadCall: ErrNotFound) and does nothing. A function already past LoadCall is not
+// stopped; its answer reaches nobody.
+func (r *Registry) CancelCalls(ctx context.Context, fn FunctionKey, entryIDs ...string) error {
+	const op = "cancel calls"
+	if err := fn.Validate(); err != nil {
+		return wrap(op, fn, err)
+	}
+	for _, id := range entryIDs {
+		if !validID(id) {
+			return errorf(op, fn, ErrInvalid, "entry id %q is not a stream id (want MS-SEQ)", id)
+		}
+	}
+	if len(entryIDs) == 0 {
+		return nil
+	}
+	stream := r.k.calls(fn)
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XAck(ctx, stream, GroupName, entryIDs...)
+		p.XDel(ctx, stream, entryIDs...)
+		return nil
+	})
+	return wrap(op, fn, err)
+}
+
 // RemoveFunction deletes everything of a function: call stream and group, dead letters, record and
 // live set, and drops it from the index. Callers still waiting for its unfinished calls are told.
 // Only for explicit removal by an operator or a deleted workflow; never on restart or redeploy.

@@ -666,3 +666,44 @@ func TestCallWithRedisDown(t *testing.T) {
 		t.Fatalf("after Redis came back: %s %v", out, err)
 	}
 }
+
+// TestCancelledCallIsWithdrawn: n8n cancels the caller's task (the user stopped the execution)
+// while its call still waits in the queue behind a busy function: the call is withdrawn and never
+// runs, instead of running later for nobody.
+func TestCancelledCallIsWithdrawn(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 1, nil)
+	// Longer than one reply wait (the caller notices a cancelled task within about a second).
+	h.wf.set(func(w *fnWorkflow) { w.delay = 2500 * time.Millisecond })
+	code := `/* @n8n-fn {"op":"call","function":"add","timeoutMs":10000} */`
+	busy := make(chan error, 1)
+	go func() { _, err := h.call(t, code, false, `{"a":1}`); busy <- err }()
+	waitFor(t, "the first call running", 5*time.Second, func() bool { return h.wf.calls.Load() == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancelled := make(chan error, 1)
+	go func() {
+		d := parseDirective(t, code, workflows.ParseCall)
+		data := &taskData{WorkflowID: "wfCaller", NodeName: "Call", ExecutionID: "2", Items: []item{{JSON: json.RawMessage(`{"a":2}`)}}}
+		_, err := h.rt.runCall(ctx, data, d, callOptions{taskID: "task2", started: time.Now()})
+		cancelled <- err
+	}()
+	waitFor(t, "the second call queued", 5*time.Second, func() bool {
+		st, err := h.rt.reg.FunctionStatus(context.Background(), h.key)
+		return err == nil && st.Length == 2
+	})
+	cancel()
+	if err := <-cancelled; err == nil || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	if err := <-busy; err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // the dispatcher's slot is free again: it would take the second call now
+	if n := h.wf.calls.Load(); n != 1 {
+		t.Fatalf("the function ran %d times; the cancelled call must not run", n)
+	}
+	if st, err := h.rt.reg.FunctionStatus(context.Background(), h.key); err != nil || st.Pending != 0 {
+		t.Fatalf("status after the withdrawal: %+v, %v (want nothing pending)", st, err)
+	}
+}

@@ -173,9 +173,30 @@ func allDone(reqs []*callReq) bool {
 var errNoRetry = errors.New("not retryable")
 
 // callOnce queues one attempt of every pending call in parallel and waits for all replies until deadline.
+// withdraw cancels the calls nobody waits for any more (timed out, or the task was cancelled),
+// so that a call still queued is not run later for nothing (or run twice, next to its retry).
+func (f *functions) withdraw(ctx context.Context, key registry.FunctionKey, ids []string, replies map[string]registry.Reply, entryOf map[string]string) {
+	var gone []string
+	for _, id := range ids {
+		if _, ok := replies[id]; !ok {
+			gone = append(gone, entryOf[id])
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	// The task's context may be what ended: the withdrawal gets its own short one.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := f.reg.CancelCalls(cctx, key, gone...); err != nil {
+		f.log.WithError(err).WithField("function", key.String()).Warn("could not withdraw calls nobody waits for; they may still run")
+	}
+}
+
 func (f *functions) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
 	ids := make([]string, len(pending))
+	entries := make([]string, len(pending))
 	byID := make(map[string]*callReq, len(pending))
 	var wg sync.WaitGroup
 	addErrs := make([]error, len(pending))
@@ -190,16 +211,18 @@ func (f *functions) callOnce(ctx context.Context, key registry.FunctionKey, labe
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, addErrs[i] = f.reg.AddCall(ctx, c)
+			entries[i], addErrs[i] = f.reg.AddCall(ctx, c)
 		}()
 	}
 	wg.Wait()
 	var waitIDs []string
+	entryOf := make(map[string]string, len(pending))
 	for i, err := range addErrs {
 		r := pending[i]
 		switch {
 		case err == nil:
 			waitIDs = append(waitIDs, ids[i])
+			entryOf[ids[i]] = entries[i]
 		case errors.Is(err, registry.ErrBacklogFull):
 			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
 		case errors.Is(err, registry.ErrUnavailable):
@@ -215,6 +238,7 @@ func (f *functions) callOnce(ctx context.Context, key registry.FunctionKey, labe
 	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
 	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
 		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
+	f.withdraw(ctx, key, waitIDs, replies, entryOf)
 	if err != nil && !errors.Is(err, registry.ErrTimeout) {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: the task was cancelled while waiting for the result: %w", label, ctx.Err())
