@@ -483,3 +483,36 @@ func TestCancelCalls(t *testing.T) {
 		t.Errorf("bad id: %v", err)
 	}
 }
+
+// TestRemoveUnregistered: a registered function is never removed; once its record expired it is,
+// and its waiting caller is told.
+func TestRemoveUnregistered(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{RegistrationTTL: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	fn := fnKey("old")
+	if err := r.RegisterFunction(ctx, FunctionRecord{Key: fn, WorkflowID: "wf"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCall(r, fn, "caller", `{}`)
+	mustAdd(t, r, c)
+	if removed, err := r.RemoveUnregistered(ctx, fn); err != nil || removed {
+		t.Fatalf("removed a registered function: %v, %v", removed, err)
+	}
+	if st, _ := r.FunctionStatus(ctx, fn); !st.StreamExists || st.Length != 1 {
+		t.Fatalf("the registered function lost its queue: %+v", st)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if left, err := r.Unregistered(ctx); err != nil || len(left) != 1 || left[0] != fn {
+		t.Fatalf("Unregistered = %v, %v", left, err)
+	}
+	if removed, err := r.RemoveUnregistered(ctx, fn); err != nil || !removed {
+		t.Fatalf("RemoveUnregistered after expiry: %v, %v", removed, err)
+	}
+	got, err := r.WaitReplies(ctx, c.ReplyKey, []string{c.ID}, time.Now().Add(2*time.Second))
+	if err != nil || got[c.ID].ErrorKind != ErrorKindRemoved {
+		t.Fatalf("caller not told: %+v, %v", got, err)
+	}
+	if left, err := r.Unregistered(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("still indexed after removal: %v, %v", left, err)
+	}
+}

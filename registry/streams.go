@@ -281,13 +281,52 @@ func (r *Registry) CancelCalls(ctx context.Context, fn FunctionKey, entryIDs ...
 // live set, and drops it from the index. Callers still waiting for its unfinished calls are told.
 // Only for explicit removal by an operator or a deleted workflow; never on restart or redeploy.
 func (r *Registry) RemoveFunction(ctx context.Context, fn FunctionKey) error {
+	_, err := r.remove(ctx, fn, false)
+	return err
+}
+
+// RemoveUnregistered is RemoveFunction for a function nobody registers any more. It removes
+// nothing and returns false when the function has a record, or when its record or call stream
+// changes while it works: a sidecar registered it again, or a caller queued a call.
+func (r *Registry) RemoveUnregistered(ctx context.Context, fn FunctionKey) (bool, error) {
+	return r.remove(ctx, fn, true)
+}
+
+var errStillRegistered = errors.New("still registered")
+
+func (r *Registry) remove(ctx context.Context, fn FunctionKey, onlyUnregistered bool) (bool, error) {
 	const op = "remove function"
 	if err := fn.Validate(); err != nil {
-		return wrap(op, fn, err)
+		return false, wrap(op, fn, err)
 	}
-	calls, err := r.unfinished(ctx, fn, 10000)
-	if err != nil {
-		return wrap(op, fn, err)
+	var calls []Call
+	// WATCH makes the check and the DEL one step against a sidecar that registers the function
+	// again meanwhile. All these keys share the function's hash tag: one slot on Cluster.
+	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		if onlyUnregistered {
+			n, err := tx.Exists(ctx, r.k.record(fn)).Result()
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return errStillRegistered
+			}
+		}
+		var err error
+		if calls, err = r.unfinished(ctx, fn, 10000); err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Del(ctx, r.k.functionKeys(fn)...)
+			return nil
+		})
+		return err
+	}, r.k.record(fn), r.k.calls(fn))
+	switch {
+	case onlyUnregistered && (errors.Is(err, errStillRegistered) || errors.Is(err, redis.TxFailedErr)):
+		return false, nil
+	case err != nil:
+		return false, wrap(op, fn, err)
 	}
 	for _, c := range calls {
 		if c.ReplyKey == "" {
@@ -296,17 +335,12 @@ func (r *Registry) RemoveFunction(ctx context.Context, fn FunctionKey) error {
 		rep := Reply{CallID: c.ID, ErrorKind: ErrorKindRemoved,
 			Error: fmt.Sprintf("function %s was removed before this call finished", fn)}
 		if err := r.PublishReply(ctx, c.ReplyKey, rep); err != nil {
-			return wrap(op, fn, err)
+			return true, wrap(op, fn, err)
 		}
 	}
-	// All these keys share the function's hash tag, so one DEL works on Cluster.
-	if err := r.rdb.Del(ctx, r.k.functionKeys(fn)...).Err(); err != nil {
-		return wrap(op, fn, err)
-	}
-	return wrap(op, fn, r.rdb.ZRem(ctx, r.k.index(), fn.String()).Err())
+	return true, wrap(op, fn, r.rdb.ZRem(ctx, r.k.index(), fn.String()).Err())
 }
 
-// unfinished returns up to limit calls not yet acknowledged: pending ones and undelivered ones.
 func (r *Registry) unfinished(ctx context.Context, fn FunctionKey, limit int64) ([]Call, error) {
 	stream := r.k.calls(fn)
 	groups, err := r.rdb.XInfoGroups(ctx, stream).Result()

@@ -13,8 +13,8 @@ import (
 // still queued for it would only run into their timeouts. Once its registration has expired, no
 // live sidecar serves it and this sidecar's own discovery is working and does not find it either,
 // for a whole grace period, the janitor removes its keys and tells the callers still waiting that
-// the function was removed (registry.RemoveFunction). Several sidecars may do this at once: the
-// removal is idempotent.
+// the function was removed (registry.RemoveUnregistered, which backs off when a sidecar registers
+// it again at that moment). Several sidecars may do this at once: the removal is idempotent.
 type janitor struct {
 	f *functions
 	// discovered says whether this sidecar's last discovery round succeeded: without it an
@@ -61,13 +61,17 @@ func (j *janitor) sweep(ctx context.Context, now time.Time) {
 		if now.Sub(first) < j.f.tun.janitorGrace {
 			continue
 		}
-		if err := f.reg.RemoveFunction(ctx, k); err != nil {
+		removed, err := f.reg.RemoveUnregistered(ctx, k)
+		if err != nil {
 			if ctx.Err() == nil {
 				f.log.WithError(err).WithField("function", k.String()).Warn("janitor: removing an unpublished function failed")
 			}
 			continue
 		}
 		delete(j.suspects, k)
+		if !removed {
+			continue // registered again meanwhile
+		}
 		f.log.WithField("function", k.String()).Info("removed the call queue of a function no longer published; callers still waiting were told")
 	}
 	for k := range j.suspects {
