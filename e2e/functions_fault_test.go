@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,24 +101,10 @@ func TestFunctionSurvivesWorkerDeath(t *testing.T) {
 // running executions only when asked for status=running.
 func waitRunning(t *testing.T, s *Stack, wfID string, d time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	u := s.Env.BaseURL + "/api/v1/executions?status=running&limit=5&workflowId=" + url.QueryEscape(wfID)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(Ctx(t, 10*time.Second), http.MethodGet, u, nil)
-		req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			var out struct {
-				Data []struct {
-					ID json.Number `json:"id"`
-				} `json:"data"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&out)
-			resp.Body.Close()
-			if err == nil && len(out.Data) > 0 {
-				return out.Data[0].ID.String()
-			}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if id := runningExecution(t, s, wfID); id != "" {
+			return id
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("no running execution of workflow %s after %s", wfID, d)
 	return ""

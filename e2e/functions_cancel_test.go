@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/registry"
+)
+
+// TestStoppedCallerWithdrawsItsQueuedCall: every dispatcher is busy with a slow function
+// (maxConcurrency 1 each), a second caller's call waits in the queue, and the user stops that
+// caller's execution. n8n cancels the call's task; the call must leave the queue and never run,
+// while the calls already running finish normally.
+func TestStoppedCallerWithdrawsItsQueuedCall(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("SKIP: the stack runs RUNNER_KIND=%s; functions need the n8n-fn sidecars", s.Env.RunnerKind)
+	}
+	if s.Env.RedisURL == "" {
+		t.Skip("SKIP: the stack env has no REDIS_URL")
+	}
+	rdb, err := registry.NewClient(s.Env.RedisURL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	reg, err := registry.New(rdb, registry.Config{Prefix: s.Env.Vars["N8N_FN_PREFIX"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecars := 1 + len(s.Env.WorkerBrokerPorts) // main and each worker have one, each dispatches
+
+	name := UniqueName(t, "withdraw")
+	fnWF := s.Deploy(t, Chain("n8n-fn withdraw "+name+" function", spread(
+		WebhookNode(name+"/fn"),
+		fnDirective("Function", map[string]any{"op": "function", "name": name, "maxConcurrency": 1, "timeoutMs": 120000}),
+		codeNodeMode("Slow body", "runOnceForAllItems",
+			"await new Promise(r => setTimeout(r, 10000));\nreturn $input.all().map(i => ({ json: { ...i.json, done: true } }));"),
+		fnDirective("Return", map[string]any{"op": "return"}),
+	)...))
+	s.Deploy(t, Chain("n8n-fn withdraw "+name+" busy caller", spread(
+		WebhookNode(name+"/busy"),
+		codeNodeMode("Items", "runOnceForAllItems", fmt.Sprintf("return Array.from({length: %d}, (_, i) => ({ json: { i } }));", sidecars)),
+		fnDirective("Call", map[string]any{"op": "call", "function": name, "timeoutMs": 110000}),
+	)...))
+	stoppedWF := s.Deploy(t, Chain("n8n-fn withdraw "+name+" stopped caller", spread(
+		WebhookNode(name+"/stopped"),
+		fnDirective("Call", map[string]any{"op": "call", "function": name, "timeoutMs": 110000}),
+	)...))
+
+	key := registry.FunctionKey{Scope: registry.ScopeGlobal, Name: name}
+	ctx := Ctx(t, 3*time.Minute)
+	waitUntil(t, ctx, fmt.Sprintf("all %d sidecars serve %s", sidecars, name), func() bool {
+		live, err := reg.LiveSidecars(ctx, key)
+		return err == nil && len(live) == sidecars
+	})
+	status := func() registry.FunctionStatus {
+		st, err := reg.FunctionStatus(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	call := func(path string) <-chan int {
+		ch := make(chan int, 1)
+		go func() {
+			c := *s.Client
+			c.HTTP = &http.Client{}
+			r, err := c.CallWebhook(ctx, http.MethodPost, path, []byte(`{}`))
+			if err != nil {
+				ch <- -1
+				return
+			}
+			ch <- r.Status
+		}()
+		return ch
+	}
+	busy := call(name + "/busy")
+	waitUntil(t, ctx, "every dispatcher busy with one call", func() bool {
+		st := status()
+		return st.Pending == int64(sidecars) && st.Length == int64(sidecars)
+	})
+	stopped := call(name + "/stopped")
+	waitUntil(t, ctx, "the stopped caller's call waiting in the queue", func() bool {
+		st := status()
+		return st.Length == int64(sidecars)+1 && st.Pending == int64(sidecars) // added, not delivered
+	})
+	execID := waitRunning(t, s, stoppedWF, 10*time.Second)
+	time.Sleep(500 * time.Millisecond) // the call task is running on a sidecar
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Env.BaseURL, "/")+"/api/v1/executions/"+execID+"/stop", bytes.NewReader(nil))
+	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stop execution %s: HTTP %d %s", execID, resp.StatusCode, b)
+	}
+	// Withdrawn = deleted from the stream (Redis stops reporting the group's lag after a deletion).
+	waitUntil(t, ctx, "the stopped caller's call withdrawn from the queue", func() bool { return status().Length == int64(sidecars) })
+	if code := <-stopped; code == http.StatusOK {
+		t.Errorf("the stopped caller answered 200")
+	}
+	if code := <-busy; code != http.StatusOK {
+		t.Fatalf("busy caller: HTTP %d", code)
+	}
+	time.Sleep(2 * time.Second) // a dispatcher is free now: it would take a call still queued
+	list, err := s.Client.ListExecutions(ctx, fnWF, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != sidecars {
+		t.Fatalf("the function ran %d times, want %d: the stopped caller's call must not run", len(list), sidecars)
+	}
+}
+
+// waitUntil polls cond every 100 ms until it holds or ctx ends.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
