@@ -40,8 +40,9 @@ func TestStoppedCallerWithdrawsItsQueuedCall(t *testing.T) {
 	fnWF := s.Deploy(t, Chain("n8n-fn withdraw "+name+" function", spread(
 		WebhookNode(name+"/fn"),
 		fnDirective("Function", map[string]any{"op": "function", "name": name, "maxConcurrency": 1, "timeoutMs": 120000}),
+		// Slow enough that stopping the second caller surely happens while every dispatcher is busy.
 		codeNodeMode("Slow body", "runOnceForAllItems",
-			"await new Promise(r => setTimeout(r, 10000));\nreturn $input.all().map(i => ({ json: { ...i.json, done: true } }));"),
+			"await new Promise(r => setTimeout(r, 20000));\nreturn $input.all().map(i => ({ json: { ...i.json, done: true } }));"),
 		fnDirective("Return", map[string]any{"op": "return"}),
 	)...))
 	s.Deploy(t, Chain("n8n-fn withdraw "+name+" busy caller", spread(
