@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -95,17 +92,7 @@ func TestStoppedCallerWithdrawsItsQueuedCall(t *testing.T) {
 	})
 	execID := waitRunning(t, s, stoppedWF, 10*time.Second)
 	time.Sleep(500 * time.Millisecond) // the call task is running on a sidecar
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Env.BaseURL, "/")+"/api/v1/executions/"+execID+"/stop", bytes.NewReader(nil))
-	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("stop execution %s: HTTP %d %s", execID, resp.StatusCode, b)
-	}
+	stopExecution(t, s, ctx, execID)
 	// Withdrawn = deleted from the stream (Redis stops reporting the group's lag after a deletion).
 	waitUntil(t, ctx, "the stopped caller's call withdrawn from the queue", func() bool { return status().Length == int64(sidecars) })
 	if code := <-stopped; code == http.StatusOK {

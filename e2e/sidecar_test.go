@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -289,17 +290,7 @@ func TestRelayUserCancel(t *testing.T) {
 		}
 	}
 	time.Sleep(time.Second) // let the Code task reach the runner
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Env.BaseURL, "/")+"/api/v1/executions/"+execID+"/stop", bytes.NewReader(nil))
-	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("stop execution %s: HTTP %d %s", execID, resp.StatusCode, b)
-	}
+	stopExecution(t, s, ctx, execID)
 	select {
 	case <-answered:
 	case <-time.After(30 * time.Second):
@@ -318,6 +309,22 @@ func TestRelayUserCancel(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
+	}
+}
+
+// stopExecution stops a running execution through the public API, as a user would.
+func stopExecution(t *testing.T, s *Stack, ctx context.Context, execID string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Env.BaseURL, "/")+"/api/v1/executions/"+execID+"/stop", bytes.NewReader(nil))
+	req.Header.Set("X-N8N-API-KEY", s.Env.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stop execution %s: HTTP %d %s", execID, resp.StatusCode, b)
 	}
 }
 
