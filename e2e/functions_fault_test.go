@@ -21,8 +21,9 @@ func fnDirective(name string, d map[string]any) Node {
 
 // TestFunctionSurvivesWorkerDeath kills the worker that runs a function's execution (kill -9)
 // while its caller waits on the other worker. n8n does not retry the stalled job (it marks the
-// execution crashed), so n8n-fn must run the call again on a live worker; the caller still gets
-// exactly one result. It restarts the killed worker with scripts/stack.sh up afterwards.
+// execution crashed, after about 100 s), so n8n-fn must run the call again on a live worker, and
+// does so as soon as the dead worker's sidecar has reported its lost n8n process for 20 s; the
+// caller still gets exactly one result. It restarts the killed worker with scripts/stack.sh up afterwards.
 // It disturbs the shared stack, so it only runs with N8N_FN_E2E_FAULTS=1.
 func TestFunctionSurvivesWorkerDeath(t *testing.T) {
 	if os.Getenv("N8N_FN_E2E_FAULTS") != "1" {
@@ -84,7 +85,14 @@ func TestFunctionSurvivesWorkerDeath(t *testing.T) {
 		if a.err != nil {
 			t.Fatalf("caller: %v", a.err)
 		}
-		t.Logf("caller answered after the kill in %s: HTTP %d %s", time.Since(start).Round(time.Second), a.status, clip(a.body))
+		took := time.Since(start)
+		t.Logf("caller answered after the kill in %s: HTTP %d %s", took.Round(time.Second), a.status, clip(a.body))
+		// The killed worker's sidecar reports its lost n8n process with each heartbeat (10 s);
+		// after 20 s of that the dispatcher runs the call again, then the body takes 8 s. n8n alone
+		// would fail the stalled job only after about 100 s.
+		if took > 90*time.Second {
+			t.Errorf("the rerun came %s after the kill: the dispatcher did not notice the lost worker early", took.Round(time.Second))
+		}
 		var items []map[string]any
 		if a.status != http.StatusOK || json.Unmarshal(a.body, &items) != nil || len(items) != 1 || items[0]["done"] != true {
 			t.Fatalf("want one result item with done=true, got HTTP %d %s", a.status, clip(a.body))

@@ -26,6 +26,9 @@ func (k keys) record(fn FunctionKey) string { return k.tag(fn) + ":fn" }
 // live is a sorted set of sidecar ids serving the function, scored by heartbeat expiry (server ms).
 func (k keys) live(fn FunctionKey) string { return k.tag(fn) + ":live" }
 
+// running maps a call's entry id to the sidecar whose worker runs its function execution (hash).
+func (k keys) running(fn FunctionKey) string { return k.tag(fn) + ":running" }
+
 // idem holds the stored result of a successful call made with an idempotency key.
 func (k keys) idem(fn FunctionKey, key string) string { return k.tag(fn) + ":idem:" + key }
 
@@ -34,6 +37,10 @@ func (k keys) reply(caller string) string { return k.prefix + "{r:" + caller + "
 
 // sidecar is one sidecar's heartbeat record (JSON string with a TTL).
 func (k keys) sidecar(id string) string { return k.prefix + "sidecar:" + id }
+
+// n8nLost says how long a sidecar has been without its n8n process (ms, TTL = heartbeat TTL).
+// Outside "sidecar:" so that sidecarPattern matches heartbeat records only.
+func (k keys) n8nLost(id string) string { return k.prefix + "n8nlost:" + id }
 
 // sidecarPattern matches every sidecar heartbeat key, for SCAN.
 func (k keys) sidecarPattern() string { return k.prefix + "sidecar:*" }
@@ -45,5 +52,5 @@ func (k keys) index() string { return k.prefix + "index" }
 
 // functionKeys lists every key that belongs to one function (used by RemoveFunction and the slot test).
 func (k keys) functionKeys(fn FunctionKey) []string {
-	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn)}
+	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.running(fn)}
 }

@@ -61,6 +61,7 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 		p.RPush(ctx, d.Call.ReplyKey, b)
 		p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
 		p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
+		p.HDel(ctx, r.k.running(d.Function), d.EntryID)
 		return nil
 	})
 	return wrap(op, d.Function, err)

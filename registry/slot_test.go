@@ -168,6 +168,9 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		if err := r.KeepAlive(ctx, d.Function, "s1", []string{d.EntryID}); err != nil {
 			t.Fatal(err)
 		}
+		if err := r.MarkRunning(ctx, d.Function, d.EntryID, "s1"); err != nil {
+			t.Fatal(err)
+		}
 		if err := r.Complete(ctx, d, Reply{OK: true}); err != nil {
 			t.Fatal(err)
 		}

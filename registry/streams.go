@@ -248,7 +248,12 @@ func (r *Registry) Ack(ctx context.Context, fn FunctionKey, entryIDs ...string) 
 	if len(entryIDs) == 0 {
 		return nil
 	}
-	return wrap(op, fn, r.rdb.XAck(ctx, r.k.calls(fn), GroupName, entryIDs...).Err())
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XAck(ctx, r.k.calls(fn), GroupName, entryIDs...)
+		p.HDel(ctx, r.k.running(fn), entryIDs...)
+		return nil
+	})
+	return wrap(op, fn, err)
 }
 
 // CancelCalls withdraws calls whose caller no longer waits (it timed out, or n8n cancelled its
@@ -272,6 +277,7 @@ func (r *Registry) CancelCalls(ctx context.Context, fn FunctionKey, entryIDs ...
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.XAck(ctx, stream, GroupName, entryIDs...)
 		p.XDel(ctx, stream, entryIDs...)
+		p.HDel(ctx, r.k.running(fn), entryIDs...)
 		return nil
 	})
 	return wrap(op, fn, err)

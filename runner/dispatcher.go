@@ -287,9 +287,22 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	if key.Scope != workflows.ScopeGlobal {
 		name += " (workflow " + key.Scope + ")"
 	}
+	lostRuns, lostOn := 0, map[string]bool{}
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		status, answer, err := d.post(rctx, method, url, body, deadline, dl.Call.ID)
+		pctx, lost := context.WithCancelCause(rctx)
+		stopWatch := d.watchWorker(pctx, lost, key, dl.EntryID, lostOn)
+		status, answer, err := d.post(pctx, method, url, body, deadline, dl.Call.ID)
+		stopWatch()
+		if cause := context.Cause(pctx); errors.Is(cause, errWorkerLost) && err != nil && lostRuns < 3 {
+			// n8n would fail the dead worker's job only after its lock expires; run the call again
+			// now (at-least-once: if that worker was alive after all, the first answer wins).
+			lostRuns++
+			log.WithField("cause", cause.Error()).Warn("the worker running the function is gone; triggering the call again")
+			lost(nil)
+			continue
+		}
+		lost(nil)
 		if err != nil {
 			if time.Now().After(deadline) {
 				// The caller has given up; acknowledge so the call is not run again.
@@ -372,6 +385,53 @@ func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, 
 			return resp.StatusCode, answer, nil
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// errWorkerLost cancels a dispatch whose function execution runs on a worker that is gone.
+var errWorkerLost = errors.New("the worker running the function's execution is gone")
+
+// watchWorker checks, while a dispatch waits for the function's execution, whether the sidecar
+// that runs it (registry.MarkRunning) lost its n8n process for workerLostAfter or stopped
+// heartbeating, and then cancels the wait with errWorkerLost. The returned func stops it.
+func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCauseFunc, fn registry.FunctionKey, entryID string, lostOn map[string]bool) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(d.f.tun.workerWatchInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			sid, err := d.f.reg.RunningOn(ctx, fn, entryID)
+			if err != nil || sid == "" || lostOn[sid] {
+				// Not started yet (or still marked on the worker already given up on), or Redis is
+				// busy: n8n's own timeout still applies.
+				continue
+			}
+			lostFor, alive, err := d.f.reg.N8NLost(ctx, sid)
+			switch {
+			case err != nil:
+			case !alive:
+				lostOn[sid] = true
+				cancel(fmt.Errorf("%w: sidecar %s stopped heartbeating", errWorkerLost, sid))
+				return
+			case lostFor >= d.f.tun.workerLostAfter:
+				lostOn[sid] = true
+				cancel(fmt.Errorf("%w: sidecar %s has had no n8n process for %s", errWorkerLost, sid, lostFor.Round(time.Second)))
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
 	}
 }
 

@@ -53,6 +53,11 @@ type functions struct {
 
 	tun tunables
 
+	// n8nConnected says whether this sidecar is connected to its n8n process (set by the Sidecar;
+	// nil in tests of the runtime alone). The heartbeat reports a lost connection, so dispatchers
+	// can tell that a function execution on this sidecar's worker will never finish.
+	n8nConnected func() bool
+
 	cancel context.CancelFunc // ends the duties
 	wg     *sync.WaitGroup
 }
@@ -68,6 +73,10 @@ type tunables struct {
 	readBlock         time.Duration
 	janitorInterval   time.Duration
 	janitorGrace      time.Duration
+	// A dispatcher waiting for a function execution checks every workerWatchInterval whether the
+	// sidecar running it lost its n8n process for workerLostAfter (the worker died).
+	workerWatchInterval time.Duration
+	workerLostAfter     time.Duration
 }
 
 func defaultTunables() tunables {
@@ -83,6 +92,10 @@ func defaultTunables() tunables {
 		// a discovery round that failed once or a sidecar that restarts.
 		janitorInterval: time.Minute,
 		janitorGrace:    5 * time.Minute,
+		// Long enough for a sidecar to reconnect after a blip (it retries within seconds), short
+		// against n8n's own ~100 s before it fails a dead worker's job.
+		workerWatchInterval: 5 * time.Second,
+		workerLostAfter:     20 * time.Second,
 	}
 }
 

@@ -39,8 +39,12 @@ type fnWorkflow struct {
 	immediate bool
 	calls     atomic.Int32
 	inFlight  atomic.Int32
-	maxSeen   atomic.Int32
-	delay     time.Duration
+	// hangOnce makes the next execution stop after the function node and never answer, calling
+	// onHang first: its worker died.
+	hangOnce atomic.Bool
+	onHang   func()
+	maxSeen  atomic.Int32
+	delay    time.Duration
 }
 
 func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -86,6 +90,13 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 		w.t.Errorf("function output's customData.n8nfn_servedBy = %q, want the sidecar id %q", got, w.rt.cfg.ID)
 	}
 	items := resultItems(w.t, out)
+	if w.hangOnce.CompareAndSwap(true, false) {
+		if w.onHang != nil {
+			w.onHang()
+		}
+		<-ctx.Done()
+		return
+	}
 	if delay > 0 {
 		time.Sleep(delay)
 	}
@@ -705,5 +716,64 @@ func TestCancelledCallIsWithdrawn(t *testing.T) {
 	}
 	if st, err := h.rt.reg.FunctionStatus(context.Background(), h.key); err != nil || st.Pending != 0 {
 		t.Fatalf("status after the withdrawal: %+v, %v (want nothing pending)", st, err)
+	}
+}
+
+// TestDeadWorkerCallRunsAgainEarly: the function's execution stops answering because its worker
+// died; the sidecar attached to that worker reports its lost n8n process, and the dispatcher runs
+// the call again at once instead of waiting for n8n to fail the stalled job.
+func TestDeadWorkerCallRunsAgainEarly(t *testing.T) {
+	rs := redistest.Start(t)
+	wf := &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
+	srv := httptest.NewServer(wf)
+	t.Cleanup(srv.Close)
+	rt := newRuntime(t, rs, "sidecar-a", srv.URL, func(tu *tunables) {
+		tu.heartbeatInterval = 50 * time.Millisecond
+		tu.workerWatchInterval = 50 * time.Millisecond
+		tu.workerLostAfter = 300 * time.Millisecond
+	})
+	var up atomic.Bool
+	up.Store(true)
+	rt.n8nConnected = up.Load
+	wf.rt = rt
+	wf.dir = parseDirective(t, addFunction, workflows.ParseFunction)
+	ref := wf.dir.Ref("wfFn")
+	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	serve(t, rt, key, "wfFn", 0)
+	startRuntime(t, rt)
+	h := &harness{rt: rt, wf: wf, srv: srv, key: key}
+
+	wf.onHang = func() { up.Store(false) } // the worker dies mid-function
+	wf.hangOnce.Store(true)
+	start := time.Now()
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":15000} */`, false, `{"a":2,"b":3}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := gjson.GetBytes(out, "result.0.json.sum").Float(); sum != 5 {
+		t.Fatalf("result %s", out)
+	}
+	if n := wf.calls.Load(); n != 2 {
+		t.Fatalf("the function ran %d times, want 2 (the lost one and the rerun)", n)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the rerun came after %s: the dispatcher did not notice the lost worker", d)
+	}
+}
+
+// TestSlowFunctionOnLiveWorkerIsNotRunAgain: a function slower than workerLostAfter on a worker
+// that is still connected runs once.
+func TestSlowFunctionOnLiveWorkerIsNotRunAgain(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, func(tu *tunables) {
+		tu.workerWatchInterval = 50 * time.Millisecond
+		tu.workerLostAfter = 100 * time.Millisecond
+	})
+	h.wf.set(func(w *fnWorkflow) { w.delay = 800 * time.Millisecond })
+	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":15000} */`, false, `{"a":1}`); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.wf.calls.Load(); n != 1 {
+		t.Fatalf("the function ran %d times, want 1", n)
 	}
 }

@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// heartbeat tells the registry every tunables.heartbeatInterval that this sidecar is alive and which
-// functions it serves; callers fail fast when no live sidecar serves their function.
+// heartbeat tells the registry every tunables.heartbeatInterval that this sidecar is alive, which
+// functions it serves (callers fail fast when no live sidecar serves theirs) and, while it has no
+// connection to its n8n process, for how long (dispatchers then run that worker's calls again).
 type heartbeat struct {
 	f    *functions
 	kick chan struct{}
@@ -30,8 +31,26 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 		t := time.NewTicker(h.f.tun.heartbeatInterval)
 		defer t.Stop()
 		failing := false
+		var lostSince time.Time // when this sidecar was first seen without its n8n process
+		reported := false
 		for {
 			err := h.f.reg.Heartbeat(ctx, h.f.cfg.ID, h.f.catalog.keys())
+			if err == nil && h.f.n8nConnected != nil {
+				var lostFor time.Duration
+				if h.f.n8nConnected() {
+					lostSince = time.Time{}
+				} else {
+					if lostSince.IsZero() {
+						lostSince = time.Now()
+					}
+					lostFor = max(time.Since(lostSince), time.Millisecond)
+				}
+				if lostFor > 0 || reported {
+					if err = h.f.reg.ReportN8N(ctx, h.f.cfg.ID, lostFor); err == nil {
+						reported = lostFor > 0
+					}
+				}
+			}
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:
 				h.f.log.WithError(err).Warn("heartbeat failed; callers will see no live sidecar for this one's functions until it works again")

@@ -103,7 +103,6 @@ func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflow
 		Deadline: call.Deadline.UnixMilli(),
 		Depth:    max(call.Depth, 1),
 		Stack:    framesFromStack(call.Stack),
-		// TODO(functions): ServedBy: f.cfg.ID once workflows.CallContext has it (notes/requests-workflows.md).
 	}
 	if cc.Depth != len(cc.Stack)+1 {
 		// A call queued by something other than our call op: keep the chain we can vouch for.
@@ -113,6 +112,10 @@ func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflow
 	out, err := workflows.WithContext(bound, cc)
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
+	}
+	if err := f.reg.MarkRunning(ctx, key, cref.EntryID, f.cfg.ID); err != nil {
+		// Only the early rerun after a dead worker depends on it; n8n's own timeout still applies.
+		f.log.WithError(err).WithField("call", call.ID).Warn("could not record which worker runs the call")
 	}
 	f.log.WithFields(map[string]any{"function": ref.String(), "call": call.ID, "execution": data.ExecutionID,
 		"queued_ms": sinceEntry(cref.EntryID, now)}).Debug("function call started")

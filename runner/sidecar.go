@@ -76,6 +76,7 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 		return nil, fmt.Errorf("create function runtime: %w", err)
 	}
 	s.fns = fns
+	fns.n8nConnected = runner.Connected
 	s.ops = map[string]nativeOp{}
 	for name, op := range fns.ops() {
 		s.ops[name] = op
