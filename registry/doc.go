@@ -10,8 +10,10 @@
 //	P{scope/name}:dead     dead-letter stream (fields c, entry, reason, deliveries, at)
 //	P{scope/name}:fn       registration record, JSON, TTL RegistrationTTL
 //	P{scope/name}:live     sorted set sidecar id -> heartbeat expiry (server ms)
+//	P{scope/name}:running  hash entry id -> sidecar running its execution, cleared on ack, TTL 1h
 //	P{r:caller}:replies    a caller's reply list, TTL ReplyTTL
 //	P sidecar:<id>         sidecar heartbeat record, TTL HeartbeatTTL
+//	P n8nlost:<id>         ms the sidecar has been without its n8n process, TTL HeartbeatTTL
 //	P index                sorted set of known functions ("scope/name")
 //
 // A function's keys share the hash tag {scope/name}, so every script and multi-key command touches
@@ -23,8 +25,12 @@
 //	caller:     LookupFunction + HasLiveConsumer -> AddCall -> WaitReplies(replyKey, ids, deadline)
 //	dispatcher: EnsureGroup (or RegisterFunction) -> ReadCalls -> trigger the function
 //	            -> KeepAlive(in-flight ids) every claimIdle/3 while it runs
-//	function:   LoadCall(fn, entryID) -> ... -> Complete(delivery, reply)  (= PublishReply, then Ack)
+//	function:   LoadCall(fn, entryID) (still pending) -> MarkRunning -> ... -> Complete(delivery, reply)
+//	            (= PublishReply, then Ack)
+//	dispatcher: while it waits, RunningOn + N8NLost: a worker gone for long -> trigger again
+//	caller:     gave up (timeout, task cancelled) -> CancelCalls (never run what nobody waits for)
 //	recoverer:  Reclaim(fn, me, claimIdle, n) every few seconds -> dispatch again; Trim(fn) now and then
+//	janitor:    Unregistered -> RemoveUnregistered (functions no longer published)
 //
 // Delivery is at-least-once; the caller de-duplicates by call id, so it sees exactly one result.
 // Reclaim dead-letters an entry once it was delivered more than MaxDeliveries times, and tells the
