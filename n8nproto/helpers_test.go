@@ -76,6 +76,22 @@ func (bs *brokerServer) stop() {
 	_ = bs.b.Drain(ctx)
 }
 
+// acquired is the outcome of a Broker.Acquire run in the background.
+type acquired struct {
+	dt  *DownstreamTask
+	err error
+}
+
+// acquireAsync runs Acquire in the background, for tests that script the runner side meanwhile.
+func acquireAsync(ctx context.Context, b *Broker, taskType, taskID string, settings json.RawMessage) <-chan acquired {
+	res := make(chan acquired, 1)
+	go func() {
+		dt, err := b.Acquire(ctx, taskType, taskID, settings)
+		res <- acquired{dt, err}
+	}()
+	return res
+}
+
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

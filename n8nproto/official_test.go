@@ -265,15 +265,7 @@ func TestOfficialRunnerAfterLauncherDeferral(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	type result struct {
-		dt  *DownstreamTask
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		dt, err := bs.b.Acquire(ctx, "javascript", "deferred1", settingsJSON(t, "return $input.all().map(i => ({json: {...i.json, via: 'deferral'}}));", NodeModeAllItems, false, nil))
-		res <- result{dt, err}
-	}()
+	res := acquireAsync(ctx, bs.b, "javascript", "deferred1", settingsJSON(t, "return $input.all().map(i => ({json: {...i.json, via: 'deferral'}}));", NodeModeAllItems, false, nil))
 	acc, ok := launcher.recv(5 * time.Second).(TaskOfferAccept)
 	if !ok || acc.TaskID != "deferred1" {
 		t.Fatalf("launcher got %+v", acc)
@@ -284,7 +276,7 @@ func TestOfficialRunnerAfterLauncherDeferral(t *testing.T) {
 		t.Error("HasRunner false while the launcher's runner is starting")
 	}
 	startOfficialRunner(t, dir, bs, "spawned-by-launcher", 5)
-	var r result
+	var r acquired
 	select {
 	case r = <-res:
 	case <-ctx.Done():

@@ -549,15 +549,7 @@ func TestBrokerRejectTimeoutDefer(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	type result struct {
-		dt  *DownstreamTask
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		dt, err := bs.b.Acquire(ctx, "javascript", "job", codeSettings)
-		res <- result{dt, err}
-	}()
+	res := acquireAsync(ctx, bs.b, "javascript", "job", codeSettings)
 	if m := rejecter.recv(2 * time.Second).(TaskOfferAccept); m.OfferID != "r1" {
 		t.Fatalf("%+v", m)
 	}
