@@ -139,6 +139,11 @@ type TaskDataRequest struct {
 	RequestParams json.RawMessage `json:"requestParams,omitempty"`
 }
 
+// InputOnlyParams are TaskDataRequest params that ask n8n for the node's input items (plus the
+// workflow, node and additionalData that every data response carries) and nothing else, shaped
+// like the official runner's request for code that only uses $input.
+const InputOnlyParams = `{"dataOfNodes":[],"env":false,"input":{"include":true},"prevNode":false}`
+
 // NodeTypesRequest asks for node-type descriptions ([{name, version}]).
 type NodeTypesRequest struct {
 	TaskID        string          `json:"taskId"`

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/n8n-fn/n8n-fn/runner/functions"
 )
 
 // Runner modes: how a runner gets behind the sidecar's broker.
@@ -345,6 +347,15 @@ func (c *Config) Logger() *logrus.Logger {
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	}
 	return l
+}
+
+// functionsConfig is the part of the configuration the function runtime reads.
+func (c *Config) functionsConfig() functions.Config {
+	return functions.Config{
+		ID: c.ID, Secret: c.Secret, RedisURL: c.RedisURL, Prefix: c.Prefix,
+		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL,
+		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency,
+	}
 }
 
 // runnerTaskTimeout is the timeout the spawned runner gets: a few seconds below n8n's, so the runner's

@@ -9,13 +9,9 @@ import (
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
-// inputOnlyParams asks n8n for the node's input items and nothing else, shaped like the official
-// runner's request for code that only uses $input.
-const inputOnlyParams = `{"dataOfNodes":[],"env":false,"input":{"include":true},"prevNode":false}`
-
 // fetchInput pulls the task's input items (inputData.main[0]) through one data request.
 func fetchInput(ctx context.Context, t *n8nproto.UpstreamTask) ([]map[string]json.RawMessage, error) {
-	raw, err := t.RequestData(ctx, json.RawMessage(inputOnlyParams))
+	raw, err := t.RequestData(ctx, json.RawMessage(n8nproto.InputOnlyParams))
 	if err != nil {
 		return nil, fmt.Errorf("request input data from n8n: %w", err)
 	}

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
@@ -13,8 +14,8 @@ func (s *Sidecar) healthHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "id": s.cfg.ID})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		problems := s.notReady()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		problems := s.notReady(r.Context())
 		if len(problems) > 0 {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "id": s.cfg.ID, "problems": problems})
 			return
@@ -32,7 +33,7 @@ func (s *Sidecar) healthHandler() http.Handler {
 }
 
 // notReady lists why the sidecar cannot take tasks; empty means ready.
-func (s *Sidecar) notReady() []string {
+func (s *Sidecar) notReady(ctx context.Context) []string {
 	var problems []string
 	if s.draining.Load() {
 		problems = append(problems, "shutting down")
@@ -47,7 +48,7 @@ func (s *Sidecar) notReady() []string {
 			}
 		}
 	}
-	if err := s.fns.ready(); err != nil {
+	if err := s.fns.Ready(ctx); err != nil {
 		problems = append(problems, "functions: "+err.Error())
 	}
 	return problems

@@ -8,24 +8,9 @@ import (
 	"strings"
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
+	"github.com/n8n-fn/n8n-fn/runner/functions"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
-
-// nativeOp answers one directive task. It returns the runner:taskdone data ({"result":[...]}).
-// An error fails the node (or becomes an error item with continueOnFail); wrap ErrOp's siblings or
-// return an *OpError to control the message n8n shows.
-type nativeOp func(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error)
-
-// OpError is an error a native op wants shown in n8n with a description (the grey text under the
-// message in the node's error view).
-type OpError struct {
-	Message     string
-	Description string
-	Err         error // optional cause, for errors.Is
-}
-
-func (e *OpError) Error() string { return e.Message }
-func (e *OpError) Unwrap() error { return e.Err }
 
 // errUnknownOp is returned for a well-formed header whose op no part of this sidecar serves.
 var errUnknownOp = errors.New("unknown n8n-fn op")
@@ -75,7 +60,7 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs n8nproto.CodeSettings) (string, json.RawMessage, error) {
 	h, err := workflows.ParseHeader(cs.Code)
 	if err != nil {
-		return "(bad header)", nil, &OpError{
+		return "(bad header)", nil, &functions.OpError{
 			Message: "n8n-fn: " + err.Error(),
 			Description: "The Code node starts with an n8n-fn header comment that the sidecar cannot read. " +
 				`Fix the comment at the top of the code; it must look like /* @n8n-fn {"op":"call","function":"add"} */. ` +
@@ -85,7 +70,7 @@ func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs
 	}
 	op, ok := s.ops[h.Op]
 	if !ok {
-		return h.Op, nil, &OpError{
+		return h.Op, nil, &functions.OpError{
 			Message: fmt.Sprintf("n8n-fn: %v %q: this sidecar (%s) serves %s", errUnknownOp, h.Op, s.cfg.ID, strings.Join(s.opNames(), ", ")),
 			Description: "The header names an op this n8n-fn version does not serve. " +
 				"Check the spelling of \"op\" in the header comment, or update the n8n-fn sidecar next to this n8n process.",
@@ -93,7 +78,7 @@ func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs
 		}
 	}
 	if cs.NodeMode != "" && cs.NodeMode != "runOnceForAllItems" {
-		return h.Op, nil, &OpError{
+		return h.Op, nil, &functions.OpError{
 			Message:     fmt.Sprintf("n8n-fn: op %q needs the Code node mode \"Run Once for All Items\", this node runs %q", h.Op, cs.NodeMode),
 			Description: "Open the Code node and set Mode to \"Run Once for All Items\"; the op itself decides how to treat each item.",
 		}
@@ -106,7 +91,7 @@ func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs
 // (message, description, stack), which n8n shows as the node's error.
 func taskErrorJSON(err error, sidecarID string) json.RawMessage {
 	msg, desc := err.Error(), ""
-	var oe *OpError
+	var oe *functions.OpError
 	if errors.As(err, &oe) {
 		msg, desc = oe.Message, oe.Description
 	}
@@ -130,7 +115,7 @@ func taskErrorJSON(err error, sidecarID string) json.RawMessage {
 // has "On Error: Continue": one item carrying the message.
 func continueOnFailResult(err error) json.RawMessage {
 	msg := err.Error()
-	var oe *OpError
+	var oe *functions.OpError
 	if errors.As(err, &oe) {
 		msg = oe.Message
 	}

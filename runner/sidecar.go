@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
+	"github.com/n8n-fn/n8n-fn/runner/functions"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -24,8 +25,8 @@ type Sidecar struct {
 	log    *logrus.Entry
 	runner *n8nproto.Runner
 	broker *n8nproto.Broker
-	fns    *functions
-	ops    map[string]nativeOp
+	fns    *functions.Runtime
+	ops    map[string]functions.Op
 	spawn  *spawner // nil unless RunnerMode is spawn
 
 	brokerLn net.Listener
@@ -71,14 +72,13 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 	}
 	s.runner = runner
 
-	fns, err := newFunctions(cfg, log.WithField("part", "functions"))
+	fns, err := functions.New(cfg.functionsConfig(), functions.Deps{Log: log.WithField("part", "functions"), N8NConnected: runner.Connected})
 	if err != nil {
 		return nil, fmt.Errorf("create function runtime: %w", err)
 	}
 	s.fns = fns
-	fns.n8nConnected = runner.Connected
-	s.ops = map[string]nativeOp{}
-	for name, op := range fns.ops() {
+	s.ops = map[string]functions.Op{}
+	for name, op := range fns.Ops() {
 		s.ops[name] = op
 	}
 	s.ops[workflows.OpEcho] = s.echoOp
@@ -129,7 +129,7 @@ func brokerURL(a net.Addr) string {
 // connection problem (e.g. a wrong auth token).
 func (s *Sidecar) Run(ctx context.Context) error {
 	log := s.log
-	var wg sync.WaitGroup // background duties of the runtime and the spawner
+	var wg sync.WaitGroup // the spawner's goroutines (the function runtime owns its own)
 	bgCtx, cancelBG := context.WithCancel(context.Background())
 	defer cancelBG()
 
@@ -149,7 +149,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}()
 	}
 
-	s.fns.start(bgCtx, &wg)
+	s.fns.Start(bgCtx)
 	if s.spawn != nil {
 		s.spawn.start(bgCtx, &wg)
 	}
@@ -193,7 +193,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 
 	// The function runtime gets its own few seconds: the grace may be used up by slow tasks.
 	fnsCtx, cancelFns := context.WithTimeout(context.Background(), 5*time.Second)
-	s.fns.shutdown(fnsCtx)
+	s.fns.Shutdown(fnsCtx)
 	cancelFns()
 
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), 5*time.Second)

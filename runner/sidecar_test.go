@@ -407,9 +407,9 @@ func TestNativeOps(t *testing.T) {
 		}
 		var p, want any
 		_ = json.Unmarshal(tr.dataParams[0], &p)
-		_ = json.Unmarshal([]byte(inputOnlyParams), &want)
+		_ = json.Unmarshal([]byte(n8nproto.InputOnlyParams), &want)
 		if !reflect.DeepEqual(p, want) {
-			t.Errorf("data request params %s, want %s", tr.dataParams[0], inputOnlyParams)
+			t.Errorf("data request params %s, want %s", tr.dataParams[0], n8nproto.InputOnlyParams)
 		}
 		_, v := finalJSON(t, tr.final)
 		res := v.(map[string]any)["result"].([]any)

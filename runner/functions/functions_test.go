@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,13 +24,34 @@ import (
 
 const testSecret = "test-secret-0123456789abcdef"
 
+func testLogger(t testing.TB) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	if testing.Verbose() {
+		l.SetOutput(os.Stderr)
+		l.SetLevel(logrus.DebugLevel)
+	}
+	return l.WithField("test", t.Name())
+}
+
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // fnWorkflow stands in for n8n running a function workflow on a webhook call: Webhook item ->
 // function node (the real functionOp core) -> body -> return node (the real returnOp core), and
 // answers like a "last node" webhook: 200 with the last node's items, 500 when a node failed.
 type fnWorkflow struct {
 	t        testing.TB
 	mu       sync.Mutex // guards body, noReturn, delay (a late execution may still run)
-	rt       *functions // the runtime whose function/return ops run the nodes
+	rt       *Runtime   // the runtime whose function/return ops run the nodes
 	dir      *workflows.FunctionDirective
 	workflow string
 	body     func(items []json.RawMessage) ([]json.RawMessage, error) // nil = pass through
@@ -161,11 +183,11 @@ func parseDirective[T any](t *testing.T, code string, parse func(string, *workfl
 
 // newRuntime builds a function runtime on a real Redis with short intervals. Its duties run
 // until the test ends.
-func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables)) *functions {
+func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables)) *Runtime {
 	t.Helper()
 	cfg := Config{ID: id, Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: webhookURL,
 		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
-	f, err := newFunctions(cfg, testLogger(t).WithField("sidecar", id))
+	f, err := New(cfg, Deps{Log: testLogger(t).WithField("sidecar", id)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,22 +199,18 @@ func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak
 	return f
 }
 
-func startRuntime(t *testing.T, f *functions) {
+func startRuntime(t *testing.T, f *Runtime) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	f.start(ctx, &wg)
+	f.Start(context.Background())
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		f.shutdown(sctx)
-		cancel()
-		wg.Wait()
+		f.Shutdown(sctx)
 	})
 }
 
 // serve registers fn as served by f at the stand-in webhook path.
-func serve(t *testing.T, f *functions, key registry.FunctionKey, workflowID string, maxConc int) {
+func serve(t *testing.T, f *Runtime, key registry.FunctionKey, workflowID string, maxConc int) {
 	t.Helper()
 	rec := registry.FunctionRecord{Key: key, WorkflowID: workflowID, WebhookPath: "fn/" + key.Name, WebhookMethod: "POST", MaxConcurrency: maxConc, Owner: f.cfg.ID}
 	if err := f.reg.RegisterFunction(context.Background(), rec); err != nil {
@@ -229,7 +247,7 @@ func mustJSON(v any) []byte {
 
 // harness is one sidecar runtime serving one function through a stand-in webhook.
 type harness struct {
-	rt  *functions
+	rt  *Runtime
 	wf  *fnWorkflow
 	srv *httptest.Server
 	key registry.FunctionKey
@@ -559,7 +577,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	f, err := newFunctions(cfg, logrus.NewEntry(quiet))
+	f, err := New(cfg, Deps{Log: logrus.NewEntry(quiet)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -575,14 +593,9 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 		b.Fatal(err)
 	}
 	f.catalog.replace(map[registry.FunctionKey]*served{key: {Key: key, Record: rec}})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	f.start(ctx, &wg)
-	defer func() {
-		f.shutdown(context.Background())
-		cancel()
-		wg.Wait()
-	}()
+	ctx := context.Background()
+	f.Start(ctx)
+	defer f.Shutdown(ctx)
 	ch, _ := workflows.ParseHeader(`/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`)
 	d, err := workflows.ParseCall("Call", ch)
 	if err != nil {

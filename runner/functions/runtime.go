@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -34,9 +34,48 @@ const (
 	defaultDispatchSlots = 32
 )
 
-// functions is the function runtime: the function/call/return ops and the background duties
-// (dispatcher, recoverer, heartbeat, discovery), each in its own file.
-type functions struct {
+// Config is what the runtime needs from the sidecar's configuration (runner.Config builds it from
+// the environment; the names in the comments are its variables).
+type Config struct {
+	ID             string        // N8N_FN_ID: this sidecar's consumer name, heartbeat and log identity
+	Secret         string        // N8N_FN_SECRET: signs call references and contexts; "" turns the runtime off
+	RedisURL       string        // N8N_FN_REDIS_URL (also redis+cluster:// and redis+sentinel://)
+	Prefix         string        // N8N_FN_PREFIX of every Redis key
+	N8NAPIURL      string        // N8N_FN_N8N_API_URL, for discovery and dispatch error details
+	N8NAPIKey      string        // N8N_FN_N8N_API_KEY; "" = no discovery, no dispatch from this sidecar
+	WebhookURL     string        // N8N_FN_WEBHOOK_URL, the base of the functions' webhook paths
+	TaskTimeout    time.Duration // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
+	MaxConcurrency int           // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
+}
+
+// Deps are what the runtime gets from the process around it.
+type Deps struct {
+	Log *logrus.Entry
+	// N8NConnected says whether this sidecar is connected to its n8n process (nil: always, as in
+	// tests of the runtime alone). The heartbeat reports a lost connection, so dispatchers can
+	// tell that a function execution on this sidecar's worker will never finish.
+	N8NConnected func() bool
+}
+
+// Op answers one directive task. It returns the runner:taskdone data ({"result":[...]}). An error
+// fails the node (or becomes an error item with continueOnFail); return an *OpError to control the
+// message n8n shows. The sidecar's own ops (echo) have the same shape.
+type Op func(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error)
+
+// OpError is an error an op wants shown in n8n with a description (the grey text under the
+// message in the node's error view).
+type OpError struct {
+	Message     string
+	Description string
+	Err         error // optional cause, for errors.Is
+}
+
+func (e *OpError) Error() string { return e.Message }
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Runtime is the function runtime: the function/call/return ops and the background duties
+// (dispatcher, recoverer, heartbeat, discovery, janitor), each in its own file.
+type Runtime struct {
 	cfg    Config
 	log    *logrus.Entry
 	rdb    redis.UniversalClient
@@ -53,13 +92,11 @@ type functions struct {
 
 	tun tunables
 
-	// n8nConnected says whether this sidecar is connected to its n8n process (set by the Sidecar;
-	// nil in tests of the runtime alone). The heartbeat reports a lost connection, so dispatchers
-	// can tell that a function execution on this sidecar's worker will never finish.
+	// n8nConnected: see Deps.N8NConnected.
 	n8nConnected func() bool
 
 	cancel context.CancelFunc // ends the duties
-	wg     *sync.WaitGroup
+	wg     sync.WaitGroup     // the duties' goroutines
 }
 
 // tunables are the intervals of the duties; tests shorten them.
@@ -99,10 +136,15 @@ func defaultTunables() tunables {
 	}
 }
 
-// newFunctions builds the runtime. Without N8N_FN_SECRET the sidecar still relays and echoes, but
-// every function op fails with a message saying what to set.
-func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
-	f := &functions{cfg: cfg, log: log, catalog: newCatalog(), tun: defaultTunables()}
+// New builds the runtime (it connects to nothing yet: go-redis dials lazily). Without
+// N8N_FN_SECRET the sidecar still relays and echoes, but every function op fails with a message
+// saying what to set.
+func New(cfg Config, deps Deps) (*Runtime, error) {
+	log := deps.Log
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: defaultTunables(), n8nConnected: deps.N8NConnected}
 	if cfg.Secret == "" {
 		log.Warn("N8N_FN_SECRET is not set: function, call and return nodes will fail until it is")
 		return f, nil
@@ -120,6 +162,7 @@ func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
 	}
 	reg, err := registry.New(f.rdb, registry.Config{Prefix: cfg.Prefix})
 	if err != nil {
+		_ = f.rdb.Close()
 		return nil, fmt.Errorf("function registry: %w", err)
 	}
 	f.reg = reg
@@ -137,22 +180,23 @@ func newFunctions(cfg Config, log *logrus.Entry) (*functions, error) {
 	return f, nil
 }
 
-// ops returns the native ops the runtime serves, keyed by directive op name.
-func (f *functions) ops() map[string]nativeOp {
-	return map[string]nativeOp{
+// Ops returns the ops the runtime serves, keyed by directive op name.
+func (f *Runtime) Ops() map[string]Op {
+	return map[string]Op{
 		workflows.OpFunction: f.functionOp,
 		workflows.OpCall:     f.callOp,
 		workflows.OpReturn:   f.returnOp,
 	}
 }
 
-// start launches the background duties; each one calls wg.Done when it ends.
-func (f *functions) start(ctx context.Context, wg *sync.WaitGroup) {
+// Start launches the background duties; they run until Shutdown (or until ctx ends, but only
+// Shutdown waits for them and closes the Redis client). Start once.
+func (f *Runtime) Start(ctx context.Context) {
 	if f.reg == nil {
 		return
 	}
 	ctx, f.cancel = context.WithCancel(ctx)
-	f.wg = wg
+	wg := &f.wg
 	f.hb.start(ctx, wg)
 	f.disp.start(ctx, wg)
 	f.rec.start(ctx, wg)
@@ -162,29 +206,35 @@ func (f *functions) start(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// shutdown stops the background duties after the sidecar's tasks have drained: the dispatcher
-// stops reading first, in-flight webhook calls end by their own deadline or ctx.
-func (f *functions) shutdown(ctx context.Context) {
-	if f.cancel == nil {
-		return
-	}
-	f.disp.shutdown(ctx)
-	f.cancel()
-	if f.rdb != nil {
-		// Duties have their ctx cancelled; the client closes when they returned.
+// Shutdown stops the background duties after the sidecar's tasks have drained: the dispatcher
+// stops reading first, in-flight webhook calls end by their own deadline or ctx. It waits for
+// the duties (until ctx ends) and then closes the Redis client.
+func (f *Runtime) Shutdown(ctx context.Context) {
+	if f.cancel != nil {
+		f.disp.shutdown(ctx)
+		f.cancel()
+		done := make(chan struct{})
 		go func() {
 			f.wg.Wait()
-			_ = f.rdb.Close()
+			close(done)
 		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			f.log.Warn("shutdown: the function runtime's duties did not stop in time")
+		}
+	}
+	if f.rdb != nil {
+		_ = f.rdb.Close()
 	}
 }
 
-// ready reports why the runtime cannot serve functions yet (nil = ready); part of /readyz.
-func (f *functions) ready() error {
+// Ready reports why the runtime cannot serve functions yet (nil = ready); part of /readyz.
+func (f *Runtime) Ready(ctx context.Context) error {
 	if f.reg == nil {
 		return nil // functions are off (no secret): relaying still works
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := f.reg.Ping(ctx); err != nil {
 		return fmt.Errorf("function registry: %w", err)
@@ -195,7 +245,7 @@ func (f *functions) ready() error {
 // errNoSecret is the failure of every function op on a sidecar without N8N_FN_SECRET.
 var errNoSecret = errors.New("N8N_FN_SECRET is not set on this n8n-fn sidecar")
 
-func (f *functions) enabled() error {
+func (f *Runtime) enabled() error {
 	if f.reg == nil {
 		return &OpError{
 			Message:     "n8n-fn: " + errNoSecret.Error() + ": function, call and return nodes need it",
@@ -223,7 +273,7 @@ type item struct {
 
 // fetchTaskData pulls the input items and the workflow/node identity with one data request.
 func fetchTaskData(ctx context.Context, t *n8nproto.UpstreamTask) (*taskData, error) {
-	raw, err := t.RequestData(ctx, json.RawMessage(inputOnlyParams))
+	raw, err := t.RequestData(ctx, json.RawMessage(n8nproto.InputOnlyParams))
 	if err != nil {
 		return nil, fmt.Errorf("request input data from n8n: %w", err)
 	}

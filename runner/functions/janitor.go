@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -16,14 +16,14 @@ import (
 // the function was removed (registry.RemoveUnregistered, which backs off when a sidecar registers
 // it again at that moment). Several sidecars may do this at once: the removal is idempotent.
 type janitor struct {
-	f *functions
+	f *Runtime
 	// discovered says whether this sidecar's last discovery round succeeded: without it an
 	// unreachable n8n API would make every function look unpublished.
 	discovered func() bool
 	suspects   map[registry.FunctionKey]time.Time // first seen unpublished
 }
 
-func newJanitor(f *functions) *janitor {
+func newJanitor(f *Runtime) *janitor {
 	return &janitor{f: f, discovered: f.disc.succeeded, suspects: map[registry.FunctionKey]time.Time{}}
 }
 

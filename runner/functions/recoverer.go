@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 // recoverer takes over calls whose dispatcher died or hung (idle past claimIdle), hands them to
 // this sidecar's dispatcher, lets the registry dead-letter calls delivered too often (their
 // callers are told), and trims finished entries.
-type recoverer struct{ f *functions }
+type recoverer struct{ f *Runtime }
 
-func newRecoverer(f *functions) *recoverer { return &recoverer{f: f} }
+func newRecoverer(f *Runtime) *recoverer { return &recoverer{f: f} }
 
 func (r *recoverer) start(ctx context.Context, wg *sync.WaitGroup) {
 	every(ctx, wg, r.f.tun.recoverInterval, r.reclaim)

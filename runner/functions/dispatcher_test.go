@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func TestDispatchSurvivesAClosedKeepAliveConnection(t *testing.T) {
 		_, _ = w.Write([]byte(`[{"ok":true}]`))
 	}))
 	defer srv.Close()
-	d := newDispatcher(&functions{cfg: Config{ID: "sidecar-t"}})
+	d := newDispatcher(&Runtime{cfg: Config{ID: "sidecar-t"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	deadline := time.Now().Add(5 * time.Second)

@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 const idempotencyTTL = 24 * time.Hour
 
 // idempotentResult returns the returned items of a successful earlier call with this key.
-func (f *functions) idempotentResult(ctx context.Context, fn registry.FunctionKey, key string) ([]json.RawMessage, bool, error) {
+func (f *Runtime) idempotentResult(ctx context.Context, fn registry.FunctionKey, key string) ([]json.RawMessage, bool, error) {
 	rep, ok, err := f.reg.IdempotentResult(ctx, fn, key)
 	if err != nil || !ok {
 		return nil, false, err
@@ -26,7 +26,7 @@ func (f *functions) idempotentResult(ctx context.Context, fn registry.FunctionKe
 }
 
 // storeIdempotentResult keeps a successful call's items for idempotencyTTL.
-func (f *functions) storeIdempotentResult(ctx context.Context, fn registry.FunctionKey, key string, items []json.RawMessage) error {
+func (f *Runtime) storeIdempotentResult(ctx context.Context, fn registry.FunctionKey, key string, items []json.RawMessage) error {
 	if items == nil {
 		items = []json.RawMessage{}
 	}

@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -78,7 +78,7 @@ func (c *catalog) replace(fns map[registry.FunctionKey]*served) bool {
 // (workflows.Discover), registers them in the registry and updates the catalog the dispatcher
 // serves. It runs every discoveryInterval and on demand (a call naming an unknown function).
 type discovery struct {
-	f    *functions
+	f    *Runtime
 	kick chan struct{}
 
 	mu      sync.Mutex
@@ -87,7 +87,7 @@ type discovery struct {
 	rounds  int
 }
 
-func newDiscovery(f *functions) *discovery {
+func newDiscovery(f *Runtime) *discovery {
 	return &discovery{f: f, kick: make(chan struct{}, 1)}
 }
 

@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 // callOp answers a `call` node: one call per input item (all in parallel) or one call for all
 // items, queued on the function's stream, then one wait on this task's reply list for all of them.
-func (f *functions) callOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error) {
+func (f *Runtime) callOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ type callReq struct {
 }
 
 // runCall is callOp after the data request (tests call it directly).
-func (f *functions) runCall(ctx context.Context, data *taskData, d *workflows.CallDirective, o callOptions) (json.RawMessage, error) {
+func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.CallDirective, o callOptions) (json.RawMessage, error) {
 	ref := d.Target(data.WorkflowID)
 	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
 	label := "n8n-fn call " + ref.Display()
@@ -175,7 +175,7 @@ var errNoRetry = errors.New("not retryable")
 // callOnce queues one attempt of every pending call in parallel and waits for all replies until deadline.
 // withdraw cancels the calls nobody waits for any more (timed out, or the task was cancelled),
 // so that a call still queued is not run later for nothing (or run twice, next to its retry).
-func (f *functions) withdraw(ctx context.Context, key registry.FunctionKey, ids []string, replies map[string]registry.Reply, entryOf map[string]string) {
+func (f *Runtime) withdraw(ctx context.Context, key registry.FunctionKey, ids []string, replies map[string]registry.Reply, entryOf map[string]string) {
 	var gone []string
 	for _, id := range ids {
 		if _, ok := replies[id]; !ok {
@@ -193,7 +193,7 @@ func (f *functions) withdraw(ctx context.Context, key registry.FunctionKey, ids 
 	}
 }
 
-func (f *functions) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
+func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
 	ids := make([]string, len(pending))
 	entries := make([]string, len(pending))
@@ -349,7 +349,7 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 
 // resolve finds the function's registration (asking discovery once when it is unknown) and waits
 // up to waitForLive for a live sidecar serving it.
-func (f *functions) resolve(ctx context.Context, key registry.FunctionKey, ref workflows.FunctionRef, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
+func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, ref workflows.FunctionRef, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
 	rec, ok, err := f.reg.LookupFunction(ctx, key)
 	if err == nil && !ok && f.disc != nil && f.api != nil {
 		// Bounded so an unknown function still fails within about 2 s (fail fast).
@@ -402,7 +402,7 @@ func (f *functions) resolve(ctx context.Context, key registry.FunctionKey, ref w
 
 // callFailed answers the node when the call could not even be queued: error items with
 // continueOnFail, else the error.
-func (f *functions) callFailed(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, err error) (json.RawMessage, error) {
+func (f *Runtime) callFailed(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, err error) (json.RawMessage, error) {
 	if !o.continueOnFail {
 		return nil, err
 	}
@@ -415,7 +415,7 @@ func (f *functions) callFailed(reqs []*callReq, data *taskData, d *workflows.Cal
 // callOutput builds the node's items: the returned items (or the input with the result under
 // resultField) with pairedItem to the input item; failures become error items with
 // continueOnFail, else the first failure fails the node.
-func (f *functions) callOutput(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, label string) (json.RawMessage, error) {
+func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, label string) (json.RawMessage, error) {
 	var out []outItem
 	for _, r := range reqs {
 		if r.err != nil || !r.done {

@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 // returnOp answers a `return` node: the items that reach it are the return value of their call
 // (grouped by _functionCall.callId); they are pushed to the caller's reply list and the call's
 // stream entry is acknowledged. The node outputs the items without _functionCall.
-func (f *functions) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err
 	}
@@ -36,7 +36,7 @@ type returnGroup struct {
 }
 
 // runReturn is returnOp after the data request.
-func (f *functions) runReturn(ctx context.Context, data *taskData, d *workflows.ReturnDirective) (json.RawMessage, error) {
+func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.ReturnDirective) (json.RawMessage, error) {
 	var order []string
 	groups := map[string]*returnGroup{}
 	out := make([]outItem, 0, len(data.Items))

@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ const (
 // in "when last node finishes" mode the answer comes when the execution ended: a failed execution,
 // or one that ended without reaching return, is reported to the caller at once.
 type dispatcher struct {
-	f        *functions
+	f        *Runtime
 	http     *http.Client
 	consumer string
 
@@ -49,7 +49,7 @@ type fnLoop struct {
 	cancel context.CancelFunc
 }
 
-func newDispatcher(f *functions) *dispatcher {
+func newDispatcher(f *Runtime) *dispatcher {
 	return &dispatcher{
 		f: f, http: webhookClient(), consumer: f.cfg.ID,
 		loops: map[registry.FunctionKey]*fnLoop{}, inflight: map[registry.FunctionKey]map[string]bool{},

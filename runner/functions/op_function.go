@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // functionOp answers a `function` node: the Webhook node before it received a signed call
 // reference from a dispatcher. It verifies the reference, loads the call from Redis, checks the
 // deadline, binds the params and emits one item: the params at the root plus _functionCall.
-func (f *functions) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+func (f *Runtime) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err
 	}
@@ -32,7 +32,7 @@ func (f *functions) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h 
 }
 
 // runFunction is functionOp after the data request (tests call it directly).
-func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (json.RawMessage, error) {
+func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (json.RawMessage, error) {
 	ref := d.Ref(data.WorkflowID)
 	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
 	name := ref.Display()
@@ -138,7 +138,7 @@ func (f *functions) runFunction(ctx context.Context, data *taskData, d *workflow
 
 // answerNow publishes a reply and acknowledges the entry; used where the caller should not wait
 // for the dispatcher to notice the failure.
-func (f *functions) answerNow(ctx context.Context, key registry.FunctionKey, entryID string, r registry.Reply, replyKey string) {
+func (f *Runtime) answerNow(ctx context.Context, key registry.FunctionKey, entryID string, r registry.Reply, replyKey string) {
 	if err := f.reg.PublishReply(ctx, replyKey, r); err != nil {
 		f.log.WithError(err).WithField("function", key.String()).Warn("could not publish the error reply")
 		return

@@ -1,4 +1,4 @@
-package runner
+package functions
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 // functions it serves (callers fail fast when no live sidecar serves theirs) and, while it has no
 // connection to its n8n process, for how long (dispatchers then run that worker's calls again).
 type heartbeat struct {
-	f    *functions
+	f    *Runtime
 	kick chan struct{}
 }
 
-func newHeartbeat(f *functions) *heartbeat { return &heartbeat{f: f, kick: make(chan struct{}, 1)} }
+func newHeartbeat(f *Runtime) *heartbeat { return &heartbeat{f: f, kick: make(chan struct{}, 1)} }
 
 // beatNow asks for a heartbeat at once (after discovery changed the served set).
 func (h *heartbeat) beatNow() {
