@@ -48,6 +48,9 @@ type ExecCall struct {
 	Depth    int         `json:"depth"`
 	Stack    []string    `json:"stack,omitempty"` // "callId:scope/name", outermost first
 	Dispatch int64       `json:"dispatch"`
+	// Node is the function node that claimed it: several calls served by one execution are
+	// told apart by tracing items back to this node's output (item i serves calls[i]).
+	Node string `json:"node,omitempty"`
 }
 
 // Delivery is the ExecCall as the stream delivered it (for Complete and Ack).

@@ -95,6 +95,10 @@ type Runtime struct {
 	// n8nConnected: see Deps.N8NConnected.
 	n8nConnected func() bool
 
+	// lineage groups a return node's items by the calls of an execution that serves several
+	// (batching); nil until that exists, and then such an execution's return fails clearly.
+	lineage func(ctx context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error)
+
 	cancel context.CancelFunc // ends the duties
 	wg     sync.WaitGroup     // the duties' goroutines
 }
