@@ -69,6 +69,9 @@ type fnWorkflow struct {
 	maxSeen  atomic.Int32
 	delay    time.Duration
 	execSeq  *atomic.Int64 // n8n's execution ids (shared by copies)
+	posted   []string      // one entry per webhook request
+	bodies   [][]byte      // the webhook bodies, in order
+	ran      atomic.Int32  // bodies that ran (the function node let them through)
 }
 
 // nextExec is the id n8n gives the next execution of this workflow.
@@ -86,6 +89,9 @@ func (w *fnWorkflow) nextExec() string {
 func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.calls.Add(1)
 	n := w.inFlight.Add(1)
+	w.mu.Lock()
+	w.posted = append(w.posted, r.Header.Get("X-Test-Replay"))
+	w.mu.Unlock()
 	defer w.inFlight.Add(-1)
 	for {
 		m := w.maxSeen.Load()
@@ -97,6 +103,9 @@ func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	body, noReturn, delay, immediate := w.body, w.noReturn, w.delay, w.immediate
 	w.mu.Unlock()
 	b, _ := io.ReadAll(r.Body)
+	w.mu.Lock()
+	w.bodies = append(w.bodies, b)
+	w.mu.Unlock()
 	if immediate {
 		rw.WriteHeader(http.StatusOK)
 		_, _ = rw.Write([]byte(`{"message":"Workflow was started"}`))
@@ -128,6 +137,7 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 		w.t.Errorf("function output's customData.n8nfn_servedBy = %q, want the sidecar id %q", got, w.rt.cfg.ID)
 	}
 	items := resultItems(w.t, out)
+	w.ran.Add(1)
 	if w.hangOnce.CompareAndSwap(true, false) {
 		if w.onHang != nil {
 			w.onHang()
@@ -153,9 +163,14 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 		_, _ = rw.Write(last)
 		return
 	}
+	// Binary data stays on items the body maps one to one (like Edit Fields).
+	bins := gjson.GetBytes(out, "result.#.binary").Array()
 	in := make([]item, len(items))
 	for i, j := range items {
 		in[i] = item{JSON: j}
+		if len(bins) == len(items) && bins[i].IsObject() {
+			in[i].Binary = json.RawMessage(bins[i].Raw)
+		}
 	}
 	ret, err := w.rt.runReturn(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Return", ExecutionID: exec, Items: in}, &workflows.ReturnDirective{})
 	if err != nil {

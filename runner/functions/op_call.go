@@ -106,7 +106,7 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
-	for len(mine) > 0 {
+	for len(mine) > 0 || len(followers) > 0 {
 		if err := f.attempts(ctx, p, mine); err != nil {
 			return nil, err
 		}
