@@ -197,7 +197,9 @@ func TestIdempotencyCoversCallsInFlight(t *testing.T) {
 		t.Fatalf("answers differ: %s / %s", a, b)
 	}
 	// A leader that fails lets the follower run the function itself.
-	h.wf.set(func(w *fnWorkflow) { w.body = func([]json.RawMessage) ([]json.RawMessage, error) { return nil, errBoom } })
+	h.wf.set(func(w *fnWorkflow) {
+		w.body = func([]json.RawMessage) ([]json.RawMessage, error) { return nil, errBoom }
+	})
 	if _, err := h.call(t, code, false, `{"order":"o-2","a":1}`); err == nil {
 		t.Fatal("a failing body must fail the call")
 	}
