@@ -317,7 +317,7 @@ type dispatchJob struct {
 	// the path (publishing is asynchronous in n8n 2.x: a just-published webhook answers 404 for a
 	// moment). The first 404 rediscovers at once instead (the path may have been edited).
 	wait404 bool
-	global   bool // holds a global concurrency slot
+	global  bool // holds a global concurrency slot
 }
 
 // outcome classifies one webhook round trip.
