@@ -163,7 +163,7 @@ func (d *discovery) round(ctx context.Context) error {
 	}
 	next := make(map[registry.FunctionKey]*served, len(defs))
 	for _, def := range defs {
-		key := registry.FunctionKey{Scope: def.Ref.Scope, Name: def.Ref.Name}
+		key := keyOf(def.Ref)
 		params, err := json.Marshal(def.Function.Params)
 		if err != nil {
 			return fmt.Errorf("discovery: encode params of %s: %w", key, err)

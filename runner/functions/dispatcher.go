@@ -254,7 +254,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	if s == nil {
 		return // left pending: reclaimed by a sidecar that serves it
 	}
-	fail := func(kind, msg string) {
+	fail := func(kind registry.ErrorKind, msg string) {
 		if err := f.reg.Complete(ctx, dl, registry.Reply{CallID: dl.Call.ID, Error: msg, ErrorKind: kind}); err != nil {
 			log.WithError(err).Warn("could not send the error reply")
 		}
@@ -265,7 +265,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 		deadline = now.Add(time.Duration(max(s.Record.TimeoutMs, int64(workflows.DefaultFunctionTimeoutMs))) * time.Millisecond)
 	}
 	if now.After(deadline) {
-		fail("expired", fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
+		fail(registry.ErrorKindExpired, fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
 			dl.Call.ID, key, now.Sub(deadline).Round(time.Millisecond)))
 		return
 	}
@@ -273,7 +273,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	ref.Sign(f.signer)
 	body, err := json.Marshal(&ref)
 	if err != nil {
-		fail("dispatch", "encode the call reference: "+err.Error())
+		fail(registry.ErrorKindDispatch, "encode the call reference: "+err.Error())
 		return
 	}
 	method := s.Record.WebhookMethod
@@ -283,10 +283,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(s.Record.WebhookPath, "/")
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(webhookGrace))
 	defer cancel()
-	name := key.Name
-	if key.Scope != workflows.ScopeGlobal {
-		name += " (workflow " + key.Scope + ")"
-	}
+	name := display(key)
 	lostRuns, lostOn := 0, map[string]bool{}
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
@@ -306,7 +303,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 		if err != nil {
 			if time.Now().After(deadline) {
 				// The caller has given up; acknowledge so the call is not run again.
-				fail("timeout", fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", err))
+				fail(registry.ErrorKindTimeout, fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", err))
 				return
 			}
 			// n8n unreachable: leave the entry pending; a recoverer re-dispatches it after claimIdle.
@@ -320,7 +317,7 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 		}
 		switch {
 		case status == http.StatusNotFound:
-			fail("not_found", fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
+			fail(registry.ErrorKindNotFound, fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
 				name, method, s.Record.WebhookPath, s.Record.WorkflowID))
 		case status >= 400:
 			msg, execStatus := d.executionError(ctx, s.Record.WorkflowID, dl.Call.ID)
@@ -342,13 +339,13 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 			if msg == "" {
 				msg = fmt.Sprintf("n8n answered HTTP %d %s", status, clipString(string(answer), 200))
 			}
-			fail("failed", fmt.Sprintf("function %s failed: %s", name, msg))
+			fail(registry.ErrorKindFailed, fmt.Sprintf("function %s failed: %s", name, msg))
 		case !s.Def.LastNodeResponse && s.Def.WebhookPath != "":
 			// The Webhook answers before the execution ends ("Respond: Immediately"; n8n-fn lint
 			// warns): keep the call alive until return answers it or its deadline passes.
 			d.awaitReturn(ctx, dl, deadline, fail)
 		default:
-			fail("no_return", fmt.Sprintf("function %s ended without reaching a return node (workflow %s): every path of a function must end in an n8n-fn return node, and items must keep their _functionCall field on the way",
+			fail(registry.ErrorKindNoReturn, fmt.Sprintf("function %s ended without reaching a return node (workflow %s): every path of a function must end in an n8n-fn return node, and items must keep their _functionCall field on the way",
 				name, s.Record.WorkflowID))
 		}
 		return
@@ -437,7 +434,7 @@ func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCause
 
 // awaitReturn keeps an entry fresh until it is answered or its deadline passes, for functions
 // whose Webhook does not wait for the execution to end.
-func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, deadline time.Time, fail func(kind, msg string)) {
+func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, deadline time.Time, fail func(kind registry.ErrorKind, msg string)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -448,7 +445,7 @@ func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, dead
 			return
 		}
 		if time.Now().After(deadline) {
-			fail("timeout", "the function did not reach its return node before the call's deadline (its Webhook answers immediately, so n8n-fn cannot see the execution end: set the Webhook to respond when the last node finishes)")
+			fail(registry.ErrorKindTimeout, "the function did not reach its return node before the call's deadline (its Webhook answers immediately, so n8n-fn cannot see the execution end: set the Webhook to respond when the last node finishes)")
 			return
 		}
 	}

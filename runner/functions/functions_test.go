@@ -262,8 +262,7 @@ func newHarness(t *testing.T, rs *redistest.Server, fnCode string, maxConc int, 
 	h.rt = newRuntime(t, rs, "sidecar-a", h.srv.URL, tweak)
 	h.wf.rt = h.rt
 	h.wf.dir = parseDirective(t, fnCode, workflows.ParseFunction)
-	ref := h.wf.dir.Ref("wfFn")
-	h.key = registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	h.key = keyOf(h.wf.dir.Ref("wfFn"))
 	serve(t, h.rt, h.key, "wfFn", maxConc)
 	startRuntime(t, h.rt)
 	return h
@@ -750,8 +749,7 @@ func TestDeadWorkerCallRunsAgainEarly(t *testing.T) {
 	rt.n8nConnected = up.Load
 	wf.rt = rt
 	wf.dir = parseDirective(t, addFunction, workflows.ParseFunction)
-	ref := wf.dir.Ref("wfFn")
-	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	key := keyOf(wf.dir.Ref("wfFn"))
 	serve(t, rt, key, "wfFn", 0)
 	startRuntime(t, rt)
 	h := &harness{rt: rt, wf: wf, srv: srv, key: key}

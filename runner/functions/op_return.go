@@ -72,12 +72,12 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 		if err != nil {
 			return nil, &OpError{Message: "n8n-fn return: " + err.Error(), Err: err}
 		}
-		key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+		key := keyOf(ref)
 		r := registry.Reply{CallID: g.cc.CallID, OK: true}
 		if d.Fail {
 			r.OK = false
 			r.Error = d.FailMessage(data.Items[g.first].JSON)
-			r.ErrorKind = "failed"
+			r.ErrorKind = registry.ErrorKindFailed
 		} else {
 			items, err := json.Marshal(g.items)
 			if err != nil {
