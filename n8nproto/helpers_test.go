@@ -195,31 +195,15 @@ func rawJSON(t testing.TB, v any) json.RawMessage {
 func wsRecv(t testing.TB, ws *websocket.Conn, d time.Duration) Message {
 	t.Helper()
 	_ = ws.SetReadDeadline(time.Now().Add(d))
-	for {
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		m, err := Decode(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
 	}
-}
-
-// wsRecvType reads frames until one of type typ arrives (offers etc. in between are skipped).
-func wsRecvType(t testing.TB, ws *websocket.Conn, typ string, d time.Duration) Message {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		m := wsRecv(t, ws, time.Until(deadline))
-		if m.MessageType() == typ {
-			return m
-		}
+	m, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no %s within %s", typ, d)
-	return nil
+	return m
 }
 
 func wsSend(t testing.TB, ws *websocket.Conn, m Message) {

@@ -20,7 +20,7 @@ import (
 func NewClient(url string, poolSize int) (redis.UniversalClient, error) {
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
-		return nil, fmt.Errorf("%w: redis URL %q: want redis://host:port/db, redis+cluster://... or redis+sentinel://...", ErrInvalid, url)
+		return nil, fmt.Errorf("%w: redis URL %q: want redis://host:port/db, redis+cluster://host:port or redis+sentinel://host:port?master_name=NAME", ErrInvalid, url)
 	}
 	base, mode, _ := strings.Cut(scheme, "+")
 	if base != "redis" && base != "rediss" {

@@ -186,11 +186,8 @@ func TestAddCallBacklogFull(t *testing.T) {
 			ctx := ctxT(t)
 			fn := fnKey("busy")
 			mustEnsure(t, r, fn)
-			var calls []Call
 			for i := 0; i < 10; i++ {
-				c := newCall(r, fn, "c", `{}`)
-				calls = append(calls, c)
-				mustAdd(t, r, c)
+				mustAdd(t, r, newCall(r, fn, "c", `{}`))
 			}
 			_, err := r.AddCall(ctx, newCall(r, fn, "c", `{}`))
 			if !errors.Is(err, ErrBacklogFull) {

@@ -81,14 +81,34 @@ type Reply struct {
 	// item has none); absent when no item has binary data.
 	Binaries  []json.RawMessage `json:"binaries,omitempty"`
 	Error     string            `json:"error,omitempty"`
-	ErrorKind string            `json:"errorKind,omitempty"`
+	ErrorKind ErrorKind         `json:"errorKind,omitempty"`
 }
 
-// ErrorKindDeadLetter is the Reply.ErrorKind of a call moved to the dead-letter stream.
-const ErrorKindDeadLetter = "dead_letter"
+// ErrorKind says why a call failed (Reply.ErrorKind); "" for a result. The values are part of the
+// stored reply JSON: keep them as they are.
+type ErrorKind string
 
-// ErrorKindRemoved is the Reply.ErrorKind of a call whose function was removed before it finished.
-const ErrorKindRemoved = "function_removed"
+// The error kinds of a Reply.
+const (
+	// ErrorKindParams: the params did not fit the function's declaration (a retry cannot fix it).
+	ErrorKindParams ErrorKind = "params"
+	// ErrorKindFailed: the function's execution failed, or its return node is a fail return.
+	ErrorKindFailed ErrorKind = "failed"
+	// ErrorKindTimeout: the function did not answer before the call's deadline.
+	ErrorKindTimeout ErrorKind = "timeout"
+	// ErrorKindNoReturn: the function's execution ended without reaching a return node.
+	ErrorKindNoReturn ErrorKind = "no_return"
+	// ErrorKindNotFound: the function's webhook is not registered in n8n (HTTP 404).
+	ErrorKindNotFound ErrorKind = "not_found"
+	// ErrorKindExpired: the call's deadline passed before it could be dispatched.
+	ErrorKindExpired ErrorKind = "expired"
+	// ErrorKindDispatch: the dispatcher could not build the webhook request.
+	ErrorKindDispatch ErrorKind = "dispatch"
+	// ErrorKindDeadLetter: the call was delivered too often and moved to the dead-letter stream.
+	ErrorKindDeadLetter ErrorKind = "dead_letter"
+	// ErrorKindRemoved: the call's function was removed (no longer published) before it finished.
+	ErrorKindRemoved ErrorKind = "function_removed"
+)
 
 // FunctionRecord is a function's registration, refreshed by its owner before RegistrationTTL ends.
 type FunctionRecord struct {

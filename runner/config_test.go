@@ -2,6 +2,7 @@ package runner
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -107,27 +108,74 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	}
 }
 
-func TestEnvVarsCoverConfig(t *testing.T) {
-	seen := map[string]bool{}
-	for _, v := range EnvVars() {
-		if seen[v.Name] {
-			t.Errorf("%s listed twice", v.Name)
+// TestEnvTableCoversConfig: every Config field is set by exactly one variable of the table, so
+// nothing is configurable that --help and the README do not list, and every variable is documented.
+func TestEnvTableCoversConfig(t *testing.T) {
+	var c Config
+	fields := map[uintptr]string{}
+	rv := reflect.ValueOf(&c).Elem()
+	for i := 0; i < rv.NumField(); i++ {
+		fields[rv.Field(i).Addr().Pointer()] = rv.Type().Field(i).Name
+	}
+	setBy := map[string]string{}
+	names := map[string]bool{}
+	for _, v := range envTable() {
+		if names[v.name] {
+			t.Errorf("%s listed twice", v.name)
 		}
-		seen[v.Name] = true
-		if v.Description == "" {
-			t.Errorf("%s has no description", v.Name)
+		names[v.name] = true
+		if v.doc == "" {
+			t.Errorf("%s has no description", v.name)
+		}
+		if v.field == nil {
+			continue
+		}
+		f, ok := fields[reflect.ValueOf(v.field(&c)).Pointer()]
+		if !ok {
+			t.Errorf("%s points at no field of Config", v.name)
+			continue
+		}
+		if other, dup := setBy[f]; dup {
+			t.Errorf("Config.%s is set by both %s and %s", f, other, v.name)
+		}
+		setBy[f] = v.name
+	}
+	for _, f := range fields {
+		if _, ok := setBy[f]; !ok {
+			t.Errorf("Config.%s is set by no environment variable", f)
 		}
 	}
-	for _, name := range []string{
-		"N8N_RUNNERS_TASK_BROKER_URI", "N8N_RUNNERS_AUTH_TOKEN", "N8N_RUNNERS_MAX_CONCURRENCY", "N8N_RUNNERS_MAX_PAYLOAD",
-		"N8N_RUNNERS_TASK_TIMEOUT", "N8N_FN_ID", "N8N_FN_BROKER_LISTEN", "N8N_FN_BROKER_AUTH_TOKEN", "N8N_FN_HEALTH_LISTEN",
-		"N8N_FN_RUNNER_MODE", "N8N_FN_RUNNER_COMMAND", "N8N_FN_RUNNER_ARGS", "N8N_FN_RUNNER_DIR", "N8N_FN_REDIS_URL",
-		"N8N_FN_PREFIX", "N8N_FN_SECRET", "N8N_FN_N8N_API_URL", "N8N_FN_N8N_API_KEY", "N8N_FN_WEBHOOK_URL",
-		"N8N_FN_SHUTDOWN_GRACE", "N8N_FN_LOG_LEVEL", "N8N_FN_LOG_FORMAT",
-	} {
-		if !seen[name] {
-			t.Errorf("%s missing from EnvVars", name)
+}
+
+// TestEnvDefaultsParse: each literal default is a value its variable accepts (setDefaults relies
+// on it), and the documented default is what a Config gets.
+func TestEnvDefaultsParse(t *testing.T) {
+	for _, v := range envTable() {
+		if v.field == nil || v.def == "" {
+			continue
 		}
+		var c Config
+		if err := v.set(&c, v.def); err != nil {
+			t.Errorf("%s: its default %q does not parse: %v", v.name, v.def, err)
+		}
+		var d Config
+		d.setDefaults()
+		if got, want := reflect.ValueOf(v.field(&d)).Elem().Interface(), reflect.ValueOf(v.field(&c)).Elem().Interface(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: setDefaults gives %v, the documented default %q means %v", v.name, got, v.def, want)
+		}
+	}
+}
+
+// The Redis URL forms the registry takes are accepted by `n8n-fn run` too (they were refused).
+func TestConfigAcceptsEveryRedisURLForm(t *testing.T) {
+	for _, u := range []string{"redis://r:6379/0", "rediss://r:6380/1", "redis+cluster://r1:7000?addr=r2:7001", "redis+sentinel://s:26379?master_name=mymaster"} {
+		if _, err := ConfigFromEnv(envOf(map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_REDIS_URL": u})); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	_, err := ConfigFromEnv(envOf(map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_REDIS_URL": "redis+sentinel://s:26379"}))
+	if err == nil || !strings.Contains(err.Error(), "N8N_FN_REDIS_URL") || !strings.Contains(err.Error(), "master_name") {
+		t.Errorf("a sentinel URL without master_name: %v", err)
 	}
 }
 

@@ -394,6 +394,40 @@ func errorMessage(t *testing.T, tr transcript) (string, map[string]any) {
 	return msg, m
 }
 
+// checkEcho checks an echo task: one input-only data request, the items back with the marker and
+// their pairedItem.
+func checkEcho(t *testing.T, tr transcript, sidecarID string) {
+	t.Helper()
+	if !reflect.DeepEqual(tr.types, []string{n8nproto.TypeTaskDataRequest, n8nproto.TypeTaskDone}) {
+		t.Fatalf("messages %v", tr.types)
+	}
+	var p, want any
+	_ = json.Unmarshal(tr.dataParams[0], &p)
+	_ = json.Unmarshal([]byte(n8nproto.InputOnlyParams), &want)
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("data request params %s, want %s", tr.dataParams[0], n8nproto.InputOnlyParams)
+	}
+	_, v := finalJSON(t, tr.final)
+	res := v.(map[string]any)["result"].([]any)
+	if len(res) != 3 {
+		t.Fatalf("want 3 items back, got %v", res)
+	}
+	for i, it := range res {
+		item := it.(map[string]any)
+		j := item["json"].(map[string]any)
+		if j["a"] != float64(i+1) {
+			t.Errorf("item %d lost its fields: %v", i, j)
+		}
+		marker, _ := j["_n8nfn"].(map[string]any)
+		if marker["echo"] != true || marker["sidecar"] != sidecarID {
+			t.Errorf("item %d marker %v", i, j["_n8nfn"])
+		}
+		if !reflect.DeepEqual(item["pairedItem"], map[string]any{"item": float64(i)}) {
+			t.Errorf("item %d pairedItem %v", i, item["pairedItem"])
+		}
+	}
+}
+
 func TestNativeOps(t *testing.T) {
 	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeNone })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -402,34 +436,7 @@ func TestNativeOps(t *testing.T) {
 
 	t.Run("echo", func(t *testing.T) {
 		tr := n8n.serveTask(ctx, t, "echo1", settingsJSON(t, `/* @n8n-fn {"op":"echo"} */`+throwLine, "runOnceForAllItems", false, nil), nil)
-		if !reflect.DeepEqual(tr.types, []string{n8nproto.TypeTaskDataRequest, n8nproto.TypeTaskDone}) {
-			t.Fatalf("messages %v", tr.types)
-		}
-		var p, want any
-		_ = json.Unmarshal(tr.dataParams[0], &p)
-		_ = json.Unmarshal([]byte(n8nproto.InputOnlyParams), &want)
-		if !reflect.DeepEqual(p, want) {
-			t.Errorf("data request params %s, want %s", tr.dataParams[0], n8nproto.InputOnlyParams)
-		}
-		_, v := finalJSON(t, tr.final)
-		res := v.(map[string]any)["result"].([]any)
-		if len(res) != 3 {
-			t.Fatalf("want 3 items back, got %v", res)
-		}
-		for i, it := range res {
-			item := it.(map[string]any)
-			j := item["json"].(map[string]any)
-			if j["a"] != float64(i+1) {
-				t.Errorf("item %d lost its fields: %v", i, j)
-			}
-			marker, _ := j["_n8nfn"].(map[string]any)
-			if marker["echo"] != true || marker["sidecar"] != s.cfg.ID {
-				t.Errorf("item %d marker %v", i, j["_n8nfn"])
-			}
-			if !reflect.DeepEqual(item["pairedItem"], map[string]any{"item": float64(i)}) {
-				t.Errorf("item %d pairedItem %v", i, item["pairedItem"])
-			}
-		}
+		checkEcho(t, tr, s.cfg.ID)
 	})
 	t.Run("malformed header", func(t *testing.T) {
 		tr := n8n.serveTask(ctx, t, "bad1", settingsJSON(t, `/* @n8n-fn {"op":"echo" */`+throwLine, "runOnceForAllItems", false, nil), nil)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/n8n-fn/n8n-fn/runner"
 )
@@ -45,6 +46,7 @@ func runUsage(w io.Writer) {
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(w, "  %-*s  %-*s  %s\n", nameW, v.Name, defW, def, v.Description)
+		// The descriptions are the README's too: its `code` marks read as noise in a terminal.
+		fmt.Fprintf(w, "  %-*s  %-*s  %s\n", nameW, v.Name, defW, def, strings.ReplaceAll(v.Description, "`", ""))
 	}
 }

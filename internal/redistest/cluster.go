@@ -29,9 +29,7 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t}
 	if env := os.Getenv("REDIS_CLUSTER_ADDRS"); env != "" {
-		for _, a := range splitComma(env) {
-			c.addrs = append(c.addrs, a)
-		}
+		c.addrs = append(c.addrs, splitComma(env)...)
 		return c
 	}
 	bin := findRedisServer()

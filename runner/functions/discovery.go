@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
@@ -79,8 +82,16 @@ func (c *catalog) replace(fns map[registry.FunctionKey]*served) bool {
 // (workflows.Discover), registers them in the registry and updates the catalog the dispatcher
 // serves. It runs every discoveryInterval and on demand (a call naming an unknown function).
 type discovery struct {
-	f    *Runtime
-	kick chan struct{}
+	log      *logrus.Entry
+	api      *n8napi.Client
+	reg      *registry.Registry
+	owner    string   // this sidecar's id, written into the registrations
+	catalog  *catalog // replaced as a whole by each round
+	changed  func()   // called when a round changed the catalog (the heartbeat announces it at once)
+	interval time.Duration
+
+	kick   chan struct{}
+	cancel context.CancelFunc // set by start
 
 	mu      sync.Mutex
 	running chan struct{} // non-nil while a round runs; closed when it ends
@@ -88,19 +99,32 @@ type discovery struct {
 	rounds  int
 }
 
-func newDiscovery(f *Runtime) *discovery {
-	return &discovery{f: f, kick: make(chan struct{}, 1)}
+type discoveryParams struct {
+	log      *logrus.Entry
+	api      *n8napi.Client
+	reg      *registry.Registry
+	owner    string
+	catalog  *catalog
+	changed  func()
+	interval time.Duration
 }
 
+func newDiscovery(p discoveryParams) *discovery {
+	return &discovery{log: p.log, api: p.api, reg: p.reg, owner: p.owner, catalog: p.catalog, changed: p.changed,
+		interval: p.interval, kick: make(chan struct{}, 1)}
+}
+
+// start runs a round at once and then every interval until shutdown; its goroutine is counted in wg.
 func (d *discovery) start(ctx context.Context, wg *sync.WaitGroup) {
+	ctx, d.cancel = context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(d.f.tun.discoveryInterval) // registrations live 5 min: missed rounds unregister nothing
+		t := time.NewTicker(d.interval) // registrations live 5 min: missed rounds unregister nothing
 		defer t.Stop()
 		for {
 			if err := d.refreshNow(ctx); err != nil && ctx.Err() == nil {
-				d.f.log.WithError(err).Warn("function discovery failed; keeping the functions found before")
+				d.log.WithError(err).Warn("function discovery failed; keeping the functions found before")
 			}
 			select {
 			case <-ctx.Done():
@@ -110,6 +134,12 @@ func (d *discovery) start(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}()
+}
+
+func (d *discovery) shutdown() {
+	if d.cancel != nil {
+		d.cancel()
+	}
 }
 
 // refreshNow runs one discovery round, or waits for the one already running (so a burst of calls
@@ -149,8 +179,7 @@ func (d *discovery) succeeded() bool {
 }
 
 func (d *discovery) round(ctx context.Context) error {
-	f := d.f
-	wfs, err := f.api.ListWorkflows(ctx, true)
+	wfs, err := d.api.ListWorkflows(ctx, true)
 	if err != nil {
 		return fmt.Errorf("discovery: list published workflows: %w", err)
 	}
@@ -160,11 +189,11 @@ func (d *discovery) round(ctx context.Context) error {
 	}
 	defs, problems := workflows.Discover(raws)
 	for _, p := range problems {
-		f.log.WithField("problem", p.String()).Debug("discovery problem")
+		d.log.WithField("problem", p.String()).Debug("discovery problem")
 	}
 	next := make(map[registry.FunctionKey]*served, len(defs))
 	for _, def := range defs {
-		key := registry.FunctionKey{Scope: def.Ref.Scope, Name: def.Ref.Name}
+		key := keyOf(def.Ref)
 		params, err := json.Marshal(def.Function.Params)
 		if err != nil {
 			return fmt.Errorf("discovery: encode params of %s: %w", key, err)
@@ -173,17 +202,17 @@ func (d *discovery) round(ctx context.Context) error {
 			Key: key, WorkflowID: def.WorkflowID, WebhookPath: def.WebhookPath, WebhookMethod: def.WebhookMethod,
 			Params: params, TimeoutMs: int64(def.Function.TimeoutMs), MaxConcurrency: def.Function.MaxConcurrency,
 			GlobalConcurrency: def.Function.GlobalConcurrency,
-			UpdatedAt:         time.Now().UTC(), Owner: f.cfg.ID,
+			UpdatedAt:         time.Now().UTC(), Owner: d.owner,
 		}
-		if err := f.reg.RegisterFunction(ctx, rec); err != nil {
+		if err := d.reg.RegisterFunction(ctx, rec); err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}
 		next[key] = &served{Key: key, Def: def, Record: rec}
 	}
-	if f.catalog.replace(next) {
-		f.log.WithField("functions", len(next)).Info("serving functions")
+	if d.catalog.replace(next) {
+		d.log.WithField("functions", len(next)).Info("serving functions")
 		// Make the new functions callable at once instead of at the next heartbeat.
-		f.hb.beatNow()
+		d.changed()
 	}
 	return nil
 }

@@ -362,14 +362,14 @@ func (j *dispatchJob) prepare(ctx context.Context) bool {
 	}
 	j.lostOn = map[string]bool{}
 	if now.After(j.deadline) {
-		j.fail(ctx, "expired", fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
+		j.fail(ctx, registry.ErrorKindExpired, fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
 			j.dl.Call.ID, j.dl.Function, now.Sub(j.deadline).Round(time.Millisecond)))
 		return false
 	}
 	return true
 }
 
-func (j *dispatchJob) fail(ctx context.Context, kind, msg string) {
+func (j *dispatchJob) fail(ctx context.Context, kind registry.ErrorKind, msg string) {
 	if err := j.d.f.reg.Complete(ctx, j.dl, registry.Reply{CallID: j.dl.Call.ID, Error: msg, ErrorKind: kind}); err != nil {
 		j.log.WithError(err).Warn("could not send the error reply")
 	}
@@ -395,7 +395,7 @@ func (j *dispatchJob) acquireGlobal(ctx context.Context) bool {
 			j.log.WithError(err).Warn("could not take a global concurrency slot; trying again")
 		}
 		if time.Now().Add(wait).After(j.deadline) {
-			j.fail(ctx, "expired", fmt.Sprintf("call %s to %s waited for one of the function's %d global slots (globalConcurrency) until its deadline; raise the call's timeoutMs or the function's globalConcurrency",
+			j.fail(ctx, registry.ErrorKindExpired, fmt.Sprintf("call %s to %s waited for one of the function's %d global slots (globalConcurrency) until its deadline; raise the call's timeoutMs or the function's globalConcurrency",
 				j.dl.Call.ID, j.name, limit))
 			return false
 		}
@@ -502,10 +502,10 @@ func (j *dispatchJob) decide(ctx context.Context, rt roundTrip, attempt int) act
 			j.log.WithField("cause", rt.err.Error()).Warn("the worker running the function is gone; triggering the call again")
 			return actRetry
 		}
-		j.fail(ctx, "failed", fmt.Sprintf("function %s: the workers running it died %d times: %v", j.name, j.lostRuns+1, rt.err))
+		j.fail(ctx, registry.ErrorKindFailed, fmt.Sprintf("function %s: the workers running it died %d times: %v", j.name, j.lostRuns+1, rt.err))
 	case outTimedOut:
 		// The caller has given up; acknowledge so the call is not run again.
-		j.fail(ctx, "timeout", fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", rt.err))
+		j.fail(ctx, registry.ErrorKindTimeout, fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", rt.err))
 	case outUnreachable:
 		// n8n unreachable: leave the entry pending; a recoverer re-dispatches it after claimIdle.
 		j.log.WithError(rt.err).Warn("could not trigger the function's webhook; the call stays queued")
@@ -516,14 +516,14 @@ func (j *dispatchJob) decide(ctx context.Context, rt roundTrip, attempt int) act
 	case outImmediate:
 		// The Webhook answers before the execution ends ("Respond: Immediately"; n8n-fn lint
 		// warns): keep the call alive until return answers it or its deadline passes.
-		j.d.awaitReturn(ctx, j.dl, j.deadline, func(kind, msg string) { j.fail(ctx, kind, msg) })
+		j.d.awaitReturn(ctx, j.dl, j.deadline, func(kind registry.ErrorKind, msg string) { j.fail(ctx, kind, msg) })
 	case outEmpty:
 		// The body's items ran out before return (a search that found nothing): zero items.
 		if err := f.reg.Complete(ctx, j.dl, registry.Reply{CallID: j.dl.Call.ID, OK: true, Items: json.RawMessage(`[]`)}); err != nil {
 			j.log.WithError(err).Warn("could not send the zero-item result")
 		}
 	case outNoReturn:
-		j.fail(ctx, "no_return", fmt.Sprintf("function %s ended without reaching a return node (workflow %s): its last node produced items that no n8n-fn return node received; every path of a function that produces items must end in a return node",
+		j.fail(ctx, registry.ErrorKindNoReturn, fmt.Sprintf("function %s ended without reaching a return node (workflow %s): its last node produced items that no n8n-fn return node received; every path of a function that produces items must end in a return node",
 			j.name, j.s.Record.WorkflowID))
 	}
 	return actDone
@@ -548,7 +548,7 @@ func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 				return actRetry
 			}
 			if f.catalog.get(j.dl.Function) == nil {
-				j.fail(ctx, "not_found", fmt.Sprintf("function %s is no longer published: workflow %s was unpublished, deleted or its function node removed (its webhook answered HTTP 404)",
+				j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s is no longer published: workflow %s was unpublished, deleted or its function node removed (its webhook answered HTTP 404)",
 					j.name, j.s.Record.WorkflowID))
 				return actDone
 			}
@@ -563,7 +563,7 @@ func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 	if method == "" {
 		method = http.MethodPost
 	}
-	j.fail(ctx, "not_found", fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
+	j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
 		j.name, method, j.s.Record.WebhookPath, j.s.Record.WorkflowID))
 	return actDone
 }
@@ -586,7 +586,7 @@ func (j *dispatchJob) failed(ctx context.Context, rt roundTrip, attempt int) act
 	if msg == "" {
 		msg = fmt.Sprintf("n8n answered HTTP %d %s", rt.status, clipString(string(rt.answer), 200))
 	}
-	j.fail(ctx, "failed", fmt.Sprintf("function %s failed: %s", j.name, msg))
+	j.fail(ctx, registry.ErrorKindFailed, fmt.Sprintf("function %s failed: %s", j.name, msg))
 	return actDone
 }
 
@@ -679,7 +679,7 @@ func (d *dispatcher) workerGone(ctx context.Context, sid string) string {
 
 // awaitReturn keeps an entry fresh until it is answered or its deadline passes, for functions
 // whose Webhook does not wait for the execution to end.
-func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, deadline time.Time, fail func(kind, msg string)) {
+func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, deadline time.Time, fail func(kind registry.ErrorKind, msg string)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -690,7 +690,7 @@ func (d *dispatcher) awaitReturn(ctx context.Context, dl registry.Delivery, dead
 			return
 		}
 		if time.Now().After(deadline) {
-			fail("timeout", "the function did not reach its return node before the call's deadline (its Webhook answers immediately, so n8n-fn cannot see the execution end: set the Webhook to respond when the last node finishes)")
+			fail(registry.ErrorKindTimeout, "the function did not reach its return node before the call's deadline (its Webhook answers immediately, so n8n-fn cannot see the execution end: set the Webhook to respond when the last node finishes)")
 			return
 		}
 	}

@@ -221,17 +221,26 @@ func parseDirective[T any](t *testing.T, code string, parse func(string, *workfl
 // until the test ends.
 func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables)) *Runtime {
 	t.Helper()
+	return newRuntimeDeps(t, rs, id, webhookURL, tweak, Deps{})
+}
+
+// newRuntimeDeps is newRuntime with the runtime's dependencies (the logger is the test's).
+func newRuntimeDeps(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables), deps Deps) *Runtime {
+	t.Helper()
 	cfg := Config{ID: id, Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: webhookURL,
 		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
-	f, err := New(cfg, Deps{Log: testLogger(t).WithField("sidecar", id)})
+	tun := defaultTunables()
+	tun.readBlock = 200 * time.Millisecond
+	tun.heartbeatInterval = 200 * time.Millisecond
+	if tweak != nil {
+		tweak(&tun)
+	}
+	deps.Log = testLogger(t).WithField("sidecar", id)
+	f, err := build(cfg, deps, tun)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.tun.readBlock = 200 * time.Millisecond
-	f.tun.heartbeatInterval = 200 * time.Millisecond
-	if tweak != nil {
-		tweak(&f.tun)
-	}
+	t.Cleanup(func() { f.Shutdown(context.Background()) }) // closes its Redis client; idempotent after startRuntime's
 	return f
 }
 
@@ -298,8 +307,7 @@ func newHarness(t *testing.T, rs *redistest.Server, fnCode string, maxConc int, 
 	h.rt = newRuntime(t, rs, "sidecar-a", h.srv.URL, tweak)
 	h.wf.rt = h.rt
 	h.wf.dir = parseDirective(t, fnCode, workflows.ParseFunction)
-	ref := h.wf.dir.Ref("wfFn")
-	h.key = registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	h.key = keyOf(h.wf.dir.Ref("wfFn"))
 	serve(t, h.rt, h.key, "wfFn", maxConc)
 	startRuntime(t, h.rt)
 	return h
@@ -654,11 +662,12 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	f, err := New(cfg, Deps{Log: logrus.NewEntry(quiet)})
+	tun := defaultTunables()
+	tun.readBlock = 200 * time.Millisecond
+	f, err := build(cfg, Deps{Log: logrus.NewEntry(quiet)}, tun)
 	if err != nil {
 		b.Fatal(err)
 	}
-	f.tun.readBlock = 200 * time.Millisecond
 	h, _ := workflows.ParseHeader(addFunction)
 	wf.rt, wf.t = f, b
 	if wf.dir, err = workflows.ParseFunction("Function", h); err != nil {
@@ -817,18 +826,16 @@ func TestDeadWorkerCallRunsAgainEarly(t *testing.T) {
 	wf := &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
 	srv := httptest.NewServer(wf)
 	t.Cleanup(srv.Close)
-	rt := newRuntime(t, rs, "sidecar-a", srv.URL, func(tu *tunables) {
+	var up atomic.Bool
+	up.Store(true)
+	rt := newRuntimeDeps(t, rs, "sidecar-a", srv.URL, func(tu *tunables) {
 		tu.heartbeatInterval = 50 * time.Millisecond
 		tu.workerWatchInterval = 50 * time.Millisecond
 		tu.workerLostAfter = 300 * time.Millisecond
-	})
-	var up atomic.Bool
-	up.Store(true)
-	rt.n8nConnected = up.Load
+	}, Deps{N8NConnected: up.Load})
 	wf.rt = rt
 	wf.dir = parseDirective(t, addFunction, workflows.ParseFunction)
-	ref := wf.dir.Ref("wfFn")
-	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
+	key := keyOf(wf.dir.Ref("wfFn"))
 	serve(t, rt, key, "wfFn", 0)
 	startRuntime(t, rt)
 	h := &harness{rt: rt, wf: wf, srv: srv, key: key}

@@ -4,17 +4,40 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/n8n-fn/n8n-fn/registry"
 )
 
-// heartbeat tells the registry every tunables.heartbeatInterval that this sidecar is alive, which
-// functions it serves (callers fail fast when no live sidecar serves theirs) and, while it has no
-// connection to its n8n process, for how long (dispatchers then run that worker's calls again).
+// heartbeat tells the registry every interval that this sidecar is alive, which functions it
+// serves (callers fail fast when no live sidecar serves theirs) and, while it has no connection
+// to its n8n process, for how long (dispatchers then run that worker's calls again).
 type heartbeat struct {
-	f    *Runtime
-	kick chan struct{}
+	log          *logrus.Entry
+	reg          *registry.Registry
+	id           string                        // this sidecar
+	served       func() []registry.FunctionKey // what it announces (the catalog's keys)
+	n8nConnected func() bool                   // nil: the connection to n8n is not reported
+	interval     time.Duration
+
+	kick   chan struct{}
+	cancel context.CancelFunc // set by start
 }
 
-func newHeartbeat(f *Runtime) *heartbeat { return &heartbeat{f: f, kick: make(chan struct{}, 1)} }
+type heartbeatParams struct {
+	log          *logrus.Entry
+	reg          *registry.Registry
+	id           string
+	served       func() []registry.FunctionKey
+	n8nConnected func() bool
+	interval     time.Duration
+}
+
+func newHeartbeat(p heartbeatParams) *heartbeat {
+	return &heartbeat{log: p.log, reg: p.reg, id: p.id, served: p.served, n8nConnected: p.n8nConnected,
+		interval: p.interval, kick: make(chan struct{}, 1)}
+}
 
 // beatNow asks for a heartbeat at once (after discovery changed the served set).
 func (h *heartbeat) beatNow() {
@@ -24,46 +47,34 @@ func (h *heartbeat) beatNow() {
 	}
 }
 
+// start beats until shutdown (or ctx ends); its goroutine is counted in wg. On the way out it
+// leaves the registry, so callers stop counting on this sidecar at once.
 func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
+	ctx, h.cancel = context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(h.f.tun.heartbeatInterval)
+		t := time.NewTicker(h.interval)
 		defer t.Stop()
+		var n8n n8nReport
 		failing := false
-		var lostSince time.Time // when this sidecar was first seen without its n8n process
-		reported := false
 		for {
-			err := h.f.reg.Heartbeat(ctx, h.f.cfg.ID, h.f.catalog.keys())
-			if err == nil && h.f.n8nConnected != nil {
-				var lostFor time.Duration
-				if h.f.n8nConnected() {
-					lostSince = time.Time{}
-				} else {
-					if lostSince.IsZero() {
-						lostSince = time.Now()
-					}
-					lostFor = max(time.Since(lostSince), time.Millisecond)
-				}
-				if lostFor > 0 || reported {
-					if err = h.f.reg.ReportN8N(ctx, h.f.cfg.ID, lostFor); err == nil {
-						reported = lostFor > 0
-					}
-				}
+			err := h.reg.Heartbeat(ctx, h.id, h.served())
+			if err == nil {
+				err = n8n.report(ctx, h)
 			}
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:
-				h.f.log.WithError(err).Warn("heartbeat failed; callers will see no live sidecar for this one's functions until it works again")
+				h.log.WithError(err).Warn("heartbeat failed; callers will see no live sidecar for this one's functions until it works again")
 				failing = true
 			case err == nil && failing:
-				h.f.log.Info("heartbeat works again")
+				h.log.Info("heartbeat works again")
 				failing = false
 			}
 			select {
 			case <-ctx.Done():
-				// A clean stop: callers stop counting on this sidecar at once.
 				lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				_ = h.f.reg.Leave(lctx, h.f.cfg.ID, h.f.catalog.keys())
+				_ = h.reg.Leave(lctx, h.id, h.served())
 				cancel()
 				return
 			case <-t.C:
@@ -71,4 +82,40 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}()
+}
+
+// shutdown ends the heartbeat (it leaves the registry on its way out).
+func (h *heartbeat) shutdown() {
+	if h.cancel != nil {
+		h.cancel()
+	}
+}
+
+// n8nReport tracks how long this sidecar has been without its n8n process, for ReportN8N.
+type n8nReport struct {
+	lostSince time.Time // when the connection was first seen lost; zero while connected
+	reported  bool      // a loss is on record in the registry (it must be cleared when back)
+}
+
+func (r *n8nReport) report(ctx context.Context, h *heartbeat) error {
+	if h.n8nConnected == nil {
+		return nil
+	}
+	var lostFor time.Duration
+	if h.n8nConnected() {
+		r.lostSince = time.Time{}
+	} else {
+		if r.lostSince.IsZero() {
+			r.lostSince = time.Now()
+		}
+		lostFor = max(time.Since(r.lostSince), time.Millisecond)
+	}
+	if lostFor == 0 && !r.reported {
+		return nil
+	}
+	if err := h.reg.ReportN8N(ctx, h.id, lostFor); err != nil {
+		return err
+	}
+	r.reported = lostFor > 0
+	return nil
 }

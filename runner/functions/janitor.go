@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/n8n-fn/n8n-fn/registry"
 )
 
@@ -16,40 +18,63 @@ import (
 // the function was removed (registry.RemoveUnregistered, which backs off when a sidecar registers
 // it again at that moment). Several sidecars may do this at once: the removal is idempotent.
 type janitor struct {
-	f *Runtime
+	log *logrus.Entry
+	reg *registry.Registry
+	// servedHere says whether this sidecar serves k: the next discovery round registers it again.
+	servedHere func(k registry.FunctionKey) bool
 	// discovered says whether this sidecar's last discovery round succeeded: without it an
 	// unreachable n8n API would make every function look unpublished.
 	discovered func() bool
-	suspects   map[registry.FunctionKey]time.Time // first seen unpublished
+	interval   time.Duration
+	grace      time.Duration // how long a function must look unpublished before it is removed
+
+	suspects map[registry.FunctionKey]time.Time // first seen unpublished
+	cancel   context.CancelFunc                 // set by start
 }
 
-func newJanitor(f *Runtime) *janitor {
-	return &janitor{f: f, discovered: f.disc.succeeded, suspects: map[registry.FunctionKey]time.Time{}}
+type janitorParams struct {
+	log             *logrus.Entry
+	reg             *registry.Registry
+	servedHere      func(registry.FunctionKey) bool
+	discovered      func() bool
+	interval, grace time.Duration
 }
 
+func newJanitor(p janitorParams) *janitor {
+	return &janitor{log: p.log, reg: p.reg, servedHere: p.servedHere, discovered: p.discovered,
+		interval: p.interval, grace: p.grace, suspects: map[registry.FunctionKey]time.Time{}}
+}
+
+// start sweeps every interval until shutdown; its goroutine is counted in wg.
 func (j *janitor) start(ctx context.Context, wg *sync.WaitGroup) {
-	every(ctx, wg, j.f.tun.janitorInterval, func(ctx context.Context) { j.sweep(ctx, time.Now()) })
+	ctx, j.cancel = context.WithCancel(ctx)
+	every(ctx, wg, j.interval, func(ctx context.Context) { j.sweep(ctx, time.Now()) })
+}
+
+func (j *janitor) shutdown() {
+	if j.cancel != nil {
+		j.cancel()
+	}
 }
 
 func (j *janitor) sweep(ctx context.Context, now time.Time) {
-	f := j.f
 	if !j.discovered() {
 		clear(j.suspects) // start over: what looked unpublished may just not have been seen
 		return
 	}
-	gone, err := f.reg.Unregistered(ctx)
+	gone, err := j.reg.Unregistered(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			f.log.WithError(err).Warn("janitor: listing unregistered functions failed")
+			j.log.WithError(err).Warn("janitor: listing unregistered functions failed")
 		}
 		return
 	}
 	seen := make(map[registry.FunctionKey]bool, len(gone))
 	for _, k := range gone {
-		if f.catalog.get(k) != nil {
+		if j.servedHere(k) {
 			continue // served here: the next discovery round registers it again
 		}
-		if live, err := f.reg.HasLiveConsumer(ctx, k); err != nil || live {
+		if live, err := j.reg.HasLiveConsumer(ctx, k); err != nil || live {
 			continue // another sidecar still serves it (its discovery is behind, or ours is)
 		}
 		seen[k] = true
@@ -58,13 +83,13 @@ func (j *janitor) sweep(ctx context.Context, now time.Time) {
 			j.suspects[k] = now
 			continue
 		}
-		if now.Sub(first) < j.f.tun.janitorGrace {
+		if now.Sub(first) < j.grace {
 			continue
 		}
-		removed, err := f.reg.RemoveUnregistered(ctx, k)
+		removed, err := j.reg.RemoveUnregistered(ctx, k)
 		if err != nil {
 			if ctx.Err() == nil {
-				f.log.WithError(err).WithField("function", k.String()).Warn("janitor: removing an unpublished function failed")
+				j.log.WithError(err).WithField("function", k.String()).Warn("janitor: removing an unpublished function failed")
 			}
 			continue
 		}
@@ -72,7 +97,7 @@ func (j *janitor) sweep(ctx context.Context, now time.Time) {
 		if !removed {
 			continue // registered again meanwhile
 		}
-		f.log.WithField("function", k.String()).Info("removed the call queue of a function no longer published; callers still waiting were told")
+		j.log.WithField("function", k.String()).Info("removed the call queue of a function no longer published; callers still waiting were told")
 	}
 	for k := range j.suspects {
 		if !seen[k] {

@@ -69,16 +69,15 @@ type callPlan struct {
 
 // runCall is callOp after the data request (tests call it directly).
 func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.CallDirective, o callOptions) (json.RawMessage, error) {
-	ref := d.Target(data.WorkflowID)
-	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
-	label := "n8n-fn call " + ref.Display()
+	key := keyOf(d.Target(data.WorkflowID))
+	label := "n8n-fn call " + display(key)
 
 	// Everything about the items is checked before anything is queued.
 	parents, err := f.parentCalls(ctx, data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
-	reqs, err := buildCallReqs(data, d, ref, parents)
+	reqs, err := buildCallReqs(data, d, refOf(key), parents)
 	if err != nil {
 		var oe *OpError
 		if errors.As(err, &oe) {
@@ -97,7 +96,7 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if allDone(reqs) {
 		return f.callOutput(reqs, data, d, o, label)
 	}
-	rec, err := f.resolve(ctx, key, ref, d)
+	rec, err := f.resolve(ctx, key, d)
 	if err != nil {
 		return f.callFailed(reqs, data, d, o, err)
 	}
@@ -333,7 +332,7 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 				continue
 			}
 			r.returned, r.binaries, r.err, r.done = items, rep.Binaries, nil, true
-		case rep.ErrorKind == "params":
+		case rep.ErrorKind == registry.ErrorKindParams:
 			r.err = fmt.Errorf("%w: %s", errNoRetry, rep.Error)
 		default:
 			r.err = errors.New(rep.Error)
@@ -411,7 +410,7 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 
 // resolve finds the function's registration (asking discovery once when it is unknown) and waits
 // up to waitForLive for a live sidecar serving it.
-func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, ref workflows.FunctionRef, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
+func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
 	rec, ok, err := f.reg.LookupFunction(ctx, key)
 	if err == nil && !ok && f.disc != nil && f.api != nil {
 		// Bounded so an unknown function still fails within about 2 s (fail fast).
@@ -425,31 +424,31 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, ref wor
 	}
 	if err == nil && !ok {
 		where := "scope global"
-		if ref.Scope != workflows.ScopeGlobal {
-			where = "the scope of workflow " + ref.Scope
+		if key.Scope != workflows.ScopeGlobal {
+			where = "the scope of workflow " + key.Scope
 		}
 		return nil, &OpError{
-			Message: fmt.Sprintf("n8n-fn call: function %q is not registered in %s", ref.Name, where),
+			Message: fmt.Sprintf("n8n-fn call: function %q is not registered in %s", key.Name, where),
 			Description: fmt.Sprintf("No published workflow defines it. Check that the workflow with the function node {\"op\":\"function\",\"name\":%q} is published (active), that the name and scope match the call "+
-				"(a function with \"scope\":\"workflow\" is only callable from its own workflow, or with its workflow id as scope), and that the sidecars can list workflows through n8n's API (N8N_FN_N8N_API_URL, N8N_FN_N8N_API_KEY).", ref.Name),
+				"(a function with \"scope\":\"workflow\" is only callable from its own workflow, or with its workflow id as scope), and that the sidecars can list workflows through n8n's API (N8N_FN_N8N_API_URL, N8N_FN_N8N_API_KEY).", key.Name),
 			Err: registry.ErrNotFound,
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("n8n-fn call %s: look up the function: %w", ref.Display(), err)
+		return nil, fmt.Errorf("n8n-fn call %s: look up the function: %w", display(key), err)
 	}
 	waitUntil := time.Now().Add(time.Duration(d.WaitForLiveMs) * time.Millisecond)
 	for {
 		live, err := f.reg.HasLiveConsumer(ctx, key)
 		if err != nil {
-			return nil, fmt.Errorf("n8n-fn call %s: check for a live sidecar: %w", ref.Display(), err)
+			return nil, fmt.Errorf("n8n-fn call %s: check for a live sidecar: %w", display(key), err)
 		}
 		if live {
 			return &rec, nil
 		}
 		if time.Now().After(waitUntil) {
 			return nil, &OpError{
-				Message: fmt.Sprintf("n8n-fn call: no live n8n-fn sidecar serves function %s (waited %d ms); nothing was queued", ref.Display(), d.WaitForLiveMs),
+				Message: fmt.Sprintf("n8n-fn call: no live n8n-fn sidecar serves function %s (waited %d ms); nothing was queued", display(key), d.WaitForLiveMs),
 				Description: "The function is registered (workflow " + rec.WorkflowID + ") but no sidecar has sent a heartbeat for it recently. " +
 					"Check that the n8n-fn sidecars are running and reach Redis (N8N_FN_REDIS_URL, N8N_FN_PREFIX must match) and n8n's API (N8N_FN_N8N_API_KEY), and that the workflow is still published.",
 			}

@@ -33,9 +33,8 @@ func (f *Runtime) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *w
 
 // runFunction is functionOp after the data request (tests call it directly).
 func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (json.RawMessage, error) {
-	ref := d.Ref(data.WorkflowID)
-	key := registry.FunctionKey{Scope: ref.Scope, Name: ref.Name}
-	name := ref.Display()
+	key := keyOf(d.Ref(data.WorkflowID))
+	name := display(key)
 	notRef := func(why string, cause error) error {
 		return &OpError{
 			Message: fmt.Sprintf("n8n-fn function %s: the webhook body is not a valid n8n-fn call reference: %s", name, why),
@@ -65,8 +64,8 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 		}
 		return nil, notRef(err.Error(), err)
 	}
-	if cref.Function != ref.String() {
-		return nil, notRef(fmt.Sprintf("it is for function %s, this node defines %s", cref.Function, ref.String()), nil)
+	if cref.Function != key.String() {
+		return nil, notRef(fmt.Sprintf("it is for function %s, this node defines %s", cref.Function, key.String()), nil)
 	}
 	call, err := f.reg.LoadCall(ctx, key, cref.EntryID)
 	if err != nil {
@@ -95,7 +94,7 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	bound, err := d.BindParams(call.Params)
 	if err != nil {
 		// The caller gets the params error at once; this execution fails with the same message.
-		f.answerNow(ctx, key, cref.EntryID, registry.Reply{CallID: call.ID, Error: err.Error(), ErrorKind: "params"}, call.ReplyKey)
+		f.answerNow(ctx, key, cref.EntryID, registry.Reply{CallID: call.ID, Error: err.Error(), ErrorKind: registry.ErrorKindParams}, call.ReplyKey)
 		return nil, &OpError{Message: "n8n-fn function " + name + ": " + err.Error(), Err: err}
 	}
 	ec := registry.ExecCall{Function: key, CallID: call.ID, EntryID: cref.EntryID, ReplyKey: call.ReplyKey,
@@ -112,7 +111,7 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	cc := &workflows.CallContext{
 		CallID:   call.ID,
 		ReplyKey: call.ReplyKey,
-		Function: ref.String(),
+		Function: key.String(),
 		EntryID:  cref.EntryID,
 		Deadline: call.Deadline.UnixMilli(),
 		Depth:    ec.Depth,
@@ -123,14 +122,14 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
 	}
-	f.log.WithFields(map[string]any{"function": ref.String(), "call": call.ID, "execution": data.ExecutionID,
+	f.log.WithFields(map[string]any{"function": key.String(), "call": call.ID, "execution": data.ExecutionID,
 		"dispatch": cref.Dispatch, "queued_ms": sinceEntry(cref.EntryID, now)}).Debug("function call started")
 	// The execution's custom data (n8n shows it with the execution; a Code node reads it with
 	// $execution.customData.get(...)) says which call this is and which sidecar's worker runs it.
 	b, err := json.Marshal(map[string]any{
 		"result": []outItem{{JSON: out, Binary: call.Binary}},
 		"customData": map[string]string{
-			"n8nfn_function": clipString(ref.String(), 255),
+			"n8nfn_function": clipString(key.String(), 255),
 			"n8nfn_callId":   call.ID,
 			"n8nfn_servedBy": clipString(f.cfg.ID, 255),
 			"n8nfn_depth":    fmt.Sprint(cc.Depth),

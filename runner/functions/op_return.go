@@ -53,7 +53,7 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 		idx := groups[ci]
 		r := registry.Reply{CallID: c.CallID, OK: true}
 		if d.Fail {
-			r.OK, r.ErrorKind = false, "failed"
+			r.OK, r.ErrorKind = false, registry.ErrorKindFailed
 			r.Error = d.FailMessage(firstJSON(data, idx))
 		} else if r.Items, r.Binaries, err = replyItems(out, idx); err != nil {
 			return nil, fmt.Errorf("n8n-fn return: encode the result of call %s: %w", c.CallID, err)

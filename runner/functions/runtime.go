@@ -92,14 +92,11 @@ type Runtime struct {
 
 	tun tunables
 
-	// n8nConnected: see Deps.N8NConnected.
-	n8nConnected func() bool
-
 	// lineage groups a return node's items by the calls of an execution that serves several
 	// (batching); nil until that exists, and then such an execution's return fails clearly.
 	lineage func(ctx context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error)
 
-	cancel context.CancelFunc // ends the duties
+	cancel context.CancelFunc // ends the dispatcher's goroutines (the other duties stop by their shutdown)
 	wg     sync.WaitGroup     // the duties' goroutines
 }
 
@@ -143,12 +140,15 @@ func defaultTunables() tunables {
 // New builds the runtime (it connects to nothing yet: go-redis dials lazily). Without
 // N8N_FN_SECRET the sidecar still relays and echoes, but every function op fails with a message
 // saying what to set.
-func New(cfg Config, deps Deps) (*Runtime, error) {
+func New(cfg Config, deps Deps) (*Runtime, error) { return build(cfg, deps, defaultTunables()) }
+
+// build is New with the duties' intervals (tests shorten them).
+func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	log := deps.Log
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}
-	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: defaultTunables(), n8nConnected: deps.N8NConnected}
+	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: tun}
 	if cfg.Secret == "" {
 		log.Warn("N8N_FN_SECRET is not set: function, call and return nodes will fail until it is")
 		return f, nil
@@ -176,12 +176,31 @@ func New(cfg Config, deps Deps) (*Runtime, error) {
 	} else {
 		log.Warn("N8N_FN_N8N_API_KEY is not set: this sidecar discovers no functions and does not dispatch calls (it can still call functions that other sidecars serve)")
 	}
-	f.disc = newDiscovery(f)
-	f.disp = newDispatcher(f)
-	f.rec = newRecoverer(f)
-	f.hb = newHeartbeat(f)
-	f.jan = newJanitor(f)
+	f.buildDuties(deps)
 	return f, nil
+}
+
+// buildDuties wires each background duty from what it uses; they share only the catalog (which
+// discovery fills and the others read) and the registry.
+func (f *Runtime) buildDuties(deps Deps) {
+	f.hb = newHeartbeat(heartbeatParams{
+		log: f.log, reg: f.reg, id: f.cfg.ID, served: f.catalog.keys, n8nConnected: deps.N8NConnected,
+		interval: f.tun.heartbeatInterval,
+	})
+	f.disc = newDiscovery(discoveryParams{
+		log: f.log, api: f.api, reg: f.reg, owner: f.cfg.ID, catalog: f.catalog,
+		changed:  f.hb.beatNow, // make new functions callable at once instead of at the next heartbeat
+		interval: f.tun.discoveryInterval,
+	})
+	f.disp = newDispatcher(f)
+	f.rec = newRecoverer(recovererParams{
+		log: f.log, reg: f.reg, served: f.catalog.keys, consumer: f.disp.consumer, handoff: f.disp.handoff,
+		claimIdle: f.tun.claimIdle, recoverInterval: f.tun.recoverInterval, trimInterval: f.tun.trimInterval,
+	})
+	f.jan = newJanitor(janitorParams{
+		log: f.log, reg: f.reg, servedHere: func(k registry.FunctionKey) bool { return f.catalog.get(k) != nil },
+		discovered: f.disc.succeeded, interval: f.tun.janitorInterval, grace: f.tun.janitorGrace,
+	})
 }
 
 // Ops returns the ops the runtime serves, keyed by directive op name.
@@ -193,16 +212,18 @@ func (f *Runtime) Ops() map[string]Op {
 	}
 }
 
-// Start launches the background duties; they run until Shutdown (or until ctx ends, but only
-// Shutdown waits for them and closes the Redis client). Start once.
+// Start launches the background duties, each goroutine counted in the runtime's WaitGroup; they
+// run until Shutdown (or until ctx ends, but only Shutdown waits for them and closes the Redis
+// client). Start once.
 func (f *Runtime) Start(ctx context.Context) {
 	if f.reg == nil {
 		return
 	}
-	ctx, f.cancel = context.WithCancel(ctx)
 	wg := &f.wg
 	f.hb.start(ctx, wg)
-	f.disp.start(ctx, wg)
+	var dctx context.Context
+	dctx, f.cancel = context.WithCancel(ctx)
+	f.disp.start(dctx, wg)
 	f.rec.start(ctx, wg)
 	if f.api != nil {
 		f.disc.start(ctx, wg) // without it the catalog stays empty: nothing is dispatched here
@@ -212,11 +233,15 @@ func (f *Runtime) Start(ctx context.Context) {
 
 // Shutdown stops the background duties after the sidecar's tasks have drained: the dispatcher
 // stops reading first, in-flight webhook calls end by their own deadline or ctx. It waits for
-// the duties (until ctx ends) and then closes the Redis client.
+// the duties (until ctx ends) and then closes the Redis client. Calling it again does no harm.
 func (f *Runtime) Shutdown(ctx context.Context) {
 	if f.cancel != nil {
-		f.disp.shutdown(ctx)
+		f.disp.shutdown(ctx) // stop reading calls first, let the calls in flight be answered
 		f.cancel()
+		f.jan.shutdown()
+		f.disc.shutdown()
+		f.rec.shutdown()
+		f.hb.shutdown() // its last act is to leave the registry: callers stop counting on this sidecar
 		done := make(chan struct{})
 		go func() {
 			f.wg.Wait()
