@@ -569,21 +569,36 @@ func (w *walker) settle(f *frame) ([]int, string, error) {
 	case 1:
 		return f.first, "", nil
 	}
+	// Children often share one result (Aggregate after Split Out: every split item has its
+	// parent's set); merge each distinct one once, or such chains would cost items squared.
 	rest := w.more[f.moreLo:]
-	total, same := len(f.first), true
-	for _, r := range rest {
-		total += len(r)
-		same = same && len(r) == len(f.first) && &r[0] == &f.first[0]
+	parts := make([][]int, 1, 1+len(rest))
+	parts[0] = f.first
+	total := len(f.first)
+	var seen map[*int]int // for many children; a few are compared directly
+	if len(rest) > 8 {
+		seen = map[*int]int{&f.first[0]: len(f.first)}
 	}
-	if same {
+	for _, r := range rest {
+		if seen != nil {
+			if n, ok := seen[&r[0]]; ok && n == len(r) {
+				continue
+			}
+			seen[&r[0]] = len(r)
+		} else if slices.ContainsFunc(parts, func(p []int) bool { return len(p) == len(r) && &p[0] == &r[0] }) {
+			continue
+		}
+		parts = append(parts, r)
+		total += len(r)
+	}
+	if len(parts) == 1 {
 		return f.first, "", nil
 	}
 	if err := w.spend(total); err != nil {
 		return nil, "", err
 	}
 	merged := make([]int, 0, total)
-	merged = append(merged, f.first...)
-	for _, r := range rest {
+	for _, r := range parts {
 		merged = append(merged, r...)
 	}
 	slices.Sort(merged)
