@@ -22,7 +22,10 @@ package workflows
 //     applied here to run data that lacks it (older n8n, hand-made data).
 //
 // Where n8n's `.item` fails with "multiple matches", lineage keeps them all: an Aggregate-like item
-// derives from every item it aggregates. The walk is iterative and memoised per (node, run,
+// derives from every item it aggregates. Two more differences, both for clearer answers: an input
+// item without pairedItem (n8n fails; it always stamps them) is taken at its position, and a run
+// or output missing from the data response fails the whole call naming the node (n8n drops that
+// path when another one works), since it means the data request did not ask for all nodes. The walk is iterative and memoised per (node, run,
 // output, item), like n8n's PairedItemMemo, so recombining branches cost nothing extra, and it is
 // bounded in depth and total work so crafted data cannot run it away.
 
@@ -76,7 +79,8 @@ func (e *LineageError) Error() string {
 // a broker:taskdataresponse's data, requested with dataOfNodes "all") back to the node named
 // target, and returns for each input item the target's output items it derives from. An item
 // with no path back to target fails with a *LineageError naming it; a data response that lacks a
-// node's run data fails with ErrNoRunData naming the node.
+// node's run data fails with ErrNoRunData naming the node. With a chunked input (each-item mode),
+// Items[i] is the chunk's item i.
 func ItemOrigins(dataResponse []byte, target string) (Origins, error) {
 	if !gjson.ValidBytes(dataResponse) {
 		return Origins{}, fmt.Errorf("%w: not valid JSON", ErrBadDataResponse)
@@ -97,23 +101,31 @@ func ItemOrigins(dataResponse []byte, target string) (Origins, error) {
 	if !input.IsArray() {
 		return Origins{}, fmt.Errorf("%w: inputData.main[0] is not an array of items", ErrBadDataResponse)
 	}
-	items := input.Array()
-	if len(items) == 0 {
-		return Origins{}, nil
-	}
-	w := &walker{target: target, tasks: map[taskKey]*task{}}
-	if err := w.load(root); err != nil {
+	var (
+		out Origins
+		w   *walker // set up at the first item: no items need no lineage
+		err error
+	)
+	input.ForEach(func(_, it gjson.Result) bool {
+		if w == nil {
+			w = &walker{target: target, tasks: map[taskKey]*task{}}
+			if err = w.load(root); err != nil {
+				return false
+			}
+		}
+		var res []int
+		if res, err = w.resolve(len(out.Items), it.Get("pairedItem")); err != nil {
+			return false
+		}
+		out.Items = append(out.Items, res)
+		return true
+	})
+	if err != nil {
 		return Origins{}, err
 	}
-	out := Origins{Items: make([][]int, len(items))}
-	for i, it := range items {
-		res, err := w.resolve(i, it.Get("pairedItem"))
-		if err != nil {
-			return Origins{}, err
-		}
-		out.Items[i] = res
+	if w != nil {
+		out.Run, out.Output = w.space[0], w.space[1]
 	}
-	out.Run, out.Output = w.space[0], w.space[1]
 	return out, nil
 }
 
@@ -280,12 +292,27 @@ func parsePair(v gjson.Result) pairRef {
 		p := pairRef{item: k, input: in}
 		if so := v.Get("sourceOverwrite"); so.Type != gjson.Null {
 			if p.over = parseSource(so); p.over.state != srcOK {
-				return pairRef{bad: "pairedItem has a malformed sourceOverwrite: " + clip(v.Raw)}
+				return pairRef{bad: "pairedItem has a malformed sourceOverwrite (expected {previousNode, previousNodeOutput?, previousNodeRun?})"}
 			}
 		}
 		return p
 	}
-	return pairRef{bad: "malformed pairedItem " + clip(v.Raw)}
+	// Not echoed: a Code node can put anything there.
+	return pairRef{bad: "malformed pairedItem (expected an item index, {item, input?} or an array of them; got " + kind(v) + ")"}
+}
+
+func kind(v gjson.Result) string {
+	switch {
+	case v.IsObject():
+		return "an object without a valid item or input"
+	case v.IsArray():
+		return "a nested array"
+	case v.Type == gjson.Number:
+		return "a number that is not an index"
+	case v.Type == gjson.String:
+		return "a string"
+	}
+	return "a boolean"
 }
 
 // pushPairs appends the entries of a raw pairedItem (none for null or []) to w.pairs.
