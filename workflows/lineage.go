@@ -46,12 +46,13 @@ var (
 	ErrLineageLimit    = errors.New("n8n-fn: item lineage is too deep or too large")
 )
 
-const (
-	// maxLineageHops bounds the chain one path may follow (node runs times items in a loop).
-	maxLineageHops = 100_000
-	// maxLineageWork bounds the steps of one ItemOrigins call (hops plus indices merged).
-	maxLineageWork = 1 << 26
-)
+// lineageLimits bound a walk so crafted data cannot run it away.
+type lineageLimits struct {
+	hops int // the longest chain one path may follow (node runs times items in a loop)
+	work int // the steps of one ItemOrigins call (hops plus indices merged)
+}
+
+var defaultLineageLimits = lineageLimits{hops: 100_000, work: 1 << 26}
 
 // Origins is the lineage of the current node's input items back to one upstream node.
 type Origins struct {
@@ -82,6 +83,10 @@ func (e *LineageError) Error() string {
 // node's run data fails with ErrNoRunData naming the node. With a chunked input (each-item mode),
 // Items[i] is the chunk's item i.
 func ItemOrigins(dataResponse []byte, target string) (Origins, error) {
+	return itemOrigins(dataResponse, target, defaultLineageLimits)
+}
+
+func itemOrigins(dataResponse []byte, target string, lim lineageLimits) (Origins, error) {
 	if !gjson.ValidBytes(dataResponse) {
 		return Origins{}, fmt.Errorf("%w: not valid JSON", ErrBadDataResponse)
 	}
@@ -108,7 +113,7 @@ func ItemOrigins(dataResponse []byte, target string) (Origins, error) {
 	)
 	input.ForEach(func(_, it gjson.Result) bool {
 		if w == nil {
-			w = &walker{target: target, tasks: map[taskKey]*task{}}
+			w = &walker{target: target, lim: lim, tasks: map[taskKey]*task{}}
 			if err = w.load(root); err != nil {
 				return false
 			}
@@ -196,6 +201,7 @@ type frame struct {
 
 type walker struct {
 	target  string
+	lim     lineageLimits
 	cis     []srcRef // connectionInputSource.main
 	runData map[string]gjson.Result
 	pinData map[string]gjson.Result // manual mode only
@@ -412,8 +418,8 @@ func (w *walker) defaultPair(t *task, outLen, k int) (pairRef, bool, error) {
 
 func (w *walker) spend(n int) error {
 	w.work += n
-	if w.work > maxLineageWork {
-		return fmt.Errorf("%w: input item %d: more than %d steps", ErrLineageLimit, w.item, maxLineageWork)
+	if w.work > w.lim.work {
+		return fmt.Errorf("%w: input item %d: more than %d steps", ErrLineageLimit, w.item, w.lim.work)
 	}
 	return nil
 }
@@ -563,8 +569,8 @@ func (w *walker) step(f *frame, p pairRef) error {
 		return fmt.Errorf("%w: input item %d: the lineage loops back to item %d of node %q run %d output %d",
 			ErrLineageLimit, w.item, p.item, src.node, src.run, src.output)
 	}
-	if len(w.stack) >= maxLineageHops {
-		return fmt.Errorf("%w: input item %d: more than %d hops back", ErrLineageLimit, w.item, maxLineageHops)
+	if len(w.stack) >= w.lim.hops {
+		return fmt.Errorf("%w: input item %d: more than %d hops back", ErrLineageLimit, w.item, w.lim.hops)
 	}
 	child := frame{t: ct, out: co, item: p.item, pairLo: len(w.pairs), moreLo: len(w.more)}
 	if raw := co.paired[p.item]; raw != "" {
@@ -599,6 +605,9 @@ func (w *walker) settle(f *frame) ([]int, string, error) {
 	// Children often share one result (Aggregate after Split Out: every split item has its
 	// parent's set); merge each distinct one once, or such chains would cost items squared.
 	rest := w.more[f.moreLo:]
+	if !slices.ContainsFunc(rest, func(r []int) bool { return !sameSet(r, f.first) }) {
+		return f.first, "", nil // the common case: one parent reached along several paths
+	}
 	parts := make([][]int, 1, 1+len(rest))
 	parts[0] = f.first
 	total := len(f.first)
@@ -612,7 +621,7 @@ func (w *walker) settle(f *frame) ([]int, string, error) {
 				continue
 			}
 			seen[&r[0]] = len(r)
-		} else if slices.ContainsFunc(parts, func(p []int) bool { return len(p) == len(r) && &p[0] == &r[0] }) {
+		} else if slices.ContainsFunc(parts, func(p []int) bool { return sameSet(p, r) }) {
 			continue
 		}
 		parts = append(parts, r)
@@ -631,6 +640,9 @@ func (w *walker) settle(f *frame) ([]int, string, error) {
 	slices.Sort(merged)
 	return slices.Clip(slices.Compact(merged)), "", nil
 }
+
+// sameSet says whether a and b are the same (shared) result; results are never empty.
+func sameSet(a, b []int) bool { return len(a) == len(b) && &a[0] == &b[0] }
 
 // MixedCallsError reports input items whose lineage reaches items of more than one call.
 type MixedCallsError struct {
