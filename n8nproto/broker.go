@@ -35,6 +35,7 @@ type BrokerConfig struct {
 	HeartbeatInterval time.Duration // websocket ping period; a runner that misses one pong is dropped, 30 s
 	AcceptTimeout     time.Duration // how long a runner may take to answer taskofferaccept, 2 s
 	MaxPayload        int64         // websocket read limit, 1 GiB
+	MaxFrameDepth     int           // nesting limit of one frame (DecodeLimited), DefaultMaxFrameDepth
 	Logger            *logrus.Entry
 }
 
@@ -53,6 +54,9 @@ func (c *BrokerConfig) setDefaults() {
 	}
 	if c.MaxPayload == 0 {
 		c.MaxPayload = 1 << 30
+	}
+	if c.MaxFrameDepth == 0 {
+		c.MaxFrameDepth = DefaultMaxFrameDepth
 	}
 	if c.Logger == nil {
 		c.Logger = logrus.NewEntry(logrus.StandardLogger())
@@ -92,8 +96,8 @@ func (o *brokerOffer) valid(now time.Time) bool { return o.forever || now.Before
 // NewBroker returns a broker; mount Handler() on an HTTP server.
 func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	cfg.setDefaults()
-	if cfg.GrantTTL < 0 || cfg.HeartbeatInterval < 0 || cfg.AcceptTimeout < 0 || cfg.MaxPayload < 0 {
-		return nil, errors.New("broker config: durations and MaxPayload must be positive")
+	if cfg.GrantTTL < 0 || cfg.HeartbeatInterval < 0 || cfg.AcceptTimeout < 0 || cfg.MaxPayload < 0 || cfg.MaxFrameDepth < 0 {
+		return nil, errors.New("broker config: durations, MaxPayload and MaxFrameDepth must be positive")
 	}
 	b := &Broker{
 		cfg:           cfg,
@@ -264,9 +268,10 @@ func (rc *runnerConn) serve() {
 			cause = err
 			break
 		}
-		m, err := Decode(data)
+		m, err := DecodeLimited(data, rc.b.cfg.MaxFrameDepth)
 		if err != nil {
 			rc.log.WithError(err).Warn("ignoring malformed frame from runner")
+			rc.refused(err)
 			continue
 		}
 		rc.handle(m)
@@ -323,6 +328,26 @@ func (rc *runnerConn) handle(m Message) {
 		}
 	default:
 		// later runner:info, unknown types: ignored like n8n does
+	}
+}
+
+// refused ends the task a refused frame belonged to (its Err is the *FrameError): whoever relays it
+// stops waiting for a taskdone that was sent but cannot be read.
+func (rc *runnerConn) refused(err error) {
+	var fe *FrameError
+	if !errors.As(err, &fe) || fe.TaskID == "" {
+		return
+	}
+	b := rc.b
+	b.mu.Lock()
+	t := rc.tasks[fe.TaskID]
+	if t != nil {
+		delete(rc.tasks, fe.TaskID)
+		b.inflightDoneLocked(1)
+	}
+	b.mu.Unlock()
+	if t != nil {
+		t.finish(nil, fe)
 	}
 }
 
@@ -716,7 +741,8 @@ func (t *DownstreamTask) Cancel(ctx context.Context, reason string) error {
 	return nil
 }
 
-// Err is nil unless the task ended because its runner disconnected (wraps ErrRunnerDisconnected).
+// Err is nil unless the task ended because its runner disconnected (wraps ErrRunnerDisconnected) or
+// sent a frame of it that was refused (a *FrameError wrapping ErrMalformedMessage).
 func (t *DownstreamTask) Err() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()

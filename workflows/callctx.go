@@ -226,12 +226,23 @@ func CheckDepth(parent *CallContext, target FunctionRef, maxDepth int) error {
 // ContextFromItem reads _functionCall from an item's json: (nil, nil) when the item has none, an
 // error wrapping ErrBadContext when it is there but not a call context. It does not verify.
 func ContextFromItem(itemJSON []byte) (*CallContext, error) {
+	return Limits{}.ContextFromItem(itemJSON)
+}
+
+// ContextFromItem is the package's ContextFromItem with these limits: a _functionCall over
+// MaxContextBytes is refused before it is decoded. The item itself is only scanned (gjson finds
+// the field without recursion), so its size is the caller's business (CheckParams).
+func (l Limits) ContextFromItem(itemJSON []byte) (*CallContext, error) {
+	l = l.withDefaults()
 	v := gjson.GetBytes(itemJSON, ContextField)
 	if !v.Exists() || v.Type == gjson.Null {
 		return nil, nil
 	}
 	if !v.IsObject() {
 		return nil, fmt.Errorf("%w: expected an object, got %s", ErrBadContext, clip(v.Raw))
+	}
+	if len(v.Raw) > l.MaxContextBytes {
+		return nil, fmt.Errorf("%w: %w", ErrBadContext, limitf("it is %d bytes, a call context has at most %d (it holds ids and the chain of parent calls); the item's %s field was not set by n8n-fn", len(v.Raw), l.MaxContextBytes, ContextField))
 	}
 	var c CallContext
 	dec := json.NewDecoder(strings.NewReader(v.Raw))
@@ -333,6 +344,11 @@ func ParseCallRef(body []byte) (*CallRef, error) {
 	}
 	if !v.IsObject() {
 		return nil, fmt.Errorf("%w: call reference: expected a JSON object", ErrMalformedSig)
+	}
+	// Anyone who can reach the function's webhook can post here: a reference is a few hundred
+	// bytes, anything much bigger is not one and is not decoded.
+	if len(v.Raw) > MaxCallRefBytes {
+		return nil, fmt.Errorf("%w: call reference: the body is %d bytes, a call reference has at most %d", ErrMalformedSig, len(v.Raw), MaxCallRefBytes)
 	}
 	var r CallRef
 	dec := json.NewDecoder(strings.NewReader(v.Raw))

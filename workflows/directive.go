@@ -228,6 +228,7 @@ func ParseHeaderDirective(node string, h *Header) (Directive, error) {
 // fields reads one JSON object strictly: unknown and duplicate fields are errors, and every
 // problem is collected.
 type fields struct {
+	lim   Limits // the limits the header was read with
 	node  string
 	op    string
 	vals  map[string]gjson.Result
@@ -405,6 +406,7 @@ func ValidName(s string) bool { return checkName(s) == nil }
 // ParseFunction parses {"op":"function",...}.
 func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
 	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "description")
+	f.lim = h.lim
 	d := &FunctionDirective{
 		Name:           f.name("name", true, "function name"),
 		Scope:          f.str("scope", ScopeGlobal),
@@ -441,6 +443,7 @@ func parseParams(f *fields, p gjson.Result) []Param {
 	var out []Param
 	for i, it := range items {
 		pf := newFields(f.node, "", []byte(it.Raw), "name", "type", "required", "default", "description")
+		pf.lim = f.lim
 		prm := Param{
 			Name:        pf.paramName(),
 			Type:        pf.str("type", TypeString),
@@ -460,7 +463,7 @@ func parseParams(f *fields, p gjson.Result) []Param {
 		}
 		seen[prm.Name] = true
 		if dv, ok := pf.vals["default"]; ok && dv.Type != gjson.Null && len(pf.errs) == 0 {
-			c, err := coerce(prm.Type, dv)
+			c, err := f.lim.coerce(prm.Type, dv)
 			if err != nil {
 				pf.fail("default", fmt.Sprintf("does not fit type %s: %v", prm.Type, err))
 			} else {

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 )
 
 // Marker starts every n8n-fn directive: the Code node's code begins with "/* @n8n-fn {...} */".
@@ -35,6 +37,8 @@ type Header struct {
 	Op      string
 	Version int
 	Raw     json.RawMessage
+
+	lim Limits // what it was read with; the op parsers apply the same to values inside it
 }
 
 // IsDirective reports whether code starts with an n8n-fn header comment (leading whitespace
@@ -52,20 +56,37 @@ func IsDirective(code string) bool {
 // ParseHeader reads the header comment of a Code node. It returns (nil, nil) when code is not a
 // directive, so callers can relay it unchanged; an error wrapping ErrDirective when the header is
 // there but broken.
-func ParseHeader(code string) (*Header, error) {
+func ParseHeader(code string) (*Header, error) { return Limits{}.ParseHeader(code) }
+
+// ParseHeader is the package's ParseHeader with these limits: a header comment longer than
+// MaxHeaderBytes or nesting deeper than MaxJSONDepth is refused before its JSON is parsed.
+func (l Limits) ParseHeader(code string) (*Header, error) {
 	if !IsDirective(code) {
 		return nil, nil
 	}
+	l = l.withDefaults()
 	rest, _ := strings.CutPrefix(strings.TrimLeft(code, " \t\r\n\ufeff"), "/*")
+	start := len(code) - len(rest) - 2 // where "/*" is
 	rest = strings.TrimLeft(rest, " \t\r\n*")
 	rest = strings.TrimLeft(strings.TrimPrefix(rest, Marker), " \t\r\n")
-	end := strings.Index(rest, "*/")
+	// Look for "*/" only as far as the limit allows, so a huge code without it costs nothing more.
+	window := rest
+	if room := l.MaxHeaderBytes - (len(code) - len(rest) - start); len(window) > room {
+		window = window[:max(room, 0)]
+	}
+	end := strings.Index(window, "*/")
 	if end < 0 {
+		if len(window) < len(rest) {
+			return nil, fmt.Errorf("%w: %w", ErrDirective, limitf("the header comment is not closed with */ within its first %d bytes; keep the header short (it holds only the directive's JSON) or raise %s", l.MaxHeaderBytes, EnvMaxHeaderBytes))
+		}
 		return nil, fmt.Errorf("%w: the header comment is not closed with */", ErrDirective)
 	}
 	body := strings.TrimSpace(rest[:end])
 	if !strings.HasPrefix(body, "{") {
 		return nil, fmt.Errorf("%w: expected one JSON object after %s, got `%s`", ErrDirective, Marker, clip(body))
+	}
+	if err := jsonlimit.CheckString(body, l.MaxJSONDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDirective, l.depthError("the header's JSON", err))
 	}
 	dec := json.NewDecoder(strings.NewReader(body))
 	var raw json.RawMessage
@@ -97,7 +118,7 @@ func ParseHeader(code string) (*Header, error) {
 	if version != CurrentVersion {
 		return nil, fmt.Errorf("%w: version \"v\":%d is not supported by this n8n-fn (it reads version %d)", ErrDirective, version, CurrentVersion)
 	}
-	return &Header{Op: *head.Op, Version: version, Raw: bytes.Clone(raw)}, nil
+	return &Header{Op: *head.Op, Version: version, Raw: bytes.Clone(raw), lim: l}, nil
 }
 
 func clip(s string) string {

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 )
 
 // ErrParams is wrapped by ParamsError: the call's params do not fit the function's declaration.
@@ -48,11 +51,22 @@ func (e *ParamsError) Unwrap() error { return ErrParams }
 // text. Undeclared fields pass through unchanged, in their order; a _functionCall field of the input
 // is dropped (the function node sets its own). Every problem is reported in one *ParamsError.
 func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
-	if len(strings.TrimSpace(string(params))) > 0 && !gjson.ValidBytes(params) {
+	return Limits{}.BindParams(d, params)
+}
+
+// BindParams is FunctionDirective.BindParams with these limits: params over MaxParamsBytes or
+// nesting deeper than MaxJSONDepth, and JSON-text values of object/array params nesting deeper,
+// are refused before they are parsed.
+func (l Limits) BindParams(d *FunctionDirective, params []byte) ([]byte, error) {
+	l = l.withDefaults()
+	if err := l.CheckParams(params); err != nil {
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: err.Error()}}}
+	}
+	if len(bytes.TrimSpace(params)) > 0 && !gjson.ValidBytes(params) {
 		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params are not valid JSON: %s", clip(string(params)))}}}
 	}
 	in := gjson.ParseBytes(params)
-	if len(strings.TrimSpace(string(params))) == 0 || in.Type == gjson.Null {
+	if len(bytes.TrimSpace(params)) == 0 || in.Type == gjson.Null {
 		in = gjson.Parse("{}")
 	}
 	if !in.IsObject() {
@@ -98,7 +112,7 @@ func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
 		case v.Type == gjson.Null:
 			bound[i] = json.RawMessage("null")
 		default:
-			c, err := coerce(p.Type, v)
+			c, err := l.coerce(p.Type, v)
 			if err != nil {
 				problems = append(problems, ParamProblem{p.Name, err.Error()})
 				return true
@@ -129,7 +143,11 @@ func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
 }
 
 // coerce converts one value to a param type; the result is compact JSON.
-func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
+// coerce converts one value with the default limits (CLI input: migration, snippets).
+func coerce(typ string, v gjson.Result) (json.RawMessage, error) { return Limits{}.coerce(typ, v) }
+
+func (l Limits) coerce(typ string, v gjson.Result) (json.RawMessage, error) {
+	l = l.withDefaults()
 	switch typ {
 	case TypeString:
 		switch v.Type {
@@ -175,6 +193,11 @@ func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 			return compactJSON(v.Raw), nil
 		}
 		if v.Type == gjson.String {
+			// The string's JSON is checked before gjson.Valid, which recurses once per level: a
+			// string of millions of '[' must get this error, not a stack overflow of the sidecar.
+			if err := jsonlimit.CheckString(v.Str, l.MaxJSONDepth); err != nil {
+				return nil, l.depthError("the JSON text in the string", err)
+			}
 			inner := gjson.Parse(v.Str)
 			if gjson.Valid(v.Str) && ((typ == TypeObject && inner.IsObject()) || (typ == TypeArray && inner.IsArray())) {
 				return compactJSON(v.Str), nil
