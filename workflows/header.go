@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 )
@@ -83,7 +86,12 @@ func (l Limits) ParseHeader(code string) (*Header, error) {
 	}
 	body := strings.TrimSpace(rest[:end])
 	if !strings.HasPrefix(body, "{") {
-		return nil, fmt.Errorf("%w: expected one JSON object after %s, got `%s`", ErrDirective, Marker, clip(body))
+		return nil, fmt.Errorf("%w: expected one JSON object after %s, got `%s`", ErrDirective, Marker, excerpt(body))
+	}
+	// n8n sends code as UTF-8; other bytes could not survive the trip back through JSON unchanged
+	// (a param name would silently become U+FFFD when the function node emits it).
+	if !utf8.ValidString(body) {
+		return nil, fmt.Errorf("%w: the header is not valid UTF-8 text", ErrDirective)
 	}
 	if err := jsonlimit.CheckString(body, l.MaxJSONDepth); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDirective, l.depthError("the header's JSON", err))
@@ -91,10 +99,13 @@ func (l Limits) ParseHeader(code string) (*Header, error) {
 	dec := json.NewDecoder(strings.NewReader(body))
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%w: the JSON after %s does not parse: %v (in `%s`)", ErrDirective, Marker, err, clip(body))
+		return nil, fmt.Errorf("%w: the JSON after %s does not parse: %v (in `%s`)", ErrDirective, Marker, err, excerpt(body))
 	}
 	if dec.More() || strings.TrimSpace(body[dec.InputOffset():]) != "" {
-		return nil, fmt.Errorf("%w: unexpected text after the JSON object: `%s`", ErrDirective, clip(strings.TrimSpace(body[dec.InputOffset():])))
+		return nil, fmt.Errorf("%w: unexpected text after the JSON object: `%s`", ErrDirective, excerpt(strings.TrimSpace(body[dec.InputOffset():])))
+	}
+	if v := gjson.GetBytes(raw, "v"); v.Exists() && (v.Type != gjson.Number || strings.ContainsAny(v.Raw, ".eE")) {
+		return nil, fmt.Errorf("%w: field \"v\": expected a whole number (the format version, %d), got %s", ErrDirective, CurrentVersion, excerpt(v.Raw))
 	}
 	var head struct {
 		Op      *string `json:"op"`
@@ -109,7 +120,7 @@ func (l Limits) ParseHeader(code string) (*Header, error) {
 	switch *head.Op {
 	case OpFunction, OpCall, OpReturn, OpEcho:
 	default:
-		return nil, fmt.Errorf("%w: unknown op %q (expected function, call or return)", ErrDirective, *head.Op)
+		return nil, fmt.Errorf("%w: unknown op %s (expected function, call or return)", ErrDirective, quoted(*head.Op))
 	}
 	version := CurrentVersion
 	if head.Version != nil {
@@ -121,9 +132,25 @@ func (l Limits) ParseHeader(code string) (*Header, error) {
 	return &Header{Op: *head.Op, Version: version, Raw: bytes.Clone(raw), lim: l}, nil
 }
 
-func clip(s string) string {
-	if len(s) > 120 {
-		return s[:120] + "..."
+// NodeError is a header error (from ParseHeader, which does not know the node) as the
+// DirectiveErrors that ParseDirective returns: wrapping ErrDirective and naming node. The runtime
+// uses it once it knows the node's name; other errors come back unchanged.
+func NodeError(node string, err error) error {
+	if err == nil || !errors.Is(err, ErrDirective) {
+		return err
 	}
-	return s
+	var des DirectiveErrors
+	if errors.As(err, &des) {
+		out := make(DirectiveErrors, len(des))
+		for i, e := range des {
+			c := *e
+			if c.Node == "" {
+				c.Node = node
+			}
+			out[i] = &c
+		}
+		return out
+	}
+	msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), ErrDirective.Error()), ": ")
+	return DirectiveErrors{{Node: node, Msg: msg, cause: err}}
 }

@@ -63,14 +63,14 @@ func (l Limits) BindParams(d *FunctionDirective, params []byte) ([]byte, error) 
 		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: err.Error()}}}
 	}
 	if len(bytes.TrimSpace(params)) > 0 && !gjson.ValidBytes(params) {
-		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params are not valid JSON: %s", clip(string(params)))}}}
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params are not valid JSON: %s", excerpt(string(params)))}}}
 	}
 	in := gjson.ParseBytes(params)
 	if len(bytes.TrimSpace(params)) == 0 || in.Type == gjson.Null {
 		in = gjson.Parse("{}")
 	}
 	if !in.IsObject() {
-		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params must be a JSON object, got %s", clip(in.Raw))}}}
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params must be a JSON object, got %s", excerpt(in.Raw))}}}
 	}
 	declared := make(map[string]int, len(d.Params))
 	for i, p := range d.Params {
@@ -169,7 +169,7 @@ func (l Limits) coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 				}
 				return json.RawMessage(strconv.FormatFloat(f, 'g', -1, 64)), nil
 			}
-			return nil, fmt.Errorf("expected a number, got the string %s", clip(v.Raw))
+			return nil, fmt.Errorf("expected a number, got the string %s", excerpt(v.Raw))
 		}
 	case TypeBoolean:
 		switch v.Type {
@@ -182,7 +182,7 @@ func (l Limits) coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 			case "false":
 				return json.RawMessage("false"), nil
 			}
-			return nil, fmt.Errorf("expected a boolean, got the string %s (use true/false or \"true\"/\"false\")", clip(v.Raw))
+			return nil, fmt.Errorf("expected a boolean, got the string %s (use true/false or \"true\"/\"false\")", excerpt(v.Raw))
 		}
 	case TypeObject, TypeArray:
 		want := v.IsObject()
@@ -202,7 +202,7 @@ func (l Limits) coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 			if gjson.Valid(v.Str) && ((typ == TypeObject && inner.IsObject()) || (typ == TypeArray && inner.IsArray())) {
 				return compactJSON(v.Str), nil
 			}
-			return nil, fmt.Errorf("expected an %s, got a string that is not %s JSON: %s", typ, typ, clip(v.Raw))
+			return nil, fmt.Errorf("expected an %s, got a string that is not %s JSON: %s", typ, typ, excerpt(v.Raw))
 		}
 	}
 	return nil, fmt.Errorf("expected %s %s, got %s", article(typ), typ, describe(v))
@@ -222,13 +222,13 @@ func describe(v gjson.Result) string {
 	case v.IsArray():
 		return "an array"
 	case v.Type == gjson.String:
-		return "the string " + clip(v.Raw)
+		return "the string " + excerpt(v.Raw)
 	case v.Type == gjson.Number:
 		return "the number " + v.Raw
 	case v.Type == gjson.True || v.Type == gjson.False:
 		return "the boolean " + v.Raw
 	}
-	return clip(v.Raw)
+	return excerpt(v.Raw)
 }
 
 func compactJSON(raw string) json.RawMessage {
