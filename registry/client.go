@@ -23,7 +23,7 @@ func NewClient(url string, poolSize int) (redis.UniversalClient, error) {
 	shown := redactURL(url) // errors are logged: never with the password
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
-		return nil, fmt.Errorf("%w: redis URL %q: want redis://host:port/db, redis+cluster://... or redis+sentinel://...", ErrInvalid, shown)
+		return nil, fmt.Errorf("%w: redis URL %q: want redis://host:port/db, redis+cluster://host:port or redis+sentinel://host:port?master_name=NAME", ErrInvalid, shown)
 	}
 	base, mode, _ := strings.Cut(scheme, "+")
 	if base != "redis" && base != "rediss" {
