@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -35,7 +36,15 @@ type BrokerConfig struct {
 	HeartbeatInterval time.Duration // websocket ping period; a runner that misses one pong is dropped, 30 s
 	AcceptTimeout     time.Duration // how long a runner may take to answer taskofferaccept, 2 s
 	MaxPayload        int64         // websocket read limit, 1 GiB
-	Logger            *logrus.Entry
+	MaxFrameDepth     int           // nesting limit of one frame (DecodeLimited), DefaultMaxFrameDepth
+	// BodyTimeout bounds reading one request (its body above all: a POST /runners/auth whose body
+	// never arrives is closed after it), 5 s. The websocket's own deadlines take over after the upgrade.
+	BodyTimeout time.Duration
+	// AuthFailLimit failed auths (or upgrades) of one client within AuthFailWindow make its next
+	// requests get 429 until the window has passed: 5 per 1 s, n8n's numbers.
+	AuthFailLimit  int
+	AuthFailWindow time.Duration
+	Logger         *logrus.Entry
 }
 
 func (c *BrokerConfig) setDefaults() {
@@ -54,6 +63,18 @@ func (c *BrokerConfig) setDefaults() {
 	if c.MaxPayload == 0 {
 		c.MaxPayload = 1 << 30
 	}
+	if c.MaxFrameDepth == 0 {
+		c.MaxFrameDepth = DefaultMaxFrameDepth
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 5 * time.Second
+	}
+	if c.AuthFailLimit == 0 {
+		c.AuthFailLimit = defaultAuthFailLimit
+	}
+	if c.AuthFailWindow == 0 {
+		c.AuthFailWindow = defaultAuthFailWindow
+	}
 	if c.Logger == nil {
 		c.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
@@ -66,6 +87,8 @@ type Broker struct {
 	mux      *http.ServeMux
 	upgrader websocket.Upgrader
 	drainCh  chan struct{}
+	authFail *failLimiter // failed POST /runners/auth per client
+	wsFail   *failLimiter // failed upgrades per client (n8n limits upgrades apart from auths)
 
 	mu            sync.Mutex
 	grants        map[string]time.Time // grant token -> expiry
@@ -92,8 +115,9 @@ func (o *brokerOffer) valid(now time.Time) bool { return o.forever || now.Before
 // NewBroker returns a broker; mount Handler() on an HTTP server.
 func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	cfg.setDefaults()
-	if cfg.GrantTTL < 0 || cfg.HeartbeatInterval < 0 || cfg.AcceptTimeout < 0 || cfg.MaxPayload < 0 {
-		return nil, errors.New("broker config: durations and MaxPayload must be positive")
+	if cfg.GrantTTL < 0 || cfg.HeartbeatInterval < 0 || cfg.AcceptTimeout < 0 || cfg.MaxPayload < 0 || cfg.MaxFrameDepth < 0 ||
+		cfg.BodyTimeout < 0 || cfg.AuthFailLimit < 0 || cfg.AuthFailWindow < 0 {
+		return nil, errors.New("broker config: durations, limits and MaxPayload must be positive")
 	}
 	b := &Broker{
 		cfg:           cfg,
@@ -105,6 +129,8 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 		offerSig:      make(chan struct{}),
 		deferredUntil: map[string]time.Time{},
 		inflightSig:   make(chan struct{}),
+		authFail:      newFailLimiter(cfg.AuthFailLimit, cfg.AuthFailWindow),
+		wsFail:        newFailLimiter(cfg.AuthFailLimit, cfg.AuthFailWindow),
 		// The official clients send no Origin; a grant is required anyway.
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }},
 	}
@@ -117,8 +143,41 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 }
 
 // Handler serves GET /healthz, POST /runners/auth and GET /runners/_ws (fixed paths: the official clients
-// hard-code them).
-func (b *Broker) Handler() http.Handler { return b.mux }
+// hard-code them). Every request must arrive within BodyTimeout: a body that never comes closes
+// its connection instead of holding it for ever (the server's ReadHeaderTimeout covers only the
+// headers).
+func (b *Broker) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(b.cfg.BodyTimeout))
+		b.mux.ServeHTTP(w, r)
+	})
+}
+
+// NewServer is an http.Server for Handler with every timeout set: headers and bodies within
+// BodyTimeout, idle keep-alive connections closed after a minute, headers at most 64 KiB.
+func (b *Broker) NewServer() *http.Server {
+	return &http.Server{
+		Handler:           b.Handler(),
+		ReadHeaderTimeout: b.cfg.BodyTimeout,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// tooMany answers a client that failed too often (n8n's status and message).
+func tooMany(w http.ResponseWriter, window time.Duration) {
+	w.Header().Set("Retry-After", fmt.Sprint(max(1, int(window.Round(time.Second)/time.Second))))
+	writeJSON(w, http.StatusTooManyRequests, map[string]any{"code": 429, "message": "Too many requests"})
+}
+
+// authFailed counts a failed auth of r's client and logs the moment it gets limited, once.
+func (b *Broker) authFailed(lim *failLimiter, r *http.Request, what string) {
+	client := clientKey(r.RemoteAddr)
+	if lim.fail(client, time.Now()) {
+		b.log.WithFields(logrus.Fields{"remote": client, "failures": b.cfg.AuthFailLimit, "window": b.cfg.AuthFailWindow.String()}).
+			Warn("runner " + what + " failing repeatedly from this address: its requests get 429 until the window has passed")
+	}
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -136,19 +195,30 @@ func (b *Broker) serveAuth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": 405, "message": "use POST"})
 		return
 	}
+	if b.authFail.limited(clientKey(r.RemoteAddr), time.Now()) {
+		tooMany(w, b.cfg.AuthFailWindow)
+		return
+	}
 	var body struct {
 		Token *string `json:"token"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 400, "message": "body must be JSON {\"token\":\"<auth token>\"}: " + err.Error()})
+		b.authFailed(b.authFail, r, "auth")
+		msg := "body must be JSON {\"token\":\"<auth token>\"}: " + err.Error()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			msg = fmt.Sprintf("the body did not arrive within %s", b.cfg.BodyTimeout)
+		}
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 400, "message": msg})
 		return
 	}
 	if body.Token == nil || *body.Token == "" {
+		b.authFailed(b.authFail, r, "auth")
 		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 400, "message": "token must be a non-empty string"})
 		return
 	}
 	if subtle.ConstantTimeCompare([]byte(*body.Token), []byte(b.cfg.AuthToken)) != 1 {
 		b.log.WithField("remote", r.RemoteAddr).Warn("runner auth with a wrong token")
+		b.authFailed(b.authFail, r, "auth")
 		writeJSON(w, http.StatusForbidden, map[string]any{"code": 403, "message": "Forbidden"})
 		return
 	}
@@ -180,18 +250,26 @@ func (b *Broker) takeGrant(g string) bool {
 }
 
 func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
+	if b.wsFail.limited(clientKey(r.RemoteAddr), time.Now()) {
+		http.Error(w, "Too many requests", http.StatusTooManyRequests)
+		return
+	}
+	fail := func(msg string, code int) {
+		b.authFailed(b.wsFail, r, "connection")
+		http.Error(w, msg, code)
+	}
 	id := r.URL.Query().Get("id")
 	if id == "" {
-		http.Error(w, "missing ?id=<runner id>", http.StatusBadRequest)
+		fail("missing ?id=<runner id>", http.StatusBadRequest)
 		return
 	}
 	authz := r.Header.Get("Authorization")
 	if len(authz) < 8 || !strings.EqualFold(authz[:7], "bearer ") || strings.TrimSpace(authz[7:]) == "" {
-		http.Error(w, "missing Authorization: Bearer <grant token>", http.StatusUnauthorized)
+		fail("missing Authorization: Bearer <grant token>", http.StatusUnauthorized)
 		return
 	}
 	if !b.takeGrant(strings.TrimSpace(authz[7:])) {
-		http.Error(w, "grant token unknown, used or expired: get a new one from POST /runners/auth", http.StatusForbidden)
+		fail("grant token unknown, used or expired: get a new one from POST /runners/auth", http.StatusForbidden)
 		return
 	}
 	b.mu.Lock()
@@ -264,9 +342,10 @@ func (rc *runnerConn) serve() {
 			cause = err
 			break
 		}
-		m, err := Decode(data)
+		m, err := DecodeLimited(data, rc.b.cfg.MaxFrameDepth)
 		if err != nil {
 			rc.log.WithError(err).Warn("ignoring malformed frame from runner")
+			rc.refused(err)
 			continue
 		}
 		rc.handle(m)
@@ -323,6 +402,26 @@ func (rc *runnerConn) handle(m Message) {
 		}
 	default:
 		// later runner:info, unknown types: ignored like n8n does
+	}
+}
+
+// refused ends the task a refused frame belonged to (its Err is the *FrameError): whoever relays it
+// stops waiting for a taskdone that was sent but cannot be read.
+func (rc *runnerConn) refused(err error) {
+	var fe *FrameError
+	if !errors.As(err, &fe) || fe.TaskID == "" {
+		return
+	}
+	b := rc.b
+	b.mu.Lock()
+	t := rc.tasks[fe.TaskID]
+	if t != nil {
+		delete(rc.tasks, fe.TaskID)
+		b.inflightDoneLocked(1)
+	}
+	b.mu.Unlock()
+	if t != nil {
+		t.finish(nil, fe)
 	}
 }
 
@@ -716,7 +815,8 @@ func (t *DownstreamTask) Cancel(ctx context.Context, reason string) error {
 	return nil
 }
 
-// Err is nil unless the task ended because its runner disconnected (wraps ErrRunnerDisconnected).
+// Err is nil unless the task ended because its runner disconnected (wraps ErrRunnerDisconnected) or
+// sent a frame of it that was refused (a *FrameError wrapping ErrMalformedMessage).
 func (t *DownstreamTask) Err() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()

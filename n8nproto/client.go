@@ -48,6 +48,7 @@ type RunnerConfig struct {
 	TaskTypes      []string // default ["javascript"]
 	MaxConcurrency int      // offers kept open = MaxConcurrency - running (never 0 while idle); default 10
 	MaxPayload     int64    // websocket read limit; default 1 GiB (n8n's N8N_RUNNERS_MAX_PAYLOAD)
+	MaxFrameDepth  int      // nesting limit of one frame (DecodeLimited); default DefaultMaxFrameDepth
 	Logger         *logrus.Entry
 
 	// Zero values mean the official runner's timings.
@@ -75,6 +76,9 @@ func (c *RunnerConfig) setDefaults() {
 	}
 	if c.MaxPayload == 0 {
 		c.MaxPayload = 1 << 30
+	}
+	if c.MaxFrameDepth == 0 {
+		c.MaxFrameDepth = DefaultMaxFrameDepth
 	}
 	if c.Logger == nil {
 		c.Logger = logrus.NewEntry(logrus.StandardLogger())
@@ -124,6 +128,9 @@ func (c *RunnerConfig) validate() error {
 	}
 	if c.MaxPayload < 0 {
 		return fmt.Errorf("runner config: MaxPayload %d must be positive (N8N_RUNNERS_MAX_PAYLOAD)", c.MaxPayload)
+	}
+	if c.MaxFrameDepth < 0 {
+		return fmt.Errorf("runner config: MaxFrameDepth %d must be positive (N8N_FN_MAX_FRAME_DEPTH)", c.MaxFrameDepth)
 	}
 	if c.ReconnectMax < c.ReconnectMin {
 		return errors.New("runner config: ReconnectMax is below ReconnectMin")
@@ -397,9 +404,10 @@ func (s *session) run() error {
 			break
 		}
 		_ = ws.SetReadDeadline(time.Now().Add(readTimeout))
-		m, err := Decode(data)
+		m, err := DecodeLimited(data, s.r.cfg.MaxFrameDepth)
 		if err != nil {
 			s.log.WithError(err).Warn("ignoring malformed frame from n8n")
+			s.refused(err)
 			continue
 		}
 		s.handle(m)
@@ -546,6 +554,37 @@ func (s *session) onCancel(m TaskCancel) {
 	t.abort(m.Reason, m)
 }
 
+// refused ends the task a refused frame belonged to: an answer it waits for never comes otherwise.
+// The waiting RequestData / RPC gets the error; a task nothing waits on (relayed) fails toward n8n
+// with it and is cancelled here, so its handler stops.
+func (s *session) refused(err error) {
+	var fe *FrameError
+	if !errors.As(err, &fe) || fe.TaskID == "" {
+		return
+	}
+	t := s.task(fe.TaskID)
+	if t == nil {
+		return
+	}
+	if fe.Key != "" && t.deliver(fe.Key, refusedFrame{TaskID: fe.TaskID, err: fe}) {
+		return
+	}
+	msg := "n8n-fn: a message of this task from n8n was refused: " + fe.Error()
+	if ferr := t.Fail(s.ctx, errorJSON(msg)); ferr != nil {
+		s.log.WithError(ferr).WithField("task_id", t.ID).Warn("could not fail the task of a refused frame")
+	}
+	t.abort(msg, nil)
+}
+
+// refusedFrame stands for an answer frame that Decode refused; roundTrip turns it into its error.
+type refusedFrame struct {
+	TaskID string
+	err    error
+}
+
+func (refusedFrame) MessageType() string { return "n8n-fn:refused" }
+func (m refusedFrame) TaskKey() string   { return m.TaskID }
+
 func (s *session) route(taskID, key string, m TaskMessage) {
 	t := s.task(taskID)
 	if t == nil {
@@ -667,16 +706,21 @@ func (t *UpstreamTask) abort(reason string, msg TaskMessage) {
 	})
 }
 
-func (t *UpstreamTask) deliver(key string, m TaskMessage) {
+// deliver hands m to the RequestData / RPC waiting for key, else to Incoming (a refusedFrame only
+// to a waiter); it reports whether a waiter took it.
+func (t *UpstreamTask) deliver(key string, m TaskMessage) bool {
 	t.mu.Lock()
 	ch := t.waiters[key]
 	delete(t.waiters, key)
 	t.mu.Unlock()
 	if ch != nil {
 		ch <- m // buffered 1, one answer per key
-		return
+		return true
 	}
-	t.mb.push(m)
+	if _, refused := m.(refusedFrame); !refused {
+		t.mb.push(m)
+	}
+	return false
 }
 
 // Send writes m to n8n as a message of this task (TaskID rewritten). TaskDone / TaskError end the task
@@ -802,6 +846,9 @@ func (t *UpstreamTask) roundTrip(ctx context.Context, key string, req TaskMessag
 	}
 	select {
 	case m := <-ch:
+		if r, ok := m.(refusedFrame); ok {
+			return nil, fmt.Errorf("%s for task %s: the answer was refused: %w", req.MessageType(), t.ID, r.err)
+		}
 		return m, nil
 	case <-t.cancelled:
 		return nil, fmt.Errorf("%s for task %s: %w: %s", req.MessageType(), t.ID, ErrTaskCancelled, t.CancelReason())

@@ -60,7 +60,7 @@ func startBroker(t testing.TB, cfg BrokerConfig, addr string) *brokerServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs := &brokerServer{b: b, srv: &http.Server{Handler: b.Handler()}, ln: ln, addr: ln.Addr().String()}
+	bs := &brokerServer{b: b, srv: b.NewServer(), ln: ln, addr: ln.Addr().String()}
 	go func() { _ = bs.srv.Serve(ln) }()
 	t.Cleanup(bs.stop)
 	return bs

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 )
 
 // Message is one JSON frame of the task-runner protocol.
@@ -220,20 +222,78 @@ func (m TaskError) TaskKey() string        { return m.TaskID }
 // ErrMalformedMessage is returned by Decode for frames that are not a JSON object with a string "type".
 var ErrMalformedMessage = errors.New("n8nproto: malformed message")
 
-// Decode parses one frame by its "type". Known types come back as values (TaskDone, not *TaskDone);
-// unknown types come back as Unknown with the raw frame.
-func Decode(data []byte) (Message, error) {
+// ErrFrameTooDeep is wrapped (with ErrMalformedMessage) when a frame nests deeper than the limit.
+var ErrFrameTooDeep = errors.New("n8nproto: frame nested too deep")
+
+// DefaultMaxFrameDepth bounds the nesting of arrays and objects in one frame. It is encoding/json's
+// own limit: the sidecar could not re-encode anything deeper, and gjson's validator (which recurses
+// once per level) stays far from Go's stack limit below it.
+const DefaultMaxFrameDepth = 10_000
+
+// FrameError is what Decode returns for a frame it refuses. Type and TaskID are read without
+// parsing the rest, as far as they could be ("" when not), so the side that reads the frame can
+// fail the task it belonged to instead of leaving it waiting for ever.
+type FrameError struct {
+	Type   string
+	TaskID string
+	Key    string // requestId or callId of an answer frame, "" when none
+	Err    error
+}
+
+func (e *FrameError) Error() string {
+	if e.Type == "" {
+		return fmt.Sprintf("%v: %v", ErrMalformedMessage, e.Err)
+	}
+	typ := e.Type
+	if len(typ) > 64 { // the type is outside input: a log line carries no more of it than this
+		typ = fmt.Sprintf("%q…(%d bytes)", strings.ToValidUTF8(typ[:64], ""), len(typ))
+	}
+	return fmt.Sprintf("%v: %s: %v", ErrMalformedMessage, typ, e.Err)
+}
+
+func (e *FrameError) Unwrap() []error { return []error{ErrMalformedMessage, e.Err} }
+
+// Decode parses one frame by its "type" with DefaultMaxFrameDepth. Known types come back as values
+// (TaskDone, not *TaskDone); unknown types come back as Unknown with the raw frame. Every refused
+// frame gives a *FrameError wrapping ErrMalformedMessage.
+func Decode(data []byte) (Message, error) { return DecodeLimited(data, DefaultMaxFrameDepth) }
+
+// DecodeLimited is Decode with a nesting limit (<= 0: DefaultMaxFrameDepth). The depth is checked
+// in one iterative pass before any parser runs.
+func DecodeLimited(data []byte, maxDepth int) (Message, error) {
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxFrameDepth
+	}
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformedMessage)
+		return nil, &FrameError{Err: errors.New("not a JSON object")}
 	}
+	if err := jsonlimit.Check(data, maxDepth); err != nil {
+		fe := &FrameError{Err: fmt.Errorf("%w: %v (raise N8N_FN_MAX_FRAME_DEPTH on the sidecar)", ErrFrameTooDeep, err)}
+		// gjson finds top-level fields without recursing into the values it skips.
+		ids := gjson.GetManyBytes(data, "type", "taskId", "requestId", "callId")
+		fe.Type, fe.TaskID = ids[0].Str, ids[1].Str
+		fe.Key = ids[2].Str
+		if fe.Key == "" {
+			fe.Key = ids[3].Str
+		}
+		return nil, fe
+	}
+	m, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func decode(data []byte) (Message, error) {
 	t := gjson.GetBytes(data, "type")
 	if t.Type != gjson.String {
-		return nil, fmt.Errorf("%w: no string field \"type\"", ErrMalformedMessage)
+		return nil, &FrameError{Err: errors.New(`no string field "type"`)}
 	}
 	if m, ok, err := decodeFast(t.Str, data); ok {
 		if err != nil {
-			return nil, fmt.Errorf("%w: decode %s: %v", ErrMalformedMessage, t.Str, err)
+			return nil, &FrameError{Type: t.Str, Err: err}
 		}
 		return m, nil
 	}
@@ -264,12 +324,12 @@ func Decode(data []byte) (Message, error) {
 		m, err = decodeAs[TaskDeferred](data)
 	default:
 		if !json.Valid(data) {
-			return nil, fmt.Errorf("%w: invalid JSON in %q frame", ErrMalformedMessage, t.Str)
+			return nil, &FrameError{Type: t.Str, Err: errors.New("invalid JSON")}
 		}
 		return Unknown{Type: t.Str, Raw: append(json.RawMessage(nil), data...)}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: decode %s: %v", ErrMalformedMessage, t.Str, err)
+		return nil, &FrameError{Type: t.Str, Err: err}
 	}
 	return m, nil
 }
@@ -444,6 +504,11 @@ func encodeFast(m Message) ([]byte, bool, error) {
 		out = appendJSONString(out, kv[1])
 	}
 	if len(raw) > 0 {
+		// The payload may come from anywhere (a function's result out of Redis): bound its depth
+		// before gjson's recursive validator runs.
+		if err := jsonlimit.Check(raw, DefaultMaxFrameDepth); err != nil {
+			return nil, true, fmt.Errorf("%s: field %q: %w: %v", errPfx, key, ErrFrameTooDeep, err)
+		}
 		if !gjson.ValidBytes(raw) {
 			return nil, true, fmt.Errorf("%s: field %q is not valid JSON", errPfx, key)
 		}

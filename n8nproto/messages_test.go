@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 )
 
 type capture struct {
@@ -231,9 +233,25 @@ func FuzzDecode(f *testing.F) {
 		f.Add([]byte(c.Message))
 	}
 	f.Add([]byte(`{"type":"x"}`))
+	f.Add([]byte(`{"type":"broker:taskdataresponse","taskId":"t","requestId":"r","data":[[[[[[{"a":[[[]]]}]]]]]]}`))
+	f.Add([]byte(`{"type":"runner:taskdone","taskId":"t","data":{"result":[{"json":{"s":"\"[[[[[[[[["}}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// A small limit makes the refusal path reachable: it gives a FrameError, and only for
+		// frames that really nest deeper.
+		if _, err := DecodeLimited(data, 4); err != nil {
+			var fe *FrameError
+			if !errors.As(err, &fe) || !errors.Is(err, ErrMalformedMessage) {
+				t.Fatalf("DecodeLimited error is not a FrameError: %T %v", err, err)
+			}
+			if errors.Is(err, ErrFrameTooDeep) && jsonlimit.Check(data, 4) == nil {
+				t.Fatalf("refused as too deep but is not: %q", data)
+			}
+		}
 		m, err := Decode(data)
 		if err != nil {
+			if !errors.Is(err, ErrMalformedMessage) {
+				t.Fatalf("Decode error does not wrap ErrMalformedMessage: %v", err)
+			}
 			return
 		}
 		out, err := Encode(m)

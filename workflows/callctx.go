@@ -58,13 +58,13 @@ func (r FunctionRef) Display() string {
 func ParseFunctionRef(s string) (FunctionRef, error) {
 	scope, name, ok := strings.Cut(s, "/")
 	if !ok || scope == "" || name == "" {
-		return FunctionRef{}, fmt.Errorf("function reference %q: expected \"scope/name\"", clip(s))
+		return FunctionRef{}, fmt.Errorf("function reference %s: expected \"scope/name\"", quoted(s))
 	}
 	if scope != ScopeGlobal && !workflowIDRe.MatchString(scope) {
-		return FunctionRef{}, fmt.Errorf("function reference %q: scope %q is neither global nor a workflow id", clip(s), clip(scope))
+		return FunctionRef{}, fmt.Errorf("function reference %s: scope %s is neither global nor a workflow id", quoted(s), quoted(scope))
 	}
 	if err := checkName(name); err != nil {
-		return FunctionRef{}, fmt.Errorf("function reference %q: name %w", clip(s), err)
+		return FunctionRef{}, fmt.Errorf("function reference %s: name %w", quoted(s), err)
 	}
 	return FunctionRef{Scope: scope, Name: name}, nil
 }
@@ -110,7 +110,7 @@ func (s *Signer) verify(canonical []byte, sig, what string) error {
 		return fmt.Errorf("%s: %w (bad mac encoding)", what, ErrMalformedSig)
 	}
 	if !hmac.Equal([]byte(parts[1]), []byte(s.keyID)) {
-		return fmt.Errorf("%s: %w: key id %s, this sidecar has %s", what, ErrWrongSecret, clip(parts[1]), s.keyID)
+		return fmt.Errorf("%s: %w: key id %s, this sidecar has %s", what, ErrWrongSecret, excerpt(parts[1]), s.keyID)
 	}
 	m := hmac.New(sha256.New, s.key)
 	m.Write(canonical)
@@ -166,7 +166,7 @@ func (c *CallContext) Sign(s *Signer) { c.Sig = s.sign(c.canonical()) }
 
 // Verify checks the signature and, unless now is zero, the deadline.
 func (c *CallContext) Verify(s *Signer, now time.Time) error {
-	if err := s.verify(c.canonical(), c.Sig, "_functionCall of call "+clip(c.CallID)); err != nil {
+	if err := s.verify(c.canonical(), c.Sig, "_functionCall of call "+excerpt(c.CallID)); err != nil {
 		return err
 	}
 	if c.Depth != len(c.Stack)+1 {
@@ -226,12 +226,23 @@ func CheckDepth(parent *CallContext, target FunctionRef, maxDepth int) error {
 // ContextFromItem reads _functionCall from an item's json: (nil, nil) when the item has none, an
 // error wrapping ErrBadContext when it is there but not a call context. It does not verify.
 func ContextFromItem(itemJSON []byte) (*CallContext, error) {
+	return Limits{}.ContextFromItem(itemJSON)
+}
+
+// ContextFromItem is the package's ContextFromItem with these limits: a _functionCall over
+// MaxContextBytes is refused before it is decoded. The item itself is only scanned (gjson finds
+// the field without recursion), so its size is the caller's business (CheckParams).
+func (l Limits) ContextFromItem(itemJSON []byte) (*CallContext, error) {
+	l = l.withDefaults()
 	v := gjson.GetBytes(itemJSON, ContextField)
 	if !v.Exists() || v.Type == gjson.Null {
 		return nil, nil
 	}
 	if !v.IsObject() {
-		return nil, fmt.Errorf("%w: expected an object, got %s", ErrBadContext, clip(v.Raw))
+		return nil, fmt.Errorf("%w: expected an object, got %s", ErrBadContext, excerpt(v.Raw))
+	}
+	if len(v.Raw) > l.MaxContextBytes {
+		return nil, fmt.Errorf("%w: %w", ErrBadContext, limitf("it is %d bytes, a call context has at most %d (it holds ids and the chain of parent calls); the item's %s field was not set by n8n-fn", len(v.Raw), l.MaxContextBytes, ContextField))
 	}
 	var c CallContext
 	dec := json.NewDecoder(strings.NewReader(v.Raw))
@@ -318,7 +329,7 @@ func (r *CallRef) Sign(s *Signer) { r.Sig = s.sign(r.canonical()) }
 
 // Verify checks the signature and, unless now is zero, the expiry.
 func (r *CallRef) Verify(s *Signer, now time.Time) error {
-	if err := s.verify(r.canonical(), r.Sig, "call reference "+clip(r.CallID)); err != nil {
+	if err := s.verify(r.canonical(), r.Sig, "call reference "+excerpt(r.CallID)); err != nil {
 		return err
 	}
 	if !now.IsZero() && now.UnixMilli() > r.Exp {
@@ -337,6 +348,11 @@ func ParseCallRef(body []byte) (*CallRef, error) {
 	}
 	if !v.IsObject() {
 		return nil, fmt.Errorf("%w: call reference: expected a JSON object", ErrMalformedSig)
+	}
+	// Anyone who can reach the function's webhook can post here: a reference is a few hundred
+	// bytes, anything much bigger is not one and is not decoded.
+	if len(v.Raw) > MaxCallRefBytes {
+		return nil, fmt.Errorf("%w: call reference: the body is %d bytes, a call reference has at most %d", ErrMalformedSig, len(v.Raw), MaxCallRefBytes)
 	}
 	var r CallRef
 	dec := json.NewDecoder(strings.NewReader(v.Raw))

@@ -200,3 +200,93 @@ func BenchmarkCallContextVerify(b *testing.B) {
 		}
 	}
 }
+
+// FuzzCallContext feeds arbitrary items to everything that reads a call context or a call
+// reference from outside: nothing panics, every error wraps its sentinel, and whatever parses
+// survives signing, the trip through an item and verification.
+func FuzzCallContext(f *testing.F) {
+	s, err := NewSigner([]byte("fuzz-secret-0123456789"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := sampleContext()
+	c.Sign(s)
+	item, err := WithContext([]byte(`{"a":1}`), c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(item)
+	r := &CallRef{Function: "global/add", EntryID: "1-0", CallID: "c1", Exp: 1}
+	r.Sign(s)
+	body, _ := json.Marshal(map[string]any{"headers": map[string]string{}, "body": r})
+	f.Add(body)
+	for _, seed := range []string{`{}`, `{"_functionCall":null}`, `{"_functionCall":[]}`, `{"_functionCall":{"callId":"x","function":"f","depth":3,"stack":[{}]}}`,
+		`{"function":"global/f","entryId":"1-0","callId":"c","exp":1,"sig":"v1.a.b"}`, `{"body":1,"headers":2}`, `[`, `{"_functionCall":{"callId":"\u0000","function":"/","sig":"v1..."}}`} {
+		f.Add([]byte(seed))
+	}
+	now := time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		stripped := WithoutContext(in)
+		if json.Valid(in) && !json.Valid(stripped) {
+			t.Fatalf("WithoutContext(%q) = %q is not JSON", in, stripped)
+		}
+		cc, err := ContextFromItem(in)
+		switch {
+		case err != nil:
+			if !errors.Is(err, ErrBadContext) {
+				t.Fatalf("ContextFromItem error does not wrap ErrBadContext: %v", err)
+			}
+		case cc != nil:
+			if err := cc.Verify(s, now); err != nil && !isSigError(err) {
+				t.Fatalf("Verify: unexpected error kind: %v", err)
+			}
+			if ref, err := cc.Ref(); err == nil {
+				_ = CheckDepth(cc, ref, 4)
+			}
+			cc.Sign(s)
+			if !gjsonObject(in) {
+				break
+			}
+			again, err := WithContext(in, cc)
+			if err != nil {
+				t.Fatalf("WithContext of %q: %v", in, err)
+			}
+			back, err := ContextFromItem(again)
+			if err != nil || back == nil {
+				t.Fatalf("context lost in %q: %v", again, err)
+			}
+			if err := back.Verify(s, time.Time{}); err != nil && !errors.Is(err, ErrBadContext) {
+				t.Fatalf("a re-signed context does not verify: %v (%q)", err, again)
+			}
+		}
+		ref, err := ParseCallRef(in)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedSig) {
+				t.Fatalf("ParseCallRef error does not wrap ErrMalformedSig: %v", err)
+			}
+			return
+		}
+		if err := ref.Verify(s, now); err != nil && !isSigError(err) {
+			t.Fatalf("CallRef.Verify: unexpected error kind: %v", err)
+		}
+		ref.Sign(s)
+		if err := ref.Verify(s, time.Time{}); err != nil {
+			t.Fatalf("a re-signed reference does not verify: %v", err)
+		}
+	})
+}
+
+func isSigError(err error) bool {
+	for _, e := range []error{ErrUnsigned, ErrMalformedSig, ErrWrongSecret, ErrTampered, ErrExpired, ErrBadContext} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// gjsonObject reports whether in is one valid JSON object (WithContext's precondition).
+func gjsonObject(in []byte) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(in, &m) == nil && m != nil
+}

@@ -65,23 +65,30 @@ type DirectiveError struct {
 	Node  string // the Code node's name ("" when the caller did not say)
 	Field string // the directive field ("" for the header as a whole)
 	Msg   string
+
+	cause error // the header error it was made from (a limit, say), for errors.Is
 }
 
 func (e *DirectiveError) Error() string {
 	var b strings.Builder
 	b.WriteString(ErrDirective.Error())
 	if e.Node != "" {
-		fmt.Fprintf(&b, " in node %q", e.Node)
+		fmt.Fprintf(&b, " in node %s", quoted(e.Node))
 	}
 	if e.Field != "" {
-		fmt.Fprintf(&b, ", field %q", e.Field)
+		fmt.Fprintf(&b, ", field %s", quoted(e.Field))
 	}
 	b.WriteString(": ")
 	b.WriteString(e.Msg)
 	return b.String()
 }
 
-func (e *DirectiveError) Unwrap() error { return ErrDirective }
+func (e *DirectiveError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{ErrDirective, e.cause}
+	}
+	return []error{ErrDirective}
+}
 
 // DirectiveErrors is every problem found in one directive; parsers return it (never empty) so a
 // user fixes everything in one round.
@@ -105,12 +112,12 @@ func (es DirectiveErrors) Error() string {
 	for i, e := range es {
 		parts[i] = e.Msg
 		if e.Field != "" {
-			parts[i] = fmt.Sprintf("field %q: %s", e.Field, e.Msg)
+			parts[i] = fmt.Sprintf("field %s: %s", quoted(e.Field), e.Msg)
 		}
 	}
 	head := ErrDirective.Error()
 	if es[0].Node != "" {
-		head += fmt.Sprintf(" in node %q", es[0].Node)
+		head += fmt.Sprintf(" in node %s", quoted(es[0].Node))
 	}
 	return head + ": " + strings.Join(parts, "; ")
 }
@@ -187,8 +194,7 @@ func (*EchoDirective) DirectiveOp() string     { return OpEcho }
 func ParseDirective(node, code string) (Directive, error) {
 	h, err := ParseHeader(code)
 	if err != nil {
-		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), ErrDirective.Error()), ": ")
-		return nil, DirectiveErrors{{Node: node, Msg: msg}}
+		return nil, NodeError(node, err)
 	}
 	if h == nil {
 		return nil, nil
@@ -225,12 +231,13 @@ func ParseHeaderDirective(node string, h *Header) (Directive, error) {
 		}
 		return d, nil
 	}
-	return nil, DirectiveErrors{{Node: node, Field: "op", Msg: fmt.Sprintf("unknown op %q (expected function, call or return)", h.Op)}}
+	return nil, DirectiveErrors{{Node: node, Field: "op", Msg: fmt.Sprintf("unknown op %s (expected function, call or return)", quoted(h.Op))}}
 }
 
 // fields reads one JSON object strictly: unknown and duplicate fields are errors, and every
 // problem is collected.
 type fields struct {
+	lim   Limits // the limits the header was read with
 	node  string
 	op    string
 	vals  map[string]gjson.Result
@@ -243,7 +250,7 @@ func newFields(node, op string, raw []byte, allowed ...string) *fields {
 	obj := gjson.ParseBytes(raw)
 	if !obj.IsObject() {
 		if op == "" {
-			f.fail("", fmt.Sprintf("expected an object {\"name\",\"type\",...}, got %s", clip(obj.Raw)))
+			f.fail("", fmt.Sprintf("expected an object {\"name\",\"type\",...}, got %s", excerpt(obj.Raw)))
 		} else {
 			f.fail("", "the directive must be one JSON object")
 		}
@@ -314,7 +321,7 @@ func (f *fields) str(name, def string) string {
 		return def
 	}
 	if v.Type != gjson.String {
-		f.fail(name, fmt.Sprintf("expected a string, got %s", clip(v.Raw)))
+		f.fail(name, fmt.Sprintf("expected a string, got %s", excerpt(v.Raw)))
 		return def
 	}
 	return v.Str
@@ -326,7 +333,7 @@ func (f *fields) boolean(name string) bool {
 		return false
 	}
 	if v.Type != gjson.True && v.Type != gjson.False {
-		f.fail(name, fmt.Sprintf("expected true or false, got %s", clip(v.Raw)))
+		f.fail(name, fmt.Sprintf("expected true or false, got %s", excerpt(v.Raw)))
 		return false
 	}
 	return v.Bool()
@@ -338,9 +345,11 @@ func (f *fields) integer(name string, def, lo, hi int, zeroOK bool, unit string)
 	if !ok {
 		return def
 	}
+	// An integer is written as one: 15000.0 and 1.5e4 are refused like "v":1.0 in the header
+	// (encoding/json refuses those for an int), so one rule holds for every integer field.
 	n := v.Float()
-	if v.Type != gjson.Number || n != math.Trunc(n) || math.IsInf(n, 0) {
-		f.fail(name, fmt.Sprintf("expected a whole number%s, got %s", unit, clip(v.Raw)))
+	if v.Type != gjson.Number || strings.ContainsAny(v.Raw, ".eE") || n != math.Trunc(n) || math.IsInf(n, 0) {
+		f.fail(name, fmt.Sprintf("expected a whole number%s, got %s", unit, excerpt(v.Raw)))
 		return def
 	}
 	if zeroOK && n == 0 {
@@ -385,7 +394,7 @@ func (f *fields) paramName() string {
 	case len(s) > MaxNameLength:
 		f.fail("name", fmt.Sprintf("longer than %d characters", MaxNameLength))
 	case strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
-		f.fail("name", fmt.Sprintf("%q contains control characters", s))
+		f.fail("name", fmt.Sprintf("%s contains control characters", quoted(s)))
 	}
 	return s
 }
@@ -397,7 +406,7 @@ func checkName(s string) error {
 	case len(s) > MaxNameLength:
 		return fmt.Errorf("longer than %d characters", MaxNameLength)
 	case !nameRe.MatchString(s):
-		return fmt.Errorf("%q may only contain letters, digits, '_', '-' and '.' (and must not start with '-' or '.')", s)
+		return fmt.Errorf("%s may only contain letters, digits, '_', '-' and '.' (and must not start with '-' or '.')", quoted(s))
 	}
 	return nil
 }
@@ -408,6 +417,7 @@ func ValidName(s string) bool { return checkName(s) == nil }
 // ParseFunction parses {"op":"function",...}.
 func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
 	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "globalConcurrency", "description")
+	f.lim = h.lim
 	d := &FunctionDirective{
 		Name:              f.name("name", true, "function name"),
 		Scope:             f.str("scope", ScopeGlobal),
@@ -417,7 +427,7 @@ func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
 		Description:       f.str("description", ""),
 	}
 	if d.Scope != ScopeGlobal && d.Scope != ScopeWorkflow {
-		f.fail("scope", fmt.Sprintf("%q is not a scope (use %q or %q)", d.Scope, ScopeGlobal, ScopeWorkflow))
+		f.fail("scope", fmt.Sprintf("%s is not a scope (use %q or %q)", quoted(d.Scope), ScopeGlobal, ScopeWorkflow))
 	}
 	if len(d.Description) > MaxDescriptionLength {
 		f.fail("description", fmt.Sprintf("longer than %d characters", MaxDescriptionLength))
@@ -433,7 +443,7 @@ func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
 
 func parseParams(f *fields, p gjson.Result) []Param {
 	if !p.IsArray() {
-		f.fail("params", fmt.Sprintf("expected an array of {\"name\",\"type\",...} objects, got %s", clip(p.Raw)))
+		f.fail("params", fmt.Sprintf("expected an array of {\"name\",\"type\",...} objects, got %s", excerpt(p.Raw)))
 		return nil
 	}
 	items := p.Array()
@@ -445,6 +455,7 @@ func parseParams(f *fields, p gjson.Result) []Param {
 	var out []Param
 	for i, it := range items {
 		pf := newFields(f.node, "", []byte(it.Raw), "name", "type", "required", "default", "description")
+		pf.lim = f.lim
 		prm := Param{
 			Name:        pf.paramName(),
 			Type:        pf.str("type", TypeString),
@@ -454,17 +465,17 @@ func parseParams(f *fields, p gjson.Result) []Param {
 		switch prm.Type {
 		case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray:
 		default:
-			pf.fail("type", fmt.Sprintf("%q is not a param type (use string, number, boolean, object or array)", prm.Type))
+			pf.fail("type", fmt.Sprintf("%s is not a param type (use string, number, boolean, object or array)", quoted(prm.Type)))
 		}
 		if prm.Name == ContextField {
 			pf.fail("name", fmt.Sprintf("%q is reserved for the call context", ContextField))
 		}
 		if prm.Name != "" && seen[prm.Name] {
-			pf.fail("name", fmt.Sprintf("param %q is declared twice", prm.Name))
+			pf.fail("name", fmt.Sprintf("param %s is declared twice", quoted(prm.Name)))
 		}
 		seen[prm.Name] = true
 		if dv, ok := pf.vals["default"]; ok && dv.Type != gjson.Null && len(pf.errs) == 0 {
-			c, err := coerce(prm.Type, dv)
+			c, err := f.lim.coerce(prm.Type, dv)
 			if err != nil {
 				pf.fail("default", fmt.Sprintf("does not fit type %s: %v", prm.Type, err))
 			} else {
@@ -502,19 +513,19 @@ func ParseCall(node string, h *Header) (*CallDirective, error) {
 		WaitForLiveMs:  f.integer("waitForLive", DefaultWaitForLiveMs, 0, MaxWaitForLiveMs, false, " ms"),
 	}
 	if d.Scope != ScopeGlobal && d.Scope != ScopeWorkflow && !workflowIDRe.MatchString(d.Scope) {
-		f.fail("scope", fmt.Sprintf("%q is neither %q, %q nor a workflow id (letters, digits, '_', '-')", d.Scope, ScopeGlobal, ScopeWorkflow))
+		f.fail("scope", fmt.Sprintf("%s is neither %q, %q nor a workflow id (letters, digits, '_', '-')", quoted(d.Scope), ScopeGlobal, ScopeWorkflow))
 	}
 	if d.Mode != ModeEachItem && d.Mode != ModeAllItems {
-		f.fail("mode", fmt.Sprintf("%q is not a mode (use %q or %q)", d.Mode, ModeEachItem, ModeAllItems))
+		f.fail("mode", fmt.Sprintf("%s is not a mode (use %q or %q)", quoted(d.Mode), ModeEachItem, ModeAllItems))
 	}
 	switch {
 	case d.ResultField == ContextField:
 		f.fail("resultField", fmt.Sprintf("%q is reserved for the call context", ContextField))
 	case d.ResultField != "" && (len(d.ResultField) > MaxNameLength || strings.ContainsAny(d.ResultField, ".\x00")):
-		f.fail("resultField", fmt.Sprintf("%q must be one top-level field name (no '.', at most %d characters)", d.ResultField, MaxNameLength))
+		f.fail("resultField", fmt.Sprintf("%s must be one top-level field name (no '.', at most %d characters)", quoted(d.ResultField), MaxNameLength))
 	}
 	if d.IdempotencyKey != "" && !fieldPathRe.MatchString(d.IdempotencyKey) {
-		f.fail("idempotencyKey", fmt.Sprintf("%q is not a field path like \"orderId\" or \"order.id\" (letters, digits, '_', '$', '-', separated by '.')", d.IdempotencyKey))
+		f.fail("idempotencyKey", fmt.Sprintf("%s is not a field path like \"orderId\" or \"order.id\" (letters, digits, '_', '$', '-', separated by '.')", quoted(d.IdempotencyKey)))
 	}
 	if err := f.err(); err != nil {
 		return nil, err
@@ -589,10 +600,10 @@ func (d *CallDirective) IdempotencyValue(itemJSON []byte) (string, error) {
 	v := gjson.GetBytes(itemJSON, d.IdempotencyKey)
 	switch {
 	case !v.Exists() || v.Type == gjson.Null:
-		return "", fmt.Errorf("%w: the item has no field %q (idempotencyKey); set it before the call or remove idempotencyKey", ErrIdempotencyKey, d.IdempotencyKey)
+		return "", fmt.Errorf("%w: the item has no field %s (idempotencyKey); set it before the call or remove idempotencyKey", ErrIdempotencyKey, quoted(d.IdempotencyKey))
 	case v.Type == gjson.String:
 		if v.Str == "" {
-			return "", fmt.Errorf("%w: field %q (idempotencyKey) is an empty string", ErrIdempotencyKey, d.IdempotencyKey)
+			return "", fmt.Errorf("%w: field %s (idempotencyKey) is an empty string", ErrIdempotencyKey, quoted(d.IdempotencyKey))
 		}
 		return v.Str, nil
 	default:

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -208,7 +209,20 @@ func FuzzParseDirective(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	f.Add(`/* @n8n-fn {"op":"function","name":"f","params":[{"name":"a","type":"array","default":"[[[[[[[["}]} */`)
+	f.Add(`/* @n8n-fn {"op":"call","function":"f","x":[[[[[[{"a":[[[]]]}]]]]]]} */`)
+	small := Limits{MaxHeaderBytes: 1024, MaxJSONDepth: 4}
 	f.Fuzz(func(t *testing.T, s string) {
+		// The small limits are hit by fuzzed inputs; whatever they refuse is a clean error too.
+		if h, err := small.ParseHeader(s); err != nil {
+			if !errors.Is(err, ErrDirective) {
+				t.Fatalf("small limits: error does not wrap ErrDirective: %v", err)
+			}
+		} else if h != nil {
+			if _, err := ParseHeaderDirective("fuzz", h); err != nil && !errors.Is(err, ErrDirective) {
+				t.Fatalf("small limits: error does not wrap ErrDirective: %v", err)
+			}
+		}
 		d, err := ParseDirective("fuzz", s)
 		if err != nil {
 			if !errors.Is(err, ErrDirective) {
@@ -217,14 +231,44 @@ func FuzzParseDirective(f *testing.F) {
 			if d != nil {
 				t.Fatalf("both a directive and an error")
 			}
+			var des DirectiveErrors
+			if !errors.As(err, &des) || len(des) == 0 {
+				t.Fatalf("error is not DirectiveErrors: %T %v", err, err)
+			}
+			for _, de := range des {
+				if de.Node != "fuzz" {
+					t.Fatalf("an error does not name the node: %v", de)
+				}
+			}
+			if !strings.Contains(err.Error(), `in node "fuzz"`) {
+				t.Fatalf("the message does not name the node: %v", err)
+			}
 			return
 		}
 		if d == nil && IsDirective(s) {
 			t.Fatalf("a directive header parsed to nothing")
 		}
+		if d == nil {
+			return
+		}
 		if fn, ok := d.(*FunctionDirective); ok {
 			// Whatever parses must also bind an empty call without panicking.
 			_, _ = fn.BindParams([]byte(`{}`))
+		}
+		// Whatever parses encodes to a header that parses to the same directive.
+		enc, err := EncodeDirective(d)
+		if err != nil {
+			t.Fatalf("EncodeDirective(%#v): %v", d, err)
+		}
+		d2, err := ParseDirective("fuzz", code(enc))
+		if err != nil {
+			t.Fatalf("re-parse of %s: %v", enc, err)
+		}
+		if c, ok := d.(*CallDirective); ok && c.Retries == 0 {
+			c.RetryBackoffMs = d2.(*CallDirective).RetryBackoffMs // not written without retries
+		}
+		if a, b := fmt.Sprintf("%#v", d), fmt.Sprintf("%#v", d2); a != b {
+			t.Fatalf("round trip changed the directive:\n%s\n%s", a, b)
 		}
 	})
 }

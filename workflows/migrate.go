@@ -426,7 +426,7 @@ func indent(code, pad string) string {
 func (m *migrator) call(n *Node) error {
 	fnName := n.Param("functionName")
 	if fnName.Type != gjson.String || fnName.Str == "" || strings.HasPrefix(fnName.Str, "=") || strings.HasPrefix(fnName.Str, "__") {
-		m.keep(n, fmt.Sprintf("functionName %s is empty or an expression; set the function by hand (`n8n-fn snippet call NAME`)", clip(fnName.Raw)))
+		m.keep(n, fmt.Sprintf("functionName %s is empty or an expression; set the function by hand (`n8n-fn snippet call NAME`)", excerpt(fnName.Raw)))
 		return nil
 	}
 	target := SanitizeFunctionName(fnName.Str)
@@ -480,7 +480,7 @@ func (m *migrator) callScope(n *Node, fnName string) (string, string) {
 	id := wfID.String()
 	switch {
 	case strings.HasPrefix(id, "="):
-		return "", fmt.Sprintf("the target workflow is an expression (%s); set the call's scope by hand", clip(id))
+		return "", fmt.Sprintf("the target workflow is an expression (%s); set the call's scope by hand", excerpt(id))
 	case id == "" || id == m.wf.ID:
 		if d, ok := m.funcs[m.key][fnName]; ok && d.scope == ScopeGlobal {
 			return ScopeGlobal, ""
@@ -497,7 +497,7 @@ func (m *migrator) callScope(n *Node, fnName string) (string, string) {
 		return id, ""
 	}
 	if !workflowIDRe.MatchString(id) {
-		return "", fmt.Sprintf("target workflow id %q is not an id; set the call's scope by hand", clip(id))
+		return "", fmt.Sprintf("target workflow id %q is not an id; set the call's scope by hand", excerpt(id))
 	}
 	return id, "" // target workflow not in this run: keep addressing it by id
 }

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 )
 
 // ErrParams is wrapped by ParamsError: the call's params do not fit the function's declaration.
@@ -48,15 +51,26 @@ func (e *ParamsError) Unwrap() error { return ErrParams }
 // text. Undeclared fields pass through unchanged, in their order; a _functionCall field of the input
 // is dropped (the function node sets its own). Every problem is reported in one *ParamsError.
 func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
-	if len(strings.TrimSpace(string(params))) > 0 && !gjson.ValidBytes(params) {
-		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params are not valid JSON: %s", clip(string(params)))}}}
+	return Limits{}.BindParams(d, params)
+}
+
+// BindParams is FunctionDirective.BindParams with these limits: params over MaxParamsBytes or
+// nesting deeper than MaxJSONDepth, and JSON-text values of object/array params nesting deeper,
+// are refused before they are parsed.
+func (l Limits) BindParams(d *FunctionDirective, params []byte) ([]byte, error) {
+	l = l.withDefaults()
+	if err := l.CheckParams(params); err != nil {
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: err.Error()}}}
+	}
+	if len(bytes.TrimSpace(params)) > 0 && !gjson.ValidBytes(params) {
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params are not valid JSON: %s", excerpt(string(params)))}}}
 	}
 	in := gjson.ParseBytes(params)
-	if len(strings.TrimSpace(string(params))) == 0 || in.Type == gjson.Null {
+	if len(bytes.TrimSpace(params)) == 0 || in.Type == gjson.Null {
 		in = gjson.Parse("{}")
 	}
 	if !in.IsObject() {
-		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params must be a JSON object, got %s", clip(in.Raw))}}}
+		return nil, &ParamsError{Function: d.Name, Problems: []ParamProblem{{Msg: fmt.Sprintf("params must be a JSON object, got %s", excerpt(in.Raw))}}}
 	}
 	declared := make(map[string]int, len(d.Params))
 	for i, p := range d.Params {
@@ -98,7 +112,7 @@ func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
 		case v.Type == gjson.Null:
 			bound[i] = json.RawMessage("null")
 		default:
-			c, err := coerce(p.Type, v)
+			c, err := l.coerce(p.Type, v)
 			if err != nil {
 				problems = append(problems, ParamProblem{p.Name, err.Error()})
 				return true
@@ -129,7 +143,11 @@ func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
 }
 
 // coerce converts one value to a param type; the result is compact JSON.
-func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
+// coerce converts one value with the default limits (CLI input: migration, snippets).
+func coerce(typ string, v gjson.Result) (json.RawMessage, error) { return Limits{}.coerce(typ, v) }
+
+func (l Limits) coerce(typ string, v gjson.Result) (json.RawMessage, error) {
+	l = l.withDefaults()
 	switch typ {
 	case TypeString:
 		switch v.Type {
@@ -151,7 +169,7 @@ func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 				}
 				return json.RawMessage(strconv.FormatFloat(f, 'g', -1, 64)), nil
 			}
-			return nil, fmt.Errorf("expected a number, got the string %s", clip(v.Raw))
+			return nil, fmt.Errorf("expected a number, got the string %s", excerpt(v.Raw))
 		}
 	case TypeBoolean:
 		switch v.Type {
@@ -164,7 +182,7 @@ func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 			case "false":
 				return json.RawMessage("false"), nil
 			}
-			return nil, fmt.Errorf("expected a boolean, got the string %s (use true/false or \"true\"/\"false\")", clip(v.Raw))
+			return nil, fmt.Errorf("expected a boolean, got the string %s (use true/false or \"true\"/\"false\")", excerpt(v.Raw))
 		}
 	case TypeObject, TypeArray:
 		want := v.IsObject()
@@ -175,11 +193,16 @@ func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 			return compactJSON(v.Raw), nil
 		}
 		if v.Type == gjson.String {
+			// The string's JSON is checked before gjson.Valid, which recurses once per level: a
+			// string of millions of '[' must get this error, not a stack overflow of the sidecar.
+			if err := jsonlimit.CheckString(v.Str, l.MaxJSONDepth); err != nil {
+				return nil, l.depthError("the JSON text in the string", err)
+			}
 			inner := gjson.Parse(v.Str)
 			if gjson.Valid(v.Str) && ((typ == TypeObject && inner.IsObject()) || (typ == TypeArray && inner.IsArray())) {
 				return compactJSON(v.Str), nil
 			}
-			return nil, fmt.Errorf("expected an %s, got a string that is not %s JSON: %s", typ, typ, clip(v.Raw))
+			return nil, fmt.Errorf("expected an %s, got a string that is not %s JSON: %s", typ, typ, excerpt(v.Raw))
 		}
 	}
 	return nil, fmt.Errorf("expected %s %s, got %s", article(typ), typ, describe(v))
@@ -199,13 +222,13 @@ func describe(v gjson.Result) string {
 	case v.IsArray():
 		return "an array"
 	case v.Type == gjson.String:
-		return "the string " + clip(v.Raw)
+		return "the string " + excerpt(v.Raw)
 	case v.Type == gjson.Number:
 		return "the number " + v.Raw
 	case v.Type == gjson.True || v.Type == gjson.False:
 		return "the boolean " + v.Raw
 	}
-	return clip(v.Raw)
+	return excerpt(v.Raw)
 }
 
 func compactJSON(raw string) json.RawMessage {

@@ -5,7 +5,21 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
+
+// gjsonEscape makes a field name a literal gjson path.
+func gjsonEscape(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		if strings.ContainsRune(".*?|#@\\!=<>%()[]{},:\"", r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 func raws(s ...string) []json.RawMessage {
 	out := make([]json.RawMessage, len(s))
@@ -137,16 +151,42 @@ func FuzzBindParams(f *testing.F) {
 	for _, s := range []string{`{}`, `{"a":"[1]","n":"2","s":3}`, `{"o":"{}","b":"TRUE","a":[]}`, `[]`, `null`, `{"a":1,"a":2}`} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}`))
+	f.Add([]byte(`{"o":"{\"k\":{\"k\":{\"k\":[[[]]]}}}","a":[[[[[]]]]]}`))
+	small := Limits{MaxParamsBytes: 256, MaxJSONDepth: 4}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		if _, err := small.BindParams(fn, in); err != nil && !errors.Is(err, ErrParams) {
+			t.Fatalf("small limits: error does not wrap ErrParams: %v", err)
+		}
 		out, err := fn.BindParams(in)
 		if err != nil {
 			if !errors.Is(err, ErrParams) {
 				t.Fatalf("error does not wrap ErrParams: %v", err)
 			}
+			if len(err.Error()) > 2000 {
+				t.Fatalf("a %d-byte error for a %d-byte input: values are copied into it", len(err.Error()), len(in))
+			}
 			return
 		}
-		if !json.Valid(out) {
+		if !json.Valid(out) || !gjson.ParseBytes(out).IsObject() {
 			t.Fatalf("invalid JSON %q from %q", out, in)
+		}
+		// Every declared param that is bound has its declared type.
+		for _, p := range fn.Params {
+			v := gjson.GetBytes(out, gjsonEscape(p.Name))
+			if !v.Exists() || v.Type == gjson.Null {
+				continue
+			}
+			ok := map[string]bool{
+				TypeString: v.Type == gjson.String, TypeNumber: v.Type == gjson.Number,
+				TypeBoolean: v.IsBool(), TypeObject: v.IsObject(), TypeArray: v.IsArray(),
+			}[p.Type]
+			if !ok {
+				t.Fatalf("param %q bound as %s, declared %s (in %q, out %q)", p.Name, v.Raw, p.Type, in, out)
+			}
+		}
+		if gjson.GetBytes(out, ContextField).Exists() {
+			t.Fatalf("_functionCall of the caller kept: %q", out)
 		}
 	})
 }

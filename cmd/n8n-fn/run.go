@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/runner"
 )
 
@@ -26,6 +27,8 @@ func runCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return fmt.Errorf("%w (see n8n-fn run --help)", err)
 	}
 	log := cfg.Logger().WithField("sidecar", cfg.ID)
+	// Before any Redis client exists: go-redis's own lines (Redis down, say) in the same format.
+	registry.UseLogrus(log)
 	s, err := runner.New(cfg, log)
 	if err != nil {
 		return err
