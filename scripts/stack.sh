@@ -206,6 +206,15 @@ load_secrets() {
 # A pid file holds "PID STARTTIME" (field 22 of /proc/PID/stat): a PID that the kernel has since
 # given to another process does not match, so nothing but what this script started is signalled.
 proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+# running PID: the process exists and is not a zombie (Z) or dead (X). kill -0 succeeds on a zombie,
+# and zombies stay: a process this script started outlives the script, is re-parented to PID 1, and
+# not every PID 1 (a container's or a VM's init shim) reaps its children. A worker killed with -9
+# then looks alive to kill -0 for ever, and `up` would leave it dead.
+running() {
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1}')
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
 pid_of() {
 	local pid start
 	[ -f "$PIDS/$1.pid" ] || return 1
@@ -214,10 +223,12 @@ pid_of() {
 	if [ -n "$start" ] && [ "$(proc_start "$pid")" != "$start" ]; then return 1; fi
 	echo "$pid"
 }
+# alive NAME: the process of NAME's pid file is still the one this script started (same start time)
+# and still running.
 alive() {
 	local pid
 	pid=$(pid_of "$1" || true)
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+	[ -n "$pid" ] && running "$pid"
 }
 
 # spawn NAME CMD...: runs CMD in its own session (so it outlives the caller's terminal and process
@@ -234,10 +245,10 @@ stop_proc() { # NAME TIMEOUT_S
 	pid=$(pid_of "$1" || true)
 	[ -n "$pid" ] || { rm -f "$PIDS/$1.pid"; return 0; }
 	t0=$(now)
-	if kill "$pid" 2>/dev/null; then
+	if running "$pid" && kill "$pid" 2>/dev/null; then
 		local i
-		for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then
+		for ((i = 0; i < $2 * 10; i++)); do running "$pid" || break; sleep 0.1; done
+		if running "$pid"; then
 			say "$1 ($pid) still running after $2 s: SIGKILL"
 			kill -9 "$pid" 2>/dev/null || true
 		fi
