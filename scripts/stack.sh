@@ -14,7 +14,8 @@
 #
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
 #   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info), N8N_FN_PPROF (false),
-#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one.
+#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
+#   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it).
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -148,6 +149,9 @@ install_postgres() {
 }
 
 build_fn() {
+	# N8N_FN_NO_BUILD=1: restart what is missing with the binary there is (n8n-fn chaos restarts
+	# processes the way a supervisor does; it must not rebuild and restart every sidecar).
+	[ "${N8N_FN_NO_BUILD:-}" = 1 ] && [ -x "$FN_BIN" ] && return 0
 	command -v go >/dev/null || { [ "$RUNNER_KIND" = sidecar ] && die "go is needed to build the n8n-fn sidecar"; return 0; }
 	mkdir -p "$(dirname "$FN_BIN")"
 	# go build is a no-op when nothing changed but still costs seconds of linking: skip it then.
@@ -656,7 +660,7 @@ status) do_status ;;
 logs) do_logs "$@" ;;
 restart-runners) do_restart_runners ;;
 *)
-	sed -n '2,17p' "$0"
+	sed -n '2,18p' "$0"
 	exit 2
 	;;
 esac
