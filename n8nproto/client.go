@@ -54,8 +54,8 @@ type RunnerConfig struct {
 	// Zero values mean the official runner's timings.
 	OfferValidFor   time.Duration // base offer validity, 5 s; each offer adds a random 0–500 ms
 	OfferInterval   time.Duration // offer top-up period, 250 ms
-	ReconnectMin    time.Duration // first reconnect delay, 1 s (doubles, with jitter)
-	ReconnectMax    time.Duration // reconnect delay cap, 30 s
+	ReconnectMin    time.Duration // first reconnect delay, 250 ms (doubles, with jitter)
+	ReconnectMax    time.Duration // reconnect delay cap, 2 s: see setDefaults
 	SettingsTimeout time.Duration // an accepted task without tasksettings after this is dropped, 60 s
 	ReadTimeout     time.Duration // connection considered dead without any frame or ping for this long, 2 min (n8n pings every 30 s; raise it with N8N_RUNNERS_HEARTBEAT_INTERVAL above 60 s)
 	HTTPClient      *http.Client  // for POST /runners/auth; default: 10 s timeout
@@ -89,11 +89,16 @@ func (c *RunnerConfig) setDefaults() {
 	if c.OfferInterval == 0 {
 		c.OfferInterval = 250 * time.Millisecond
 	}
+	// A low cap: the broker we reconnect to is the n8n process next to us, which a supervisor restarts
+	// within seconds, and until we are back that n8n runs no Code node at all. With a 30 s cap a
+	// restarted worker stayed without a runner for up to 15 s. n8n's task-runner-launcher polls the
+	// broker's /healthz every 5 s without back-off; a reconnect costs n8n one POST /runners/auth and
+	// one websocket upgrade, so an attempt every 1-2 s per runner is nothing to it.
 	if c.ReconnectMin == 0 {
-		c.ReconnectMin = time.Second
+		c.ReconnectMin = 250 * time.Millisecond
 	}
 	if c.ReconnectMax == 0 {
-		c.ReconnectMax = 30 * time.Second
+		c.ReconnectMax = 2 * time.Second
 	}
 	if c.SettingsTimeout == 0 {
 		c.SettingsTimeout = 60 * time.Second

@@ -358,6 +358,45 @@ func TestRunnerReconnectsAfterBrokerRestart(t *testing.T) {
 	}
 }
 
+// With the default back-off (no ReconnectMin/Max set, as the sidecar runs), a runner whose n8n was down for
+// 8 s, long enough for the old 30 s cap to have grown the delay to 8-16 s, is back within 2.5 s of the
+// broker's return: a restarted worker gets its runner within seconds. Fails with a cap above ~2.5 s.
+func TestRunnerReconnectsFastAfterLongOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("an 8 s outage")
+	}
+	bs := startBroker(t, BrokerConfig{}, "")
+	cfg := fastRunnerConfig(t, bs.url(), 1)
+	cfg.ReconnectMin, cfg.ReconnectMax = 0, 0
+	r, _ := startRunner(t, cfg, handlerFunc(func(ctx context.Context, task *UpstreamTask) {
+		_ = task.Done(ctx, json.RawMessage(`{"result":[]}`))
+	}))
+	waitFor(t, "registered", 3*time.Second, r.Connected)
+	addr := bs.addr
+	bs.stop()
+	waitFor(t, "disconnect noticed", 3*time.Second, func() bool { return !r.Connected() })
+	time.Sleep(8 * time.Second)
+	back := time.Now()
+	bs2 := startBroker(t, BrokerConfig{}, addr)
+	waitFor(t, "re-registered", 2500*time.Millisecond, func() bool { return r.Connected() && bs2.b.HasRunner("javascript") })
+	t.Logf("reconnected %s after the broker came back", time.Since(back).Round(time.Millisecond))
+}
+
+// The back-off stays within [d/2, d] of the doubled delay and never above the cap.
+func TestBackoffBounds(t *testing.T) {
+	minD, maxD := 250*time.Millisecond, 2*time.Second
+	for attempt := range 40 {
+		want := minD << min(attempt, 3)
+		want = min(want, maxD)
+		for range 50 {
+			d := backoff(minD, maxD, attempt)
+			if d < want/2 || d > want {
+				t.Fatalf("attempt %d: %s outside [%s, %s]", attempt, d, want/2, want)
+			}
+		}
+	}
+}
+
 // A wrong auth token is one fatal ErrUnauthorized, after exactly one auth attempt.
 func TestRunnerWrongTokenIsFatal(t *testing.T) {
 	bs := startBroker(t, BrokerConfig{AuthToken: "right"}, "")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -132,4 +133,101 @@ func redisErrPrefix(err error, prefix string) bool {
 		msg = re.Error()
 	}
 	return strings.HasPrefix(msg, prefix) || strings.HasPrefix(msg, "ERR "+prefix)
+}
+
+// Outage retries. A Redis restart, a kill -9 followed by a supervisor's restart, a failover or a
+// network blip lasts seconds; the calls waiting on it have minutes. Operations that are safe to
+// repeat (a reply pushed twice is dropped by the waiter, an XACK or HDEL repeated is a no-op, a
+// BLPOP that failed popped nothing) retry outages until their deadline instead of failing the call.
+const (
+	// outageRetryFor bounds the retries of an operation whose context has no deadline: long enough
+	// for a restart with an AOF to load or a 10 s outage, short enough that a Redis that stays away
+	// is reported.
+	outageRetryFor   = 30 * time.Second
+	outageBackoffMin = 50 * time.Millisecond
+	outageBackoffMax = time.Second
+)
+
+// outageDeadline is when the retries of an operation under ctx stop: ctx's deadline, else outageRetryFor
+// from now.
+func outageDeadline(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(outageRetryFor)
+}
+
+// outageWaiter paces the retries of one operation: a delay doubling from 50 ms to 1 s, never past the
+// deadline. The delay is small against a restart (Redis answers within ~100 ms of starting) and keeps
+// hundreds of waiting callers from hammering a Redis that is loading its data.
+type outageWaiter struct {
+	until time.Time
+	delay time.Duration
+	since time.Time // when the current outage began (zero: none)
+	last  error
+}
+
+func newOutageWaiter(until time.Time) *outageWaiter {
+	return &outageWaiter{until: until, delay: outageBackoffMin}
+}
+
+// retry reports whether err is an outage worth waiting out; it then sleeps the next delay and returns
+// true. It returns false at once for nil, for errors other than outages, and when ctx ended or the
+// deadline passed (before or during the sleep); after that, last and since say what was waited out.
+func (w *outageWaiter) retry(ctx context.Context, err error) bool {
+	if err == nil || !isOutage(err) || ctx.Err() != nil {
+		return false
+	}
+	if w.since.IsZero() {
+		w.since = time.Now()
+	}
+	w.last = err
+	left := time.Until(w.until)
+	if left <= 0 {
+		return false
+	}
+	d := min(w.delay, left)
+	w.delay = min(2*w.delay, outageBackoffMax)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	}
+	return time.Now().Before(w.until)
+}
+
+// recovered marks the end of an outage (the next one starts its back-off from the minimum again).
+func (w *outageWaiter) recovered() {
+	w.since, w.delay = time.Time{}, outageBackoffMin
+}
+
+// gaveUp wraps the last outage error with how long it lasted, for an operation that stopped retrying.
+// When the context ended during the outage, its last attempt fails with the context's error (the
+// driver gives up on it): the outage is what the caller needs to hear about then.
+func (w *outageWaiter) gaveUp(ctx context.Context, err error) error {
+	if w.since.IsZero() {
+		return err
+	}
+	last := err
+	if !isOutage(err) {
+		if ctx.Err() == nil {
+			return err // Redis answered, with an error of another kind
+		}
+		last = w.last
+	}
+	return fmt.Errorf("gave up after %s of retries: %w", time.Since(w.since).Round(time.Millisecond), last)
+}
+
+// retryOutage runs do until it succeeds, fails with something other than an outage, ctx ends or
+// until passes; the error is do's last one.
+func retryOutage(ctx context.Context, until time.Time, do func() error) error {
+	w := newOutageWaiter(until)
+	for {
+		err := do()
+		if !w.retry(ctx, err) {
+			return w.gaveUp(ctx, err)
+		}
+	}
 }

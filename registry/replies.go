@@ -17,7 +17,8 @@ import (
 func (r *Registry) ReplyKey(caller string) string { return r.k.reply(caller) }
 
 // PublishReply pushes a reply to a caller's list and refreshes the list's expiry in one round trip
-// (MULTI RPUSH PEXPIRE EXEC on the one key).
+// (MULTI RPUSH PEXPIRE EXEC on the one key). A Redis outage is retried until ctx's deadline (30 s
+// without one): a push repeated after a lost EXEC reply is a duplicate the waiter drops.
 func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply) error {
 	const op = "publish reply"
 	if replyKey == "" || rep.CallID == "" {
@@ -27,10 +28,13 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 	if err != nil {
 		return wrapName(op, "", fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err))
 	}
-	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.RPush(ctx, replyKey, b)
-		p.PExpire(ctx, replyKey, r.cfg.ReplyTTL)
-		return nil
+	err = retryOutage(ctx, outageDeadline(ctx), func() error {
+		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.RPush(ctx, replyKey, b)
+			p.PExpire(ctx, replyKey, r.cfg.ReplyTTL)
+			return nil
+		})
+		return err
 	})
 	return wrapName(op, "", err)
 }
@@ -39,10 +43,13 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 // Sentinel server both happen in one MULTI/EXEC (one round trip, atomic). On Cluster the reply list
 // and the stream live on different nodes, so the reply is published first and the entry acknowledged
 // after: a crash in between re-runs the call and the caller ignores the duplicate reply.
+// A Redis outage is retried until ctx's deadline (30 s without one), so a blip does not lose the
+// result of a function that ran: repeating the transaction pushes a duplicate reply at worst.
 func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 	const op = "complete call"
+	until := outageDeadline(ctx)
 	if d.Call.ReplyKey == "" {
-		return r.Ack(ctx, d.Function, d.EntryID)
+		return retryOutage(ctx, until, func() error { return r.Ack(ctx, d.Function, d.EntryID) })
 	}
 	if rep.CallID == "" {
 		rep.CallID = d.Call.ID
@@ -51,18 +58,21 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 		if err := r.PublishReply(ctx, d.Call.ReplyKey, rep); err != nil {
 			return wrap(op, d.Function, err)
 		}
-		return wrap(op, d.Function, r.Ack(ctx, d.Function, d.EntryID))
+		return wrap(op, d.Function, retryOutage(ctx, until, func() error { return r.Ack(ctx, d.Function, d.EntryID) }))
 	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return errorf(op, d.Function, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
 	}
-	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.RPush(ctx, d.Call.ReplyKey, b)
-		p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
-		p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
-		p.HDel(ctx, r.k.running(d.Function), d.EntryID)
-		return nil
+	err = retryOutage(ctx, until, func() error {
+		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.RPush(ctx, d.Call.ReplyKey, b)
+			p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
+			p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
+			p.HDel(ctx, r.k.running(d.Function), d.EntryID)
+			return nil
+		})
+		return err
 	})
 	return wrap(op, d.Function, err)
 }
@@ -71,6 +81,12 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 // replies by call id. Replies for other ids (late results of calls the caller gave up on) and
 // duplicates (a call run twice after a reclaim) are dropped. When the deadline passes first it
 // returns the replies that did arrive and an error matching ErrTimeout.
+//
+// A Redis outage (connection refused or reset, LOADING, a timeout, ...) costs time only: the wait
+// goes on, retrying with a short back-off, until Redis is back or the deadline passes; the error
+// then matches ErrTimeout and ErrUnavailable and says how long Redis was away. Replies that Redis
+// itself lost (restarted without persistence: run it with appendonly yes) never arrive; the wait
+// ends at the deadline.
 func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []string, deadline time.Time) (map[string]Reply, error) {
 	const op = "wait replies"
 	got := make(map[string]Reply, len(callIDs))
@@ -81,10 +97,20 @@ func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []s
 	for _, id := range callIDs {
 		want[id] = true
 	}
-	f, err := r.feat(ctx)
-	if err != nil {
-		return got, wrapName(op, "", err)
+	w := newOutageWaiter(deadline)
+	// failed ends the wait after err: the context's end, a deadline passed during an outage, or an
+	// error that is not an outage.
+	failed := func(err error) error {
+		switch {
+		case ctx.Err() != nil:
+			return wrapName(op, "", ctx.Err())
+		case isOutage(err):
+			return wrapName(op, "", fmt.Errorf("%w: %d of %d replies arrived before the deadline; redis unavailable for the last %s: %w",
+				ErrTimeout, len(got), len(want), time.Since(w.since).Round(time.Millisecond), err))
+		}
+		return wrapName(op, "", err)
 	}
+	var f *features
 	for len(got) < len(want) {
 		if err := ctx.Err(); err != nil {
 			return got, wrapName(op, "", err)
@@ -93,12 +119,25 @@ func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []s
 		if left <= 0 {
 			return got, wrapName(op, "", fmt.Errorf("%w: %d of %d replies arrived before the deadline", ErrTimeout, len(got), len(want)))
 		}
-		raw, err := r.popReply(ctx, f, replyKey, min(left, r.replyChunk))
-		if errors.Is(err, redis.Nil) {
-			continue
+		if f == nil {
+			var err error
+			if f, err = r.feat(ctx); err != nil {
+				if w.retry(ctx, err) {
+					continue
+				}
+				return got, failed(err)
+			}
 		}
-		if err != nil {
-			return got, wrapName(op, "", err)
+		raw, err := r.popReply(ctx, f, replyKey, min(left, r.replyChunk))
+		if err != nil && !errors.Is(err, redis.Nil) {
+			if w.retry(ctx, err) {
+				continue
+			}
+			return got, failed(err)
+		}
+		w.recovered()
+		if err != nil { // redis.Nil: nothing arrived in this chunk
+			continue
 		}
 		var rep Reply
 		if json.Unmarshal([]byte(raw), &rep) != nil {

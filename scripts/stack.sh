@@ -14,7 +14,8 @@
 #
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
 #   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info), N8N_FN_PPROF (false),
-#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one.
+#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
+#   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it).
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -148,6 +149,9 @@ install_postgres() {
 }
 
 build_fn() {
+	# N8N_FN_NO_BUILD=1: restart what is missing with the binary there is (n8n-fn chaos restarts
+	# processes the way a supervisor does; it must not rebuild and restart every sidecar).
+	[ "${N8N_FN_NO_BUILD:-}" = 1 ] && [ -x "$FN_BIN" ] && return 0
 	command -v go >/dev/null || { [ "$RUNNER_KIND" = sidecar ] && die "go is needed to build the n8n-fn sidecar"; return 0; }
 	mkdir -p "$(dirname "$FN_BIN")"
 	# go build is a no-op when nothing changed but still costs seconds of linking: skip it then.
@@ -206,6 +210,15 @@ load_secrets() {
 # A pid file holds "PID STARTTIME" (field 22 of /proc/PID/stat): a PID that the kernel has since
 # given to another process does not match, so nothing but what this script started is signalled.
 proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+# running PID: the process exists and is not a zombie (Z) or dead (X). kill -0 succeeds on a zombie,
+# and zombies stay: a process this script started outlives the script, is re-parented to PID 1, and
+# not every PID 1 (a container's or a VM's init shim) reaps its children. A worker killed with -9
+# then looks alive to kill -0 for ever, and `up` would leave it dead.
+running() {
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1}')
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
 pid_of() {
 	local pid start
 	[ -f "$PIDS/$1.pid" ] || return 1
@@ -214,10 +227,12 @@ pid_of() {
 	if [ -n "$start" ] && [ "$(proc_start "$pid")" != "$start" ]; then return 1; fi
 	echo "$pid"
 }
+# alive NAME: the process of NAME's pid file is still the one this script started (same start time)
+# and still running.
 alive() {
 	local pid
 	pid=$(pid_of "$1" || true)
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+	[ -n "$pid" ] && running "$pid"
 }
 
 # spawn NAME CMD...: runs CMD in its own session (so it outlives the caller's terminal and process
@@ -234,10 +249,10 @@ stop_proc() { # NAME TIMEOUT_S
 	pid=$(pid_of "$1" || true)
 	[ -n "$pid" ] || { rm -f "$PIDS/$1.pid"; return 0; }
 	t0=$(now)
-	if kill "$pid" 2>/dev/null; then
+	if running "$pid" && kill "$pid" 2>/dev/null; then
 		local i
-		for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then
+		for ((i = 0; i < $2 * 10; i++)); do running "$pid" || break; sleep 0.1; done
+		if running "$pid"; then
 			say "$1 ($pid) still running after $2 s: SIGKILL"
 			kill -9 "$pid" 2>/dev/null || true
 		fi
@@ -645,7 +660,7 @@ status) do_status ;;
 logs) do_logs "$@" ;;
 restart-runners) do_restart_runners ;;
 *)
-	sed -n '2,17p' "$0"
+	sed -n '2,18p' "$0"
 	exit 2
 	;;
 esac

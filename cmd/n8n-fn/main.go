@@ -35,6 +35,7 @@ func commands() []command {
 		{"status", "show functions, streams, pending calls, consumers and dead letters", statusCmd},
 		{"deadletters", "list, replay or purge dead-lettered calls", deadLettersCmd},
 		{"bench", "benchmark the running stack (webhook, sub-workflow, n8n-fn call)", benchCmd},
+		{"chaos", "kill and restart stack processes while calls run; count what each fault cost", chaosCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

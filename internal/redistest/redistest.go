@@ -124,6 +124,31 @@ func (s *Server) Stop() {
 	}
 }
 
+// Kill ends the server with SIGKILL, like a crash or an OOM kill: nothing is saved, so after
+// Resume it holds only what an earlier Stop saved (this server runs without persistence, like a
+// Redis started with --save "" --appendonly no). The port is kept for Resume.
+func (s *Server) Kill() {
+	s.t.Helper()
+	switch s.mode {
+	case modeShared:
+		s.t.Skip("redistest: cannot kill a shared server (REDIS_URL is set); unset REDIS_URL to run this test")
+	case modeDocker:
+		if err := s.pool.Client.KillContainer(docker.KillContainerOptions{ID: s.res.Container.ID, Signal: docker.SIGKILL}); err != nil {
+			s.t.Fatalf("redistest: kill container: %v", err)
+		}
+	case modeProcess:
+		s.mu.Lock()
+		cmd, exited := s.cmd, s.exited
+		s.cmd = nil
+		s.mu.Unlock()
+		if cmd == nil {
+			return
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
 // Resume starts a stopped server again on the same port.
 func (s *Server) Resume() {
 	s.t.Helper()
