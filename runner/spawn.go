@@ -169,6 +169,14 @@ func (sp *spawner) env(grant string) []string {
 	)
 }
 
+// RunnerTaskTimeout is the N8N_RUNNERS_TASK_TIMEOUT (seconds) for a runner behind a sidecar whose
+// n8n has n8nSeconds: what spawn mode gives its runner, and what the runners containers of
+// compose.queue-mode.yml must get (docker/compose_test.go checks it).
+func RunnerTaskTimeout(n8nSeconds int) int {
+	c := Config{TaskTimeout: time.Duration(n8nSeconds) * time.Second}
+	return c.runnerTaskTimeout()
+}
+
 // stopRestarting makes the loop end after the current process exits (called before the broker drains,
 // which makes the runner exit 0 by itself).
 func (sp *spawner) stopRestarting() { sp.stopping.Store(true) }

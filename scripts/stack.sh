@@ -25,6 +25,10 @@ WORKERS=${N8N_WORKERS:-2}
 DB=${DB:-sqlite}
 # The one-line switch between the official runner and the n8n-fn sidecar:
 RUNNER_KIND=${RUNNER_KIND:-sidecar}
+# What Code nodes may require(): the same as the n8nio/runners image (its /etc/n8n-task-runners.json),
+# so a workflow gives the same result here and in compose.queue-mode.yml. Set to "" to allow nothing.
+CODE_ALLOW_BUILTIN=${NODE_FUNCTION_ALLOW_BUILTIN-crypto}
+CODE_ALLOW_EXTERNAL=${NODE_FUNCTION_ALLOW_EXTERNAL-moment}
 
 STACK=$CACHE/stack
 APP=$CACHE/n8n/$N8N_VERSION
@@ -381,6 +385,7 @@ start_official_runner() {
 			N8N_RUNNERS_TASK_BROKER_URI="http://$HOST:$(broker_port "$k")" N8N_RUNNERS_GRANT_TOKEN="$grant" \
 			N8N_RUNNERS_ID="$(proc_name "$k")" N8N_RUNNERS_MAX_CONCURRENCY=10 N8N_RUNNERS_TASK_TIMEOUT=300 \
 			N8N_RUNNERS_GRACEFUL_SHUTDOWN_TIMEOUT=5 \
+			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
 			"$NODE" --disallow-code-generation-from-strings --disable-proto=delete dist/start.js
 	)
 }
@@ -401,6 +406,7 @@ start_sidecar() {
 			N8N_FN_REDIS_URL="redis://$HOST:$REDIS_PORT/0" N8N_FN_SECRET="$N8N_FN_SECRET" \
 			N8N_FN_N8N_API_URL="$BASE_URL" N8N_FN_N8N_API_KEY="$API_KEY" N8N_FN_WEBHOOK_URL="$BASE_URL/webhook" \
 			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
+			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
 			"$FN_BIN" run
 	)
 }
