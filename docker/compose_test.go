@@ -449,7 +449,8 @@ func runnersImageEnv(t *testing.T) (allowed map[string]bool, overrides map[strin
 	return allowed, overrides
 }
 
-// TestComposeTaskTimeouts: n8n and its sidecar share one N8N_RUNNERS_TASK_TIMEOUT, and the runners
+// TestComposeTaskTimeouts: n8n and its sidecar share one N8N_RUNNERS_TASK_TIMEOUT and one request
+// timeout (how long a task waits for a runner), and the runners
 // behind the sidecar get the same margin below it as in spawn mode (runner.RunnerTaskTimeout), so a
 // task that runs too long ends with the runner's own error, not with n8n's bare cancel.
 func TestComposeTaskTimeouts(t *testing.T) {
@@ -472,6 +473,9 @@ func TestComposeTaskTimeouts(t *testing.T) {
 		run := secs(rn, env["N8N_RUNNERS_TASK_TIMEOUT"])
 		if side != n8n {
 			t.Errorf("%s: N8N_RUNNERS_TASK_TIMEOUT=%d, but its n8n process %s has %d", host, side, n8nHost, n8n)
+		}
+		if rt, nw := cf.Services[n8nHost].Environment["N8N_RUNNERS_TASK_REQUEST_TIMEOUT"], sc.Environment["N8N_FN_NO_RUNNER_WAIT"]; rt == "" || nw != rt+"s" {
+			t.Errorf("%s: N8N_FN_NO_RUNNER_WAIT=%q must be n8n's N8N_RUNNERS_TASK_REQUEST_TIMEOUT=%q (seconds) on %s: a Code task waits for a runner as long as n8n would", host, nw, rt, n8nHost)
 		}
 		if want := runner.RunnerTaskTimeout(n8n); run != want {
 			t.Errorf("%s: N8N_RUNNERS_TASK_TIMEOUT=%d, want %d (n8n's %d minus the margin spawn mode keeps)", rn, run, want, n8n)

@@ -86,7 +86,7 @@ func EnvVars() []EnvVar {
 		{"N8N_FN_RUNNER_ARGS", defaultRunnerArgs, "spawn mode: its arguments (space separated)"},
 		{"N8N_FN_RUNNER_DIR", "(required in spawn mode)", "spawn mode: its working dir, the @n8n/task-runner package dir"},
 		{"GENERIC_TIMEZONE", "America/New_York", "spawn mode: passed to the runner ($now's zone); set it to n8n's value"},
-		{"N8N_FN_NO_RUNNER_WAIT", "5s", "how long an ordinary Code task waits for a runner behind before it fails"},
+		{"N8N_FN_NO_RUNNER_WAIT", "60s", "how long an ordinary Code task waits for a runner behind to take it before it fails (n8n's N8N_RUNNERS_TASK_REQUEST_TIMEOUT)"},
 		{"N8N_FN_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for function calls (n8n's queue-mode Redis)"},
 		{"N8N_FN_PREFIX", "n8nfn:", "prefix of every Redis key of n8n-fn"},
 		{"N8N_FN_SECRET", "(required for functions)", "HMAC secret shared by all sidecars (signs function calls)"},
@@ -224,7 +224,7 @@ func (c *Config) setDefaults() {
 		c.RunnerArgs = strings.Fields(defaultRunnerArgs)
 	}
 	if c.NoRunnerWait == 0 {
-		c.NoRunnerWait = 5 * time.Second
+		c.NoRunnerWait = 60 * time.Second // n8n's N8N_RUNNERS_TASK_REQUEST_TIMEOUT default
 	}
 	if c.RedisURL == "" {
 		c.RedisURL = "redis://127.0.0.1:6379/0"
