@@ -223,6 +223,18 @@ func RunnerTaskTimeout(n8nSeconds int) int {
 // which makes the runner exit 0 by itself).
 func (sp *spawner) stopRestarting() { sp.stopping.Store(true) }
 
+// terminate asks the running runner to stop (SIGTERM) without waiting. 2.x runners then wait for the
+// broker's drain and exit 0 either way; 1.x runners (n8n 1.123.x) know no broker:drain and exit 1 when
+// the broker closes a connection they did not close themselves, so they must be told to stop first.
+func (sp *spawner) terminate() {
+	sp.mu.Lock()
+	cmd := sp.cmd
+	sp.mu.Unlock()
+	if cmd != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	}
+}
+
 // shutdown waits for the runner to exit after the drain; past ctx it sends SIGTERM, then SIGKILL.
 func (sp *spawner) shutdown(ctx context.Context) {
 	sp.stopRestarting()
