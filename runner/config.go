@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/n8n-fn/n8n-fn/registry"
 )
 
 // Runner modes: how a runner gets behind the sidecar's broker.
@@ -300,8 +302,12 @@ func (c *Config) Validate() error {
 	if c.RunnerMode == ModeNone && contains(c.TaskTypes, "python") {
 		bad("N8N_FN_TASK_TYPES includes python but N8N_FN_RUNNER_MODE=none: python tasks could never run")
 	}
-	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		bad("N8N_FN_REDIS_URL=%q: want redis://[user:pass@]host:port/db", c.RedisURL)
+	// The registry's parser, as every other command uses: it also takes redis+cluster:// and
+	// redis+sentinel:// (a client is built, nothing connects).
+	if rdb, err := registry.NewClient(c.RedisURL, 1); err != nil {
+		bad("N8N_FN_REDIS_URL: %v", err)
+	} else {
+		_ = rdb.Close()
 	}
 	for name, v := range map[string]string{"N8N_FN_N8N_API_URL": c.N8NAPIURL, "N8N_FN_WEBHOOK_URL": c.WebhookURL} {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -32,8 +32,8 @@ func startExternalRunner(t *testing.T, s *Sidecar, id string) *officialrunner.Pr
 // compose runners container starts after the sidecar's first health check); it runs once the runner
 // registers 2 s later, and a directive sent in the meantime is answered at once.
 func TestExternalTaskWaitsForLateRunner(t *testing.T) {
-	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.NoRunnerWait = 20 * time.Second })
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.NoRunnerWait = 45 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
 	defer cancel()
 	t0 := time.Now()
 	done := make(chan transcript, 1)
@@ -111,8 +111,8 @@ func fakeBehindRunner(t *testing.T, s *Sidecar, id string) (*websocket.Conn, n8n
 // the task goes to the next runner and n8n gets its result, not an error. A runner that vanishes
 // after it started is TestRunnerLostFailsTaskAndRestarts (the task fails: it may have run).
 func TestRunnerGoneBeforeStartHandsTaskOn(t *testing.T) {
-	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.NoRunnerWait = 20 * time.Second })
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.NoRunnerWait = 45 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
 	defer cancel()
 	done := make(chan transcript, 1)
 	go func() {
@@ -137,7 +137,7 @@ func TestRunnerGoneBeforeStartHandsTaskOn(t *testing.T) {
 // TestRunCodeTaskIsNotHandedOn: a runCode task (no data request before its code runs) whose runner
 // vanishes may have run, so it fails like any task whose runner died mid-way.
 func TestRunCodeTaskIsNotHandedOn(t *testing.T) {
-	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.NoRunnerWait = 20 * time.Second })
+	s, n8n, _ := testSidecar(t, func(c *Config) { c.RunnerMode = ModeExternal; c.NoRunnerWait = 45 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan transcript, 1)

@@ -124,8 +124,17 @@ install_n8n() {
 		t0=$(now)
 		# --ignore-scripts: a plain install fails building @confluentinc/kafka-javascript; n8n does not
 		# need those scripts, except sqlite3's native module, built below.
-		(cd "$APP" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts "n8n@$N8N_VERSION") >"$CACHE/n8n-install.log" 2>&1 ||
-			die "npm install n8n@$N8N_VERSION failed; see $CACHE/n8n-install.log"
+		local log=$CACHE/n8n-install-$N8N_VERSION.log
+		if ! (cd "$APP" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts "n8n@$N8N_VERSION") >"$log" 2>&1; then
+			# n8n 1.x's n8n-nodes-base takes xlsx from https://cdn.sheetjs.com, not from the npm registry:
+			# where that host is not reachable, use the registry's last xlsx (0.18.5; only the Spreadsheet
+			# File / Extract from File nodes use it).
+			grep -q 'cdn.sheetjs.com' "$log" || die "npm install n8n@$N8N_VERSION failed; see $log"
+			say "cdn.sheetjs.com is not reachable: installing with xlsx@0.18.5 from the npm registry instead (npm overrides)"
+			echo '{"name":"n8n-fn-stack","private":true,"overrides":{"xlsx":"0.18.5"}}' >"$APP/package.json"
+			(cd "$APP" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts "n8n@$N8N_VERSION") >"$log" 2>&1 ||
+				die "npm install n8n@$N8N_VERSION failed; see $log"
+		fi
 		touch "$APP/.n8n-fn-installed"
 		say "n8n installed in $(since "$t0") s"
 	fi
