@@ -277,6 +277,9 @@ n8n_env() {
 	export N8N_ENCRYPTION_KEY # from secrets: identical on main and workers
 	export N8N_RUNNERS_MODE=external N8N_RUNNERS_AUTH_TOKEN N8N_RUNNERS_BROKER_LISTEN_ADDRESS=$HOST
 	export N8N_RUNNERS_TASK_TIMEOUT=300 # explicit: n8n warns its default will drop to 60
+	# n8n 1.x runs Code nodes in-process unless task runners are switched on (2.x always uses them and
+	# no longer reads the variable).
+	if [ "${N8N_VERSION%%.*}" = 1 ]; then export N8N_RUNNERS_ENABLED=true; fi
 	# OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS stays unset: with it, main opens no task broker.
 	unset OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS
 	export N8N_DIAGNOSTICS_ENABLED=false N8N_VERSION_NOTIFICATIONS_ENABLED=false N8N_TEMPLATES_ENABLED=false
