@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 CACHE ?= $(or $(N8N_FN_CACHE),$(HOME)/.cache/n8n-fn)
 
-.PHONY: up down status logs restart-runners install test unit e2e build vet fmt bench-baseline bench docker-check help
+.PHONY: up down status logs restart-runners install test unit e2e build vet fmt bench-baseline bench docker-check versions version-test help
 
 up:               ## install what is missing, start Redis + n8n main + workers + runners, write stack.env
 	scripts/stack.sh up
@@ -40,6 +40,12 @@ bench:            ## every scenario (baselines + n8n-fn calls) in one run
 
 docker-check:     ## static checks of compose.queue-mode.yml (no Docker engine needed)
 	$(GO) test -count=1 ./docker/...
+
+versions:         ## protocol tests + relay cases against every supported n8n version's runner (scripts/versions.sh matrix)
+	scripts/versions.sh matrix
+version-test:     ## the same for one version: make version-test V=1.123.81 (scripts/versions.sh test V)
+	@[ -n "$(V)" ] || { echo "usage: make version-test V=<n8n version>"; exit 2; }
+	scripts/versions.sh test $(V)
 
 help:
 	@grep -E '^[a-z-]+:.*##' Makefile | sed -E 's/:.*## /\t/'

@@ -11,11 +11,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v2"
+
+	"github.com/n8n-fn/n8n-fn/runner"
 )
 
 // composeFile is the part of the Compose format the file uses; strict decoding rejects anything
@@ -34,11 +37,12 @@ type service struct {
 	Environment map[string]string    `yaml:"environment"`
 	DependsOn   map[string]dependsOn `yaml:"depends_on"`
 	Healthcheck *struct {
-		Test        []string `yaml:"test"`
-		Interval    string   `yaml:"interval"`
-		Timeout     string   `yaml:"timeout"`
-		Retries     int      `yaml:"retries"`
-		StartPeriod string   `yaml:"start_period"`
+		Test          []string `yaml:"test"`
+		Interval      string   `yaml:"interval"`
+		Timeout       string   `yaml:"timeout"`
+		Retries       int      `yaml:"retries"`
+		StartPeriod   string   `yaml:"start_period"`
+		StartInterval string   `yaml:"start_interval"`
 	} `yaml:"healthcheck"`
 	Ports   []string `yaml:"ports"`
 	Volumes []string `yaml:"volumes"`
@@ -86,7 +90,7 @@ func readNames(t *testing.T, file string) map[string]bool {
 	names := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if s := strings.TrimSpace(sc.Text()); s != "" {
+		if s := strings.TrimSpace(sc.Text()); s != "" && !strings.HasPrefix(s, "#") {
 			names[s] = true
 		}
 	}
@@ -306,10 +310,14 @@ func TestComposeEnvNamesAreRead(t *testing.T) {
 			}
 		}
 	}
+	allowed, overrides := runnersImageEnv(t)
 	for _, n := range r.runners {
 		for k := range cf.Services[n].Environment {
-			if !launcherNames[k] && !n8nNames[k] {
-				t.Errorf("%s: neither the launcher nor the runner reads %s", n, k)
+			switch {
+			case overrides[k] != "":
+				t.Errorf("%s: %s has no effect: the image's /etc/n8n-task-runners.json sets it to %q for the runner", n, k, overrides[k])
+			case !launcherNames[k] && !allowed[k]:
+				t.Errorf("%s: the launcher neither reads %s nor passes it to the runner (docker/task-runner-launcher-env-names.txt, docker/runners-image-env.txt)", n, k)
 			}
 		}
 	}
@@ -404,5 +412,130 @@ func TestDockerfile(t *testing.T) {
 	m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(goMod))
 	if m == nil || !strings.Contains(s, fmt.Sprintf("golang:%s", m[1])) {
 		t.Errorf("the build stage's Go image must match go.mod (go %v)", m)
+	}
+}
+
+// runnersImageEnv reads docker/runners-image-env.txt: the names the launcher passes to the JS runner
+// and the ones it overrides (name -> value).
+func runnersImageEnv(t *testing.T) (allowed map[string]bool, overrides map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile("runners-image-env.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, overrides = map[string]bool{}, map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		kind, rest, _ := strings.Cut(line, " ")
+		switch kind {
+		case "allow":
+			allowed[rest] = true
+		case "override":
+			k, v, ok := strings.Cut(rest, "=")
+			if !ok {
+				t.Fatalf("runners-image-env.txt: %q: want override NAME=VALUE", line)
+			}
+			overrides[k] = v
+		default:
+			t.Fatalf("runners-image-env.txt: %q: want allow NAME or override NAME=VALUE", line)
+		}
+	}
+	if len(allowed) < 5 || overrides["NODE_FUNCTION_ALLOW_BUILTIN"] == "" {
+		t.Fatalf("runners-image-env.txt looks truncated: %d allowed names, overrides %v", len(allowed), overrides)
+	}
+	return allowed, overrides
+}
+
+// TestComposeTaskTimeouts: n8n and its sidecar share one N8N_RUNNERS_TASK_TIMEOUT and one request
+// timeout (how long a task waits for a runner), and the runners
+// behind the sidecar get the same margin below it as in spawn mode (runner.RunnerTaskTimeout), so a
+// task that runs too long ends with the runner's own error, not with n8n's bare cancel.
+func TestComposeTaskTimeouts(t *testing.T) {
+	cf, _ := load(t)
+	r := classify(t, cf)
+	secs := func(svc, v string) int {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s: N8N_RUNNERS_TASK_TIMEOUT=%q is not a positive number of seconds", svc, v)
+		}
+		return n
+	}
+	for _, rn := range r.runners {
+		env := cf.Services[rn].Environment
+		host, _ := hostPort(t, rn, "N8N_RUNNERS_TASK_BROKER_URI", env["N8N_RUNNERS_TASK_BROKER_URI"])
+		sc := cf.Services[host]
+		n8nHost, _ := hostPort(t, host, "N8N_RUNNERS_TASK_BROKER_URI", sc.Environment["N8N_RUNNERS_TASK_BROKER_URI"])
+		n8n := secs(n8nHost, cf.Services[n8nHost].Environment["N8N_RUNNERS_TASK_TIMEOUT"])
+		side := secs(host, sc.Environment["N8N_RUNNERS_TASK_TIMEOUT"])
+		run := secs(rn, env["N8N_RUNNERS_TASK_TIMEOUT"])
+		if side != n8n {
+			t.Errorf("%s: N8N_RUNNERS_TASK_TIMEOUT=%d, but its n8n process %s has %d", host, side, n8nHost, n8n)
+		}
+		if rt, nw := cf.Services[n8nHost].Environment["N8N_RUNNERS_TASK_REQUEST_TIMEOUT"], sc.Environment["N8N_FN_NO_RUNNER_WAIT"]; rt == "" || nw != rt+"s" {
+			t.Errorf("%s: N8N_FN_NO_RUNNER_WAIT=%q must be n8n's N8N_RUNNERS_TASK_REQUEST_TIMEOUT=%q (seconds) on %s: a Code task waits for a runner as long as n8n would", host, nw, rt, n8nHost)
+		}
+		if want := runner.RunnerTaskTimeout(n8n); run != want {
+			t.Errorf("%s: N8N_RUNNERS_TASK_TIMEOUT=%d, want %d (n8n's %d minus the margin spawn mode keeps)", rn, run, want, n8n)
+		}
+	}
+}
+
+// TestComposeHealthChecksStartFast: every health check probes often while its service starts
+// (start_interval within start_period), so a dependent service starts seconds after it is up
+// instead of one full interval later.
+func TestComposeHealthChecksStartFast(t *testing.T) {
+	cf, _ := load(t)
+	for name, s := range cf.Services {
+		hc := s.Healthcheck
+		if hc == nil {
+			continue // TestComposeTopology reports it
+		}
+		si, err1 := time.ParseDuration(hc.StartInterval)
+		sp, err2 := time.ParseDuration(hc.StartPeriod)
+		iv, err3 := time.ParseDuration(hc.Interval)
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Errorf("%s: health check needs interval, start_period and start_interval (got %q, %q, %q)", name, hc.Interval, hc.StartPeriod, hc.StartInterval)
+			continue
+		}
+		if si > 2*time.Second || si >= iv || sp < 10*si {
+			t.Errorf("%s: start_interval %s must be at most 2s, below interval %s, and start_period %s long enough for several probes", name, si, iv, sp)
+		}
+	}
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`HEALTHCHECK .*--start-period=\S+ .*--start-interval=\S+`).Match(b) {
+		t.Error("Dockerfile HEALTHCHECK lacks --start-period and --start-interval")
+	}
+}
+
+// TestLocalStackCodeAllowListMatchesImage: the local stack's runners (scripts/stack.sh, both runner
+// kinds) let Code nodes require exactly the modules the n8nio/runners image allows, so a workflow
+// gives the same result on both.
+func TestLocalStackCodeAllowListMatchesImage(t *testing.T) {
+	_, overrides := runnersImageEnv(t)
+	b, err := os.ReadFile("../scripts/stack.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := string(b)
+	for _, k := range []string{"NODE_FUNCTION_ALLOW_BUILTIN", "NODE_FUNCTION_ALLOW_EXTERNAL"} {
+		// The default of the stack's setting, e.g. CODE_ALLOW_BUILTIN=${NODE_FUNCTION_ALLOW_BUILTIN-crypto}.
+		m := regexp.MustCompile(`(?m)^(\w+)=\$\{` + k + `-([^}]*)\}`).FindStringSubmatch(script)
+		if m == nil {
+			t.Errorf("scripts/stack.sh has no default for %s (want the image's %q)", k, overrides[k])
+			continue
+		}
+		if m[2] != overrides[k] {
+			t.Errorf("scripts/stack.sh allows %s=%q, the n8nio/runners image %q", k, m[2], overrides[k])
+		}
+		// Both runner kinds must get it.
+		if n := strings.Count(script, k+`="$`+m[1]+`"`); n < 2 {
+			t.Errorf("scripts/stack.sh passes %s to %d runner start(s), want the official runner and the sidecar", k, n)
+		}
 	}
 }

@@ -318,12 +318,13 @@ type runnerConn struct {
 	log  *logrus.Entry
 	done chan struct{} // closed when the connection is gone
 
-	name       string
-	types      []string
-	registered bool
-	gone       bool
-	accepts    map[string]chan acceptResult // task id -> Acquire waiting for the answer
-	tasks      map[string]*DownstreamTask
+	name        string
+	types       []string
+	registered  bool
+	gone        bool
+	silentSince time.Time                    // noted by flagSilentRunners; zero after any frame
+	accepts     map[string]chan acceptResult // task id -> Acquire waiting for the answer
+	tasks       map[string]*DownstreamTask
 }
 
 func (rc *runnerConn) serve() {
@@ -357,6 +358,7 @@ func (rc *runnerConn) handle(m Message) {
 	b := rc.b
 	b.mu.Lock()
 	registered := rc.registered
+	rc.silentSince = time.Time{}
 	b.mu.Unlock()
 	if !registered {
 		info, ok := m.(RunnerInfo)
@@ -523,6 +525,13 @@ func (b *Broker) dropOffersLocked(rc *runnerConn) {
 	b.offers = kept
 }
 
+// Registered reports whether a runner with this id is registered right now.
+func (b *Broker) Registered(runnerID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.runners[runnerID] != nil
+}
+
 // HasRunner reports whether a runner registered for taskType, an offer of it is open, or a launcher just
 // deferred a task of it (its runner is being started).
 func (b *Broker) HasRunner(taskType string) bool {
@@ -544,16 +553,62 @@ func (b *Broker) HasRunner(taskType string) bool {
 	return now.Before(b.deferredUntil[taskType])
 }
 
+// ErrRequestTimeout is returned by AcquireWithin when no runner took the task in time (n8n's
+// broker answers the same case with broker:requestexpired, "Task request timed out").
+var ErrRequestTimeout = errors.New("n8nproto: no runner took the task within the request timeout")
+
+// maxRequestRefreshes is how often a deferral or an accept timeout restarts the request timeout, as
+// in n8n's broker (MAX_REQUEST_TIMEOUT_REFRESHES): a launcher that defers, or a runner that does not
+// answer, does not eat the time a task has to find a runner, but cannot hold it for ever either.
+const maxRequestRefreshes = 3
+
+// silentRunnerGrace: a registered runner that sends no offers while requests of its type expire is
+// disconnected once it has been silent this long (n8n's MIN_SILENCE_DURATION_MS), so its launcher
+// or supervisor can start a working one.
+const silentRunnerGrace = 2 * time.Second
+
 // Acquire matches the first valid offer of taskType (FIFO, validFor -1 never expires), sends taskofferaccept
 // with taskID, waits AcceptTimeout for taskaccepted; on taskrejected / timeout tries the next offer; on
 // taskdeferred (the official launcher) keeps waiting for the next offer from anyone; then sends tasksettings.
 // It blocks until a runner took the task, ctx ends or Drain starts (ErrDraining).
 func (b *Broker) Acquire(ctx context.Context, taskType, taskID string, settings json.RawMessage) (*DownstreamTask, error) {
+	return b.AcquireWithin(ctx, taskType, taskID, settings, 0)
+}
+
+// AcquireWithin is Acquire with n8n's task request timeout (N8N_RUNNERS_TASK_REQUEST_TIMEOUT): when no
+// runner took the task within wait it returns ErrRequestTimeout. A deferral or an accept timeout
+// starts the wait over, at most maxRequestRefreshes times. When it expires, runners of the type that
+// are registered but silent (no offer, no task, no accept in progress) for silentRunnerGrace are
+// disconnected, as n8n's broker reports them unresponsive. wait <= 0 waits without limit.
+func (b *Broker) AcquireWithin(ctx context.Context, taskType, taskID string, settings json.RawMessage, wait time.Duration) (*DownstreamTask, error) {
 	if taskID == "" || taskType == "" {
 		return nil, errors.New("acquire: empty task id or task type")
 	}
 	log := b.log.WithFields(logrus.Fields{"task_id": taskID, "task_type": taskType})
+	var expired <-chan time.Time
+	refresh := func() {}
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		expired = timer.C
+		refreshes := 0
+		refresh = func() {
+			if refreshes < maxRequestRefreshes {
+				refreshes++
+				timer.Reset(wait) // Go >= 1.23: no stale tick survives a Reset
+			}
+		}
+	}
+	timedOut := func() error {
+		b.flagSilentRunners(taskType)
+		return fmt.Errorf("acquire %s runner for task %s: %w (%s)", taskType, taskID, ErrRequestTimeout, wait)
+	}
 	for {
+		select {
+		case <-expired:
+			return nil, timedOut()
+		default:
+		}
 		b.mu.Lock()
 		if b.draining {
 			b.mu.Unlock()
@@ -577,19 +632,34 @@ func (b *Broker) Acquire(ctx context.Context, taskType, taskID string, settings 
 				continue
 			case <-b.drainCh:
 				continue
+			case <-expired:
+				return nil, timedOut()
 			case <-ctx.Done():
 				return nil, fmt.Errorf("acquire %s runner for task %s: no runner took it: %w", taskType, taskID, ctx.Err())
 			}
 		}
-		t, done, err := b.offerTask(ctx, log, off, ch, taskID, settings)
-		if done {
+		t, outcome, err := b.offerTask(ctx, log, off, ch, taskID, settings)
+		switch outcome {
+		case offerDone:
 			return t, err
+		case offerDeferred, offerUnanswered:
+			refresh()
 		}
 	}
 }
 
-// offerTask runs one accept attempt; done=false means try the next offer.
-func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOffer, ch chan acceptResult, taskID string, settings json.RawMessage) (*DownstreamTask, bool, error) {
+// offerOutcome is how one accept attempt ended.
+type offerOutcome int
+
+const (
+	offerDone       offerOutcome = iota // the runner took the task, or ctx ended (err says which)
+	offerNext                           // rejected, runner gone: try the next offer
+	offerDeferred                       // a launcher deferred: its runner's offer comes next
+	offerUnanswered                     // no answer within AcceptTimeout
+)
+
+// offerTask runs one accept attempt.
+func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOffer, ch chan acceptResult, taskID string, settings json.RawMessage) (*DownstreamTask, offerOutcome, error) {
 	rc := off.rc
 	forget := func() {
 		b.mu.Lock()
@@ -601,9 +671,9 @@ func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOf
 	if err := rc.conn.send(ctx, TaskOfferAccept{TaskID: taskID, OfferID: off.id}); err != nil {
 		forget()
 		if ctx.Err() != nil {
-			return nil, true, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
+			return nil, offerDone, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
 		}
-		return nil, false, nil
+		return nil, offerNext, nil
 	}
 	timer := time.NewTimer(b.cfg.AcceptTimeout)
 	defer timer.Stop()
@@ -620,7 +690,7 @@ func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOf
 			b.mu.Unlock()
 			log.WithField("runner_id", rc.id).Warn("runner did not answer the task offer in time; trying the next offer")
 			_ = rc.conn.send(context.Background(), TaskCancel{TaskID: taskID, Reason: CancelAcceptTimeout})
-			return nil, false, nil
+			return nil, offerUnanswered, nil
 		}
 	case <-ctx.Done():
 		forget()
@@ -632,26 +702,26 @@ func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOf
 		default:
 			_ = rc.conn.send(context.Background(), TaskCancel{TaskID: taskID, Reason: CancelRequestCanceled})
 		}
-		return nil, true, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
+		return nil, offerDone, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
 	}
 	switch res.kind {
 	case acceptRejected:
 		log.WithFields(logrus.Fields{"runner_id": rc.id, "reason": res.reason}).Debug("runner rejected the task; trying the next offer")
-		return nil, false, nil
+		return nil, offerNext, nil
 	case acceptDeferred:
 		b.mu.Lock()
 		b.deferredUntil[off.taskType] = time.Now().Add(b.cfg.GrantTTL)
 		b.mu.Unlock()
 		log.WithField("runner_id", rc.id).Info("launcher deferred the task; waiting for its runner's offer")
-		return nil, false, nil
+		return nil, offerDeferred, nil
 	case acceptLost:
-		return nil, false, nil
+		return nil, offerNext, nil
 	}
 	t := &DownstreamTask{ID: taskID, TaskType: off.taskType, RunnerID: rc.id, rc: rc, mb: newMailbox()}
 	b.mu.Lock()
 	if rc.gone {
 		b.mu.Unlock()
-		return nil, false, nil
+		return nil, offerNext, nil
 	}
 	rc.tasks[taskID] = t
 	b.inflight++
@@ -665,12 +735,56 @@ func (b *Broker) offerTask(ctx context.Context, log *logrus.Entry, off *brokerOf
 		b.mu.Unlock()
 		t.mb.abandon()
 		if ctx.Err() != nil {
-			return nil, true, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
+			return nil, offerDone, fmt.Errorf("acquire runner for task %s: %w", taskID, ctx.Err())
 		}
-		return nil, false, nil
+		return nil, offerNext, nil
 	}
 	log.WithField("runner_id", rc.id).Debug("task handed to runner")
-	return t, true, nil
+	return t, offerDone, nil
+}
+
+// flagSilentRunners runs when a request of taskType expired: a registered runner of that type with
+// no open offer, no task and no accept in progress is noted as silent; one still silent at a later
+// expiry, silentRunnerGrace after it was noted, is disconnected (n8n: "sent no task offers while task
+// requests expired, reporting it as unresponsive"). Any frame from a runner clears its note.
+func (b *Broker) flagSilentRunners(taskType string) {
+	now := time.Now()
+	var drop []*runnerConn
+	b.mu.Lock()
+	for _, rc := range b.runners {
+		if rc.gone || !containsString(rc.types, taskType) {
+			continue
+		}
+		silent := len(rc.tasks) == 0 && len(rc.accepts) == 0
+		for _, o := range b.offers {
+			if o.rc == rc && o.valid(now) {
+				silent = false
+				break
+			}
+		}
+		switch {
+		case !silent:
+			rc.silentSince = time.Time{}
+		case rc.silentSince.IsZero():
+			rc.silentSince = now
+		case now.Sub(rc.silentSince) >= silentRunnerGrace:
+			drop = append(drop, rc)
+		}
+	}
+	b.mu.Unlock()
+	for _, rc := range drop {
+		rc.log.Warn("runner sent no task offers while task requests expired: disconnecting it as unresponsive")
+		rc.conn.closeWith(websocket.CloseProtocolError, "Runner unresponsive: no task offers")
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Broker) disconnect(rc *runnerConn, cause error) {

@@ -706,3 +706,97 @@ func TestBrokerRegistrationDeadline(t *testing.T) {
 		t.Fatalf("silent connection not closed by the broker: %v", err)
 	}
 }
+
+// AcquireWithin gives up like n8n's broker (broker:requestexpired after N8N_RUNNERS_TASK_REQUEST_TIMEOUT)
+// when no runner takes the task; a launcher's deferral starts the wait over (at most
+// maxRequestRefreshes times), so a runner on its way still gets the task.
+func TestBrokerRequestTimeout(t *testing.T) {
+	bs := startBroker(t, BrokerConfig{AcceptTimeout: 200 * time.Millisecond}, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	t.Run("no runner", func(t *testing.T) {
+		t0 := time.Now()
+		_, err := bs.b.AcquireWithin(ctx, "javascript", "lonely", codeSettings, 300*time.Millisecond)
+		if !errors.Is(err, ErrRequestTimeout) {
+			t.Fatalf("err %v, want ErrRequestTimeout", err)
+		}
+		if el := time.Since(t0); el < 300*time.Millisecond || el > 2*time.Second {
+			t.Errorf("gave up after %s, want about 300ms", el)
+		}
+	})
+
+	t.Run("deferral refreshes the wait", func(t *testing.T) {
+		const wait = time.Second
+		res := make(chan acquired, 1)
+		go func() {
+			dt, err := bs.b.AcquireWithin(ctx, "javascript", "deferred", codeSettings, wait)
+			res <- acquired{dt, err}
+		}()
+		// The launcher connects when most of the wait is gone, and defers.
+		time.Sleep(700 * time.Millisecond)
+		launcher := dialFakeRunner(t, bs, "launcher", "launcher-javascript")
+		launcher.send(TaskOffer{OfferID: "l1", TaskType: "javascript", ValidFor: -1})
+		if m := launcher.recv(2 * time.Second).(TaskOfferAccept); m.TaskID != "deferred" {
+			t.Fatalf("%+v", m)
+		}
+		launcher.send(TaskDeferred{TaskID: "deferred"})
+		_ = launcher.ws.Close()
+		// Its runner comes 600 ms after the deferral: past the first deadline (1 s), within the refreshed one.
+		time.Sleep(600 * time.Millisecond)
+		real := dialFakeRunner(t, bs, "real", "JS Task Runner")
+		real.send(TaskOffer{OfferID: "x1", TaskType: "javascript", ValidFor: 5000})
+		if m := real.recv(2 * time.Second).(TaskOfferAccept); m.TaskID != "deferred" {
+			t.Fatalf("%+v", m)
+		}
+		real.send(TaskAccepted{TaskID: "deferred"})
+		real.recv(2 * time.Second) // settings
+		if r := <-res; r.err != nil || r.dt.RunnerID != "real" {
+			t.Fatalf("task not handed to the runner the launcher started: %+v", r)
+		}
+	})
+}
+
+// A registered runner that sends no offers while requests of its type keep expiring is disconnected
+// (n8n: "sent no task offers while task requests expired, reporting it as unresponsive"), so its
+// launcher or supervisor can replace it; a runner that offers is left alone.
+func TestBrokerDropsSilentRunner(t *testing.T) {
+	bs := startBroker(t, BrokerConfig{}, "")
+	silent := dialFakeRunner(t, bs, "silent", "hung runner")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	expire := func(id string) {
+		if _, err := bs.b.AcquireWithin(ctx, "javascript", id, codeSettings, 100*time.Millisecond); !errors.Is(err, ErrRequestTimeout) {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	expire("r1") // notes it as silent
+	if !bs.b.HasRunner("javascript") {
+		t.Fatal("silent runner dropped at the first expiry; n8n waits for a second one")
+	}
+	time.Sleep(silentRunnerGrace)
+	expire("r2")
+	_ = silent.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		if _, _, err := silent.ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.CloseProtocolError {
+				t.Fatalf("silent runner's connection ended with %v, want close 1002", err)
+			}
+			break
+		}
+	}
+	waitFor(t, "silent runner deregistered", 2*time.Second, func() bool { return !bs.b.HasRunner("javascript") })
+
+	// A runner that keeps an offer open is not silent, whatever expires for another type.
+	busy := dialFakeRunner(t, bs, "busy", "JS Task Runner")
+	busy.send(TaskOffer{OfferID: "b1", TaskType: "javascript", ValidFor: -1})
+	waitFor(t, "offer", 2*time.Second, func() bool { return bs.b.openOffers("javascript") == 1 })
+	bs.b.flagSilentRunners("javascript")
+	time.Sleep(silentRunnerGrace)
+	bs.b.flagSilentRunners("javascript")
+	time.Sleep(100 * time.Millisecond)
+	if !bs.b.HasRunner("javascript") || bs.b.openOffers("javascript") != 1 {
+		t.Error("a runner with an open offer was dropped as silent")
+	}
+}

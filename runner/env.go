@@ -81,7 +81,7 @@ func envTable() []envVar {
 		{name: "N8N_FN_RUNNER_DIR", shown: "(required in spawn mode)", doc: "spawn mode: its working dir, the `@n8n/task-runner` package directory",
 			field: func(c *Config) any { return &c.RunnerDir }},
 		{name: "GENERIC_TIMEZONE", def: "America/New_York", doc: "spawn mode: passed to the runner (`$now`'s zone); set it to n8n's value"},
-		{name: "N8N_FN_NO_RUNNER_WAIT", def: "5s", doc: "how long an ordinary Code task waits for a runner behind before it fails",
+		{name: "N8N_FN_NO_RUNNER_WAIT", def: "60s", doc: "how long an ordinary Code task waits for a runner behind the sidecar to take it before it fails: n8n's own broker waits `N8N_RUNNERS_TASK_REQUEST_TIMEOUT` (60 s) for a runner, keep both equal. A launcher's deferral or a runner that does not answer starts the wait over (at most 3 times, as in n8n); directives never wait",
 			field: func(c *Config) any { return &c.NoRunnerWait }},
 		{name: "N8N_FN_REDIS_URL", def: "redis://127.0.0.1:6379/0", doc: "Redis for function calls (n8n's queue-mode Redis); `redis+cluster://` and `redis+sentinel://...?master_name=` work too",
 			field: func(c *Config) any { return &c.RedisURL }},

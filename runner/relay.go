@@ -17,32 +17,56 @@ var (
 	errUpstreamCanceled = errors.New("task cancelled by n8n")
 )
 
+// maxRehands bounds how often one task is handed to another runner because the previous one went
+// away before it started the task.
+const maxRehands = 3
+
 // relay hands an ordinary task to a runner behind the sidecar and pumps every message of it both
-// ways, verbatim, until the runner ends it, n8n cancels it or the sidecar gives up.
+// ways, verbatim, until the runner ends it, n8n cancels it or the sidecar gives up. A runner that
+// disconnects (crashed, or dropped for missing heartbeats) before it started the task does not fail
+// it: the task goes to the next runner, as n8n's broker would offer a task nobody had started.
 func (s *Sidecar) relay(ctx context.Context, t *n8nproto.UpstreamTask) {
 	log := s.log.WithFields(logrus.Fields{"task": t.ID, "type": t.TaskType, "path": "relay"})
-	d, err := s.acquire(ctx, t)
-	if err != nil {
-		switch {
-		case errors.Is(err, errUpstreamCanceled):
-			log.WithField("reason", t.CancelReason()).Debug("cancelled by n8n before a runner took it")
-		case errors.Is(err, errNoRunner):
-			log.Warn("no runner behind the sidecar: failing the task")
-			s.failUpstream(t, s.noRunnerError(t.TaskType), log)
-		default:
-			log.WithError(err).Warn("could not hand the task to a runner")
-			s.failUpstream(t, errorJSON("n8n-fn: could not hand this task to the task runner behind the sidecar: "+err.Error(),
-				"The sidecar is probably shutting down; run the node again."), log)
+	rehandable := startsWithRequest(t)
+	for attempt := 0; ; attempt++ {
+		d, err := s.acquire(ctx, t)
+		if err != nil {
+			switch {
+			case errors.Is(err, errUpstreamCanceled):
+				log.WithField("reason", t.CancelReason()).Debug("cancelled by n8n before a runner took it")
+			case errors.Is(err, errNoRunner):
+				log.WithField("waited", s.cfg.NoRunnerWait.String()).Warn("no runner behind the sidecar took the task: failing it")
+				s.failUpstream(t, s.noRunnerError(t.TaskType), log)
+			default:
+				log.WithError(err).Warn("could not hand the task to a runner")
+				s.failUpstream(t, errorJSON("n8n-fn: could not hand this task to the task runner behind the sidecar: "+err.Error(),
+					"The sidecar is probably shutting down; run the node again."), log)
+			}
+			return
 		}
-		return
+		log.WithField("runner", d.RunnerID).Debug("relaying")
+		if !s.pump(ctx, t, d, log, rehandable && attempt < maxRehands) {
+			return
+		}
+		log.WithField("runner", d.RunnerID).Warn("runner behind the sidecar went away before it started the task: handing the task to the next runner")
 	}
-	log.Debug("relaying")
-	s.pump(ctx, t, d, log)
 }
 
-// acquire waits for an offer of a runner behind the sidecar. It gives up with errNoRunner when no
-// runner of the task's type has been registered for NoRunnerWait (so a restarting runner does not
-// fail tasks, but a missing one fails them quickly instead of after n8n's task timeout).
+// startsWithRequest reports whether the official runner asks n8n for the task's data before it runs
+// any code (every Code-node mode except runCode), so a runner that went away without a single message
+// for the task has not run it and the task may go to another runner.
+func startsWithRequest(t *n8nproto.UpstreamTask) bool {
+	if t.TaskType != "javascript" {
+		return false
+	}
+	cs, err := n8nproto.ParseCodeSettings(t.Settings)
+	return err == nil && (cs.NodeMode == n8nproto.NodeModeAllItems || cs.NodeMode == n8nproto.NodeModeEachItem)
+}
+
+// acquire waits for a runner behind the sidecar to take the task, like n8n's broker waits for a
+// runner offer: up to NoRunnerWait (n8n's N8N_RUNNERS_TASK_REQUEST_TIMEOUT, 60 s), started over when
+// a launcher defers or a runner does not answer, then errNoRunner. With no runner mode there is
+// nothing to wait for.
 func (s *Sidecar) acquire(ctx context.Context, t *n8nproto.UpstreamTask) (*n8nproto.DownstreamTask, error) {
 	if s.cfg.RunnerMode == ModeNone && !s.broker.HasRunner(t.TaskType) {
 		return nil, errNoRunner
@@ -50,28 +74,17 @@ func (s *Sidecar) acquire(ctx context.Context, t *n8nproto.UpstreamTask) (*n8npr
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		lastSeen := time.Now()
-		for {
-			select {
-			case <-actx.Done():
-				return
-			case <-t.Cancelled():
-				cancel(errUpstreamCanceled)
-				return
-			case now := <-tick.C:
-				if s.broker.HasRunner(t.TaskType) {
-					lastSeen = now
-				} else if now.Sub(lastSeen) >= s.cfg.NoRunnerWait {
-					cancel(errNoRunner)
-					return
-				}
-			}
+		select {
+		case <-actx.Done():
+		case <-t.Cancelled():
+			cancel(errUpstreamCanceled)
 		}
 	}()
-	d, err := s.broker.Acquire(actx, t.TaskType, t.ID, t.Settings)
+	d, err := s.broker.AcquireWithin(actx, t.TaskType, t.ID, t.Settings, s.cfg.NoRunnerWait)
 	if err != nil {
+		if errors.Is(err, n8nproto.ErrRequestTimeout) {
+			return nil, errNoRunner
+		}
 		if cause := context.Cause(actx); cause != nil && !errors.Is(cause, context.Canceled) {
 			return nil, cause
 		}
@@ -81,9 +94,11 @@ func (s *Sidecar) acquire(ctx context.Context, t *n8nproto.UpstreamTask) (*n8npr
 }
 
 // pump forwards messages until the task ends. It never inspects payloads: relaying must be
-// transparent.
-func (s *Sidecar) pump(ctx context.Context, t *n8nproto.UpstreamTask, d *n8nproto.DownstreamTask, log *logrus.Entry) {
+// transparent. It returns true, with the task still open upstream, when rehand allows it and the
+// runner disconnected before it sent anything for the task (so it never started it).
+func (s *Sidecar) pump(ctx context.Context, t *n8nproto.UpstreamTask, d *n8nproto.DownstreamTask, log *logrus.Entry, rehand bool) bool {
 	up, down := t.Incoming(), d.Incoming()
+	fromRunner := 0
 	cancelDown := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -96,26 +111,30 @@ func (s *Sidecar) pump(ctx context.Context, t *n8nproto.UpstreamTask, d *n8nprot
 		case m, ok := <-down:
 			if !ok {
 				cause := d.Err()
+				if rehand && fromRunner == 0 && errors.Is(cause, n8nproto.ErrRunnerDisconnected) {
+					return true
+				}
 				log.WithError(cause).Warn("runner behind the sidecar disconnected during the task")
 				s.failUpstream(t, runnerLostError(cause), log)
-				return
+				return false
 			}
+			fromRunner++
 			switch m := m.(type) {
 			case n8nproto.TaskDone:
 				if err := t.Done(ctx, m.Data); err != nil {
 					log.WithError(err).Warn("could not pass the result to n8n")
 				}
-				return
+				return false
 			case n8nproto.TaskError:
 				if err := t.Fail(ctx, m.Error); err != nil {
 					log.WithError(err).Warn("could not pass the task error to n8n")
 				}
-				return
+				return false
 			default:
 				if err := t.Send(ctx, m); err != nil {
 					log.WithError(err).WithField("msg", m.MessageType()).Warn("lost the connection to n8n during the task")
 					cancelDown("n8n-fn lost the connection to n8n")
-					return
+					return false
 				}
 			}
 		case m, ok := <-up:
@@ -126,12 +145,12 @@ func (s *Sidecar) pump(ctx context.Context, t *n8nproto.UpstreamTask, d *n8nprot
 				}
 				log.WithField("reason", reason).Info("task ended by n8n")
 				cancelDown(reason)
-				return
+				return false
 			}
 			if c, isCancel := m.(n8nproto.TaskCancel); isCancel {
 				log.WithField("reason", c.Reason).Info("task cancelled by n8n")
 				cancelDown(c.Reason)
-				return
+				return false
 			}
 			if err := d.Send(ctx, m); err != nil {
 				// The runner is gone; its Incoming closes next and reports why.
@@ -140,13 +159,13 @@ func (s *Sidecar) pump(ctx context.Context, t *n8nproto.UpstreamTask, d *n8nprot
 		case <-t.Cancelled():
 			log.WithField("reason", t.CancelReason()).Info("task cancelled by n8n")
 			cancelDown(t.CancelReason())
-			return
+			return false
 		case <-ctx.Done():
 			log.Warn("shutdown grace over: aborting the task")
 			cancelDown("Task aborted because the n8n-fn sidecar is shutting down")
 			s.failUpstream(t, errorJSON("Task aborted because the n8n-fn sidecar is shutting down",
 				fmt.Sprintf("The task was still running when the sidecar's shutdown grace period (N8N_FN_SHUTDOWN_GRACE=%s) ended. Run the node again.", s.cfg.ShutdownGrace)), log)
-			return
+			return false
 		}
 	}
 }
@@ -171,10 +190,11 @@ func (s *Sidecar) noRunnerError(taskType string) json.RawMessage {
 			"and point the official runner/launcher at N8N_RUNNERS_TASK_BROKER_URI=" + brokerURL(s.brokerLn.Addr()) + "."
 	case ModeExternal:
 		desc = fmt.Sprintf("N8N_FN_RUNNER_MODE=external: start the official task runner or launcher with N8N_RUNNERS_TASK_BROKER_URI=%s "+
-			"and N8N_RUNNERS_AUTH_TOKEN set to the sidecar's N8N_FN_BROKER_AUTH_TOKEN. None has registered for %s.", brokerURL(s.brokerLn.Addr()), s.cfg.NoRunnerWait)
+			"and N8N_RUNNERS_AUTH_TOKEN set to the sidecar's N8N_FN_BROKER_AUTH_TOKEN. No runner took the task within %s (N8N_FN_NO_RUNNER_WAIT, "+
+			"like n8n's N8N_RUNNERS_TASK_REQUEST_TIMEOUT).", brokerURL(s.brokerLn.Addr()), s.cfg.NoRunnerWait)
 	default:
 		desc = fmt.Sprintf("The sidecar starts the official runner itself (N8N_FN_RUNNER_COMMAND=%s, N8N_FN_RUNNER_ARGS, N8N_FN_RUNNER_DIR=%s) "+
-			"but none has registered for %s. Check the sidecar's log for the runner's exit messages.", s.cfg.RunnerCommand, s.cfg.RunnerDir, s.cfg.NoRunnerWait)
+			"but no runner took the task within %s (N8N_FN_NO_RUNNER_WAIT). Check the sidecar's log for the runner's exit messages.", s.cfg.RunnerCommand, s.cfg.RunnerDir, s.cfg.NoRunnerWait)
 	}
 	return errorJSON(msg, desc)
 }

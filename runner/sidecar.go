@@ -199,6 +199,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), 5*time.Second)
 	if s.spawn != nil {
 		s.spawn.stopRestarting()
+		s.spawn.terminate() // before the drain: a 1.x runner would take the broker's close for a crash
 	}
 	if err := s.broker.Drain(drainCtx); err != nil {
 		log.WithError(err).Warn("broker drain did not finish cleanly")

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/n8n-fn/n8n-fn/internal/officialrunner"
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 )
 
@@ -29,23 +29,20 @@ import (
 
 const testToken = "test-auth-token"
 
-// officialRunnerDir finds the installed @n8n/task-runner package (N8N_FN_RUNNER_DIR, or the cache
-// the lead installed n8n into).
+// officialRunnerDir finds the installed @n8n/task-runner package: N8N_FN_RUNNER_DIR, else the runner
+// of n8n $N8N_VERSION (internal/officialrunner: that version's install in the cache, or npm).
 func officialRunnerDir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("N8N_FN_RUNNER_DIR"); d != "" {
 		return d
 	}
-	cache := os.Getenv("N8N_FN_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "n8n-fn")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	d, err := officialrunner.Dir(ctx)
+	if err != nil {
+		t.Fatalf("official runner not found: %v (install @n8n/task-runner and set N8N_FN_RUNNER_DIR to its directory)", err)
 	}
-	matches, _ := filepath.Glob(filepath.Join(cache, "n8n", "*", "node_modules", "@n8n", "task-runner", "dist", "start.js"))
-	if len(matches) == 0 {
-		t.Fatalf("official runner not found: install @n8n/task-runner and set N8N_FN_RUNNER_DIR to its directory")
-	}
-	return filepath.Dir(filepath.Dir(matches[len(matches)-1]))
+	return d
 }
 
 func testLogger(t testing.TB) *logrus.Entry {

@@ -39,6 +39,8 @@ type spawner struct {
 	broker    *n8nproto.Broker
 	log       *logrus.Entry
 
+	hungAfter time.Duration // spawnHungKillAfter; shorter in tests
+
 	stopping atomic.Bool
 	lastExit atomic.Int32 // exit code of the last runner process, -1 before any exit
 	mu       sync.Mutex
@@ -48,7 +50,7 @@ type spawner struct {
 }
 
 func newSpawner(cfg Config, brokerURI string, broker *n8nproto.Broker, log *logrus.Entry) *spawner {
-	sp := &spawner{cfg: cfg, brokerURI: brokerURI, broker: broker, log: log, done: make(chan struct{})}
+	sp := &spawner{cfg: cfg, brokerURI: brokerURI, broker: broker, log: log, done: make(chan struct{}), hungAfter: spawnHungKillAfter}
 	sp.lastExit.Store(-1)
 	return sp
 }
@@ -64,8 +66,11 @@ func (sp *spawner) start(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 const (
-	spawnBackoffMin = 500 * time.Millisecond
-	spawnBackoffMax = 30 * time.Second
+	// a spawned runner whose connection the broker dropped (missed heartbeats, silent) exits by itself
+	// within moments; one still alive this long after is hung and gets SIGKILL, so a new one can start
+	spawnHungKillAfter = 10 * time.Second
+	spawnBackoffMin    = 500 * time.Millisecond
+	spawnBackoffMax    = 30 * time.Second
 	// a run this long counts as healthy: the next failure starts the backoff over
 	spawnHealthyRun = 60 * time.Second
 )
@@ -127,6 +132,8 @@ func (sp *spawner) runOnce(ctx context.Context) (int, error) {
 	log := sp.log.WithField("pid", cmd.Process.Pid)
 	log.Info("official runner started")
 
+	go sp.killIfHung(ctx, cmd, exited, sp.runnerID())
+
 	var pipes sync.WaitGroup
 	pipes.Add(2)
 	go func() { defer pipes.Done(); forwardLines(stdout, log, logrus.InfoLevel) }()
@@ -160,7 +167,7 @@ func (sp *spawner) env(grant string) []string {
 	return append(env,
 		"N8N_RUNNERS_TASK_BROKER_URI="+sp.brokerURI,
 		"N8N_RUNNERS_GRANT_TOKEN="+grant,
-		"N8N_RUNNERS_ID="+sp.cfg.ID+"-js",
+		"N8N_RUNNERS_ID="+sp.runnerID(),
 		fmt.Sprintf("N8N_RUNNERS_MAX_CONCURRENCY=%d", sp.cfg.MaxConcurrency),
 		fmt.Sprintf("N8N_RUNNERS_MAX_PAYLOAD=%d", sp.cfg.MaxPayload),
 		fmt.Sprintf("N8N_RUNNERS_TASK_TIMEOUT=%d", sp.cfg.runnerTaskTimeout()),
@@ -169,9 +176,64 @@ func (sp *spawner) env(grant string) []string {
 	)
 }
 
+// runnerID is the id the spawned runner registers with at our broker.
+func (sp *spawner) runnerID() string { return sp.cfg.ID + "-js" }
+
+// killIfHung watches one runner process: once it has registered, losing its registration while the
+// process stays alive for hungAfter means its event loop is stuck (the official runner exits
+// as soon as its connection closes), so it is killed and the loop starts a new one.
+func (sp *spawner) killIfHung(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}, id string) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var registered bool
+	var lostAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-exited:
+			return
+		case now := <-tick.C:
+			switch {
+			case sp.stopping.Load():
+				return
+			case sp.broker.Registered(id):
+				registered, lostAt = true, time.Time{}
+			case !registered:
+			case lostAt.IsZero():
+				lostAt = now
+			case now.Sub(lostAt) >= sp.hungAfter:
+				sp.log.WithField("pid", cmd.Process.Pid).Warn("official runner lost its connection but did not exit (hung): killing it")
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				return
+			}
+		}
+	}
+}
+
+// RunnerTaskTimeout is the N8N_RUNNERS_TASK_TIMEOUT (seconds) for a runner behind a sidecar whose
+// n8n has n8nSeconds: what spawn mode gives its runner, and what the runners containers of
+// compose.queue-mode.yml must get (docker/compose_test.go checks it).
+func RunnerTaskTimeout(n8nSeconds int) int {
+	c := Config{TaskTimeout: time.Duration(n8nSeconds) * time.Second}
+	return c.runnerTaskTimeout()
+}
+
 // stopRestarting makes the loop end after the current process exits (called before the broker drains,
 // which makes the runner exit 0 by itself).
 func (sp *spawner) stopRestarting() { sp.stopping.Store(true) }
+
+// terminate asks the running runner to stop (SIGTERM) without waiting. 2.x runners then wait for the
+// broker's drain and exit 0 either way; 1.x runners (n8n 1.123.x) know no broker:drain and exit 1 when
+// the broker closes a connection they did not close themselves, so they must be told to stop first.
+func (sp *spawner) terminate() {
+	sp.mu.Lock()
+	cmd := sp.cmd
+	sp.mu.Unlock()
+	if cmd != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	}
+}
 
 // shutdown waits for the runner to exit after the drain; past ctx it sends SIGTERM, then SIGKILL.
 func (sp *spawner) shutdown(ctx context.Context) {

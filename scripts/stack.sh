@@ -26,6 +26,10 @@ WORKERS=${N8N_WORKERS:-2}
 DB=${DB:-sqlite}
 # The one-line switch between the official runner and the n8n-fn sidecar:
 RUNNER_KIND=${RUNNER_KIND:-sidecar}
+# What Code nodes may require(): the same as the n8nio/runners image (its /etc/n8n-task-runners.json),
+# so a workflow gives the same result here and in compose.queue-mode.yml. Set to "" to allow nothing.
+CODE_ALLOW_BUILTIN=${NODE_FUNCTION_ALLOW_BUILTIN-crypto}
+CODE_ALLOW_EXTERNAL=${NODE_FUNCTION_ALLOW_EXTERNAL-moment}
 
 STACK=$CACHE/stack
 APP=$CACHE/n8n/$N8N_VERSION
@@ -121,8 +125,17 @@ install_n8n() {
 		t0=$(now)
 		# --ignore-scripts: a plain install fails building @confluentinc/kafka-javascript; n8n does not
 		# need those scripts, except sqlite3's native module, built below.
-		(cd "$APP" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts "n8n@$N8N_VERSION") >"$CACHE/n8n-install.log" 2>&1 ||
-			die "npm install n8n@$N8N_VERSION failed; see $CACHE/n8n-install.log"
+		local log=$CACHE/n8n-install-$N8N_VERSION.log
+		if ! (cd "$APP" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts "n8n@$N8N_VERSION") >"$log" 2>&1; then
+			# n8n 1.x's n8n-nodes-base takes xlsx from https://cdn.sheetjs.com, not from the npm registry:
+			# where that host is not reachable, use the registry's last xlsx (0.18.5; only the Spreadsheet
+			# File / Extract from File nodes use it).
+			grep -q 'cdn.sheetjs.com' "$log" || die "npm install n8n@$N8N_VERSION failed; see $log"
+			say "cdn.sheetjs.com is not reachable: installing with xlsx@0.18.5 from the npm registry instead (npm overrides)"
+			echo '{"name":"n8n-fn-stack","private":true,"overrides":{"xlsx":"0.18.5"}}' >"$APP/package.json"
+			(cd "$APP" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts "n8n@$N8N_VERSION") >"$log" 2>&1 ||
+				die "npm install n8n@$N8N_VERSION failed; see $log"
+		fi
 		touch "$APP/.n8n-fn-installed"
 		say "n8n installed in $(since "$t0") s"
 	fi
@@ -279,6 +292,9 @@ n8n_env() {
 	export N8N_ENCRYPTION_KEY # from secrets: identical on main and workers
 	export N8N_RUNNERS_MODE=external N8N_RUNNERS_AUTH_TOKEN N8N_RUNNERS_BROKER_LISTEN_ADDRESS=$HOST
 	export N8N_RUNNERS_TASK_TIMEOUT=300 # explicit: n8n warns its default will drop to 60
+	# n8n 1.x runs Code nodes in-process unless task runners are switched on (2.x always uses them and
+	# no longer reads the variable).
+	if [ "${N8N_VERSION%%.*}" = 1 ]; then export N8N_RUNNERS_ENABLED=true; fi
 	# OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS stays unset: with it, main opens no task broker.
 	unset OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS
 	export N8N_DIAGNOSTICS_ENABLED=false N8N_VERSION_NOTIFICATIONS_ENABLED=false N8N_TEMPLATES_ENABLED=false
@@ -396,6 +412,7 @@ start_official_runner() {
 			N8N_RUNNERS_TASK_BROKER_URI="http://$HOST:$(broker_port "$k")" N8N_RUNNERS_GRANT_TOKEN="$grant" \
 			N8N_RUNNERS_ID="$(proc_name "$k")" N8N_RUNNERS_MAX_CONCURRENCY=10 N8N_RUNNERS_TASK_TIMEOUT=300 \
 			N8N_RUNNERS_GRACEFUL_SHUTDOWN_TIMEOUT=5 \
+			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
 			"$NODE" --disallow-code-generation-from-strings --disable-proto=delete dist/start.js
 	)
 }
@@ -416,6 +433,7 @@ start_sidecar() {
 			N8N_FN_REDIS_URL="redis://$HOST:$REDIS_PORT/0" N8N_FN_SECRET="$N8N_FN_SECRET" \
 			N8N_FN_N8N_API_URL="$BASE_URL" N8N_FN_N8N_API_KEY="$API_KEY" N8N_FN_WEBHOOK_URL="$BASE_URL/webhook" \
 			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
+			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
 			"$FN_BIN" run
 	)
 }

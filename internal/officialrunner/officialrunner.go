@@ -1,14 +1,18 @@
 // Package officialrunner finds (or installs) n8n's official JavaScript task runner, @n8n/task-runner, and
 // starts it against a broker, for tests that must talk to the real thing rather than a mock.
 //
-// Lookup order: $N8N_FN_TASK_RUNNER_DIR, then $CACHE/n8n/<Version>/node_modules/@n8n/task-runner (the n8n
-// install of the local stack), then $CACHE/task-runner/<Version>/node_modules/@n8n/task-runner, installed
-// there with `npm install` when missing. CACHE is ${N8N_FN_CACHE:-$HOME/.cache/n8n-fn}.
+// The n8n version is $N8N_VERSION (default DefaultN8NVersion), so the same tests run against the runner
+// of any n8n release (scripts/versions.sh). Lookup order: $N8N_FN_TASK_RUNNER_DIR, then
+// $CACHE/n8n/<n8n version>/node_modules/@n8n/task-runner (that version's install by scripts/stack.sh),
+// then $CACHE/task-runner/<n8n version>/node_modules/@n8n/task-runner, installed there with `npm install`
+// of the @n8n/task-runner version that n8n release depends on when missing. CACHE is
+// ${N8N_FN_CACHE:-$HOME/.cache/n8n-fn}.
 package officialrunner
 
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,14 +20,23 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// Version is the @n8n/task-runner version the project tests against (n8n 2.41.x).
-const Version = "2.41.1"
+// DefaultN8NVersion is the n8n release the project tests against when N8N_VERSION is not set.
+const DefaultN8NVersion = "2.41.1"
+
+// N8NVersion is the n8n release whose runner the tests use: $N8N_VERSION, else DefaultN8NVersion.
+func N8NVersion() string {
+	if v := strings.TrimSpace(os.Getenv("N8N_VERSION")); v != "" {
+		return v
+	}
+	return DefaultN8NVersion
+}
 
 // CacheDir is ${N8N_FN_CACHE:-$HOME/.cache/n8n-fn}.
 func CacheDir() (string, error) {
@@ -54,15 +67,16 @@ func Dir(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if d := filepath.Join(cache, "n8n", Version, "node_modules", "@n8n", "task-runner"); isRunnerDir(d) {
+	v := N8NVersion()
+	if d := filepath.Join(cache, "n8n", v, "node_modules", "@n8n", "task-runner"); isRunnerDir(d) {
 		return d, nil
 	}
-	prefix := filepath.Join(cache, "task-runner", Version)
+	prefix := filepath.Join(cache, "task-runner", v)
 	d := filepath.Join(prefix, "node_modules", "@n8n", "task-runner")
 	if isRunnerDir(d) {
 		return d, nil
 	}
-	if err := install(ctx, prefix); err != nil {
+	if err := install(ctx, prefix, v); err != nil {
 		return "", err
 	}
 	if !isRunnerDir(d) {
@@ -71,12 +85,26 @@ func Dir(ctx context.Context) (string, error) {
 	return d, nil
 }
 
+// runnerVersionOf asks npm which @n8n/task-runner version n8n@n8nVersion depends on: they differ on
+// the 1.x line (n8n 1.123.81 ships @n8n/task-runner 1.59.49).
+func runnerVersionOf(ctx context.Context, npm, n8nVersion string) (string, error) {
+	out, err := exec.CommandContext(ctx, npm, "view", "n8n@"+n8nVersion, "dependencies.@n8n/task-runner").Output()
+	if err != nil {
+		return "", fmt.Errorf("npm view n8n@%s dependencies: %w (is %s an n8n release?)", n8nVersion, err, n8nVersion)
+	}
+	v := strings.TrimSpace(string(out))
+	if v == "" {
+		return "", fmt.Errorf("n8n@%s does not depend on @n8n/task-runner", n8nVersion)
+	}
+	return v, nil
+}
+
 // install runs npm install under a file lock, so parallel test binaries install once. Scripts are
 // ignored: the optional native isolated-vm build fails on current Node and the JS runner does not need it.
-func install(ctx context.Context, prefix string) error {
+func install(ctx context.Context, prefix, n8nVersion string) error {
 	npm, err := exec.LookPath("npm")
 	if err != nil {
-		return fmt.Errorf("install @n8n/task-runner@%s: npm not found on PATH", Version)
+		return fmt.Errorf("install the task runner of n8n %s: npm not found on PATH", n8nVersion)
 	}
 	if err := os.MkdirAll(prefix, 0o755); err != nil {
 		return fmt.Errorf("install @n8n/task-runner: %w", err)
@@ -95,13 +123,59 @@ func install(ctx context.Context, prefix string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
+	rv, err := runnerVersionOf(ctx, npm, n8nVersion)
+	if err != nil {
+		return fmt.Errorf("install the task runner of n8n %s: %w", n8nVersion, err)
+	}
 	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", prefix, "--no-audit", "--no-fund",
-		"--loglevel=error", "--ignore-scripts", "@n8n/task-runner@"+Version)
+		"--loglevel=error", "--ignore-scripts", "@n8n/task-runner@"+rv)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("npm install @n8n/task-runner@%s into %s: %w\n%s", Version, prefix, err, tail(out, 2000))
+		return fmt.Errorf("npm install @n8n/task-runner@%s (n8n %s) into %s: %w\n%s", rv, n8nVersion, prefix, err, tail(out, 2000))
 	}
 	return nil
+}
+
+// Info describes an installed @n8n/task-runner: its version and the protocol features it has, which
+// differ across the n8n releases people run.
+type Info struct {
+	Version string // package.json version, e.g. 2.41.1 or 1.59.49 (n8n 1.123.x)
+	Major   int
+	// ReadsRunnerID: the runner registers under N8N_RUNNERS_ID (2.x); 1.x picks a random id.
+	ReadsRunnerID bool
+	// HandlesDrain: the runner knows broker:drain and exits 0 when the broker then closes the
+	// connection (2.x); 1.x ignores it and exits 1 on any close it did not start itself.
+	HandlesDrain bool
+}
+
+// ReadInfo reads dir/package.json of an installed runner.
+func ReadInfo(dir string) (Info, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "package.json"))
+	if err != nil {
+		return Info{}, fmt.Errorf("read task runner version: %w", err)
+	}
+	var pkg struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(raw, &pkg); err != nil || pkg.Version == "" {
+		return Info{}, fmt.Errorf("%s/package.json: no version (%v)", dir, err)
+	}
+	major, err := strconv.Atoi(strings.SplitN(pkg.Version, ".", 2)[0])
+	if err != nil {
+		return Info{}, fmt.Errorf("%s/package.json: version %q is not semver", dir, pkg.Version)
+	}
+	return Info{Version: pkg.Version, Major: major, ReadsRunnerID: major >= 2, HandlesDrain: major >= 2}, nil
+}
+
+// RequireInfo is ReadInfo for a test: it fails the test when the package is unreadable.
+func RequireInfo(t testing.TB, dir string) Info {
+	t.Helper()
+	info, err := ReadInfo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }
 
 func tail(b []byte, n int) []byte {
@@ -262,7 +336,7 @@ func Require(t testing.TB) string {
 	}
 	dir, err := Dir(ctx)
 	if err != nil {
-		t.Skipf("official runner test skipped: @n8n/task-runner@%s not available: %v (set N8N_FN_TASK_RUNNER_DIR to an installed package)", Version, err)
+		t.Skipf("official runner test skipped: the task runner of n8n %s is not available: %v (set N8N_FN_TASK_RUNNER_DIR to an installed package)", N8NVersion(), err)
 	}
 	return dir
 }
