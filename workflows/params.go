@@ -131,6 +131,8 @@ func (d *FunctionDirective) BindParams(params []byte) ([]byte, error) {
 // coerce converts one value to a param type; the result is compact JSON.
 func coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 	switch typ {
+	case TypeAny:
+		return compactJSON(v.Raw), nil
 	case TypeString:
 		switch v.Type {
 		case gjson.String:
