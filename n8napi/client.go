@@ -114,17 +114,45 @@ type WebhookResponse struct {
 // dropped) and returns its id. The workflow is not published.
 func (c *Client) CreateWorkflow(ctx context.Context, workflowJSON []byte) (string, error) {
 	const op = "create workflow"
+	body, err := writableWorkflow(op, workflowJSON)
+	if err != nil {
+		return "", err
+	}
+	var wf Workflow
+	if err := c.do(ctx, op, http.MethodPost, "/api/v1/workflows", nil, body, &wf); err != nil {
+		return "", err
+	}
+	if wf.ID == "" {
+		return "", fmt.Errorf("n8n api: %s: response has no workflow id", op)
+	}
+	return wf.ID, nil
+}
+
+// UpdateWorkflow replaces workflow id's name, nodes, connections and settings with those of
+// workflowJSON (an export is fine: read-only fields are dropped), keeping its id. Whether a
+// published workflow runs the new version at once is n8n's business: publish it to be sure.
+func (c *Client) UpdateWorkflow(ctx context.Context, id string, workflowJSON []byte) error {
+	op := "update workflow " + id
+	body, err := writableWorkflow(op, workflowJSON)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, op, http.MethodPut, "/api/v1/workflows/"+url.PathEscape(id), nil, body, nil)
+}
+
+// writableWorkflow keeps the fields the API accepts on create and update: POST and PUT
+// /api/v1/workflows have additionalProperties:false, so an export's read-only fields (id, active,
+// versionId, tags, meta, ...) would be rejected.
+func writableWorkflow(op string, workflowJSON []byte) ([]byte, error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(workflowJSON, &in); err != nil {
-		return "", fmt.Errorf("n8n api: %s: workflow JSON is not an object: %w", op, err)
+		return nil, fmt.Errorf("n8n api: %s: workflow JSON is not an object: %w", op, err)
 	}
 	for _, f := range []string{"name", "nodes", "connections"} {
 		if _, ok := in[f]; !ok {
-			return "", fmt.Errorf("n8n api: %s: workflow JSON has no %q field (need name, nodes, connections)", op, f)
+			return nil, fmt.Errorf("n8n api: %s: workflow JSON has no %q field (need name, nodes, connections)", op, f)
 		}
 	}
-	// POST /api/v1/workflows has additionalProperties:false, so an export's read-only fields (id,
-	// active, versionId, tags, meta, ...) would be rejected: keep only the writable ones.
 	out := make(map[string]json.RawMessage, 6)
 	for _, f := range []string{"name", "description", "nodes", "connections", "settings", "staticData"} {
 		if v, ok := in[f]; ok && string(v) != "null" {
@@ -136,16 +164,9 @@ func (c *Client) CreateWorkflow(ctx context.Context, workflowJSON []byte) (strin
 	}
 	body, err := json.Marshal(out)
 	if err != nil {
-		return "", fmt.Errorf("n8n api: %s: encode body: %w", op, err)
+		return nil, fmt.Errorf("n8n api: %s: encode body: %w", op, err)
 	}
-	var wf Workflow
-	if err := c.do(ctx, op, http.MethodPost, "/api/v1/workflows", nil, body, &wf); err != nil {
-		return "", err
-	}
-	if wf.ID == "" {
-		return "", fmt.Errorf("n8n api: %s: response has no workflow id", op)
-	}
-	return wf.ID, nil
+	return body, nil
 }
 
 // GetWorkflow returns one workflow.

@@ -218,12 +218,25 @@ func (d *CallDirective) Shape(inputs []json.RawMessage, returned []json.RawMessa
 	return out, nil
 }
 
+// ownParams are the params an item gives itself, without the item's other fields (paramsWithItem):
+// the details of an error item. {} when they cannot be built.
+func (d *CallDirective) ownParams(itemJSON []byte) string {
+	own := *d
+	own.ParamsWithItem = false
+	p, err := own.CallParams(itemJSON)
+	if err != nil {
+		return "{}"
+	}
+	return string(p)
+}
+
 // ShapeError returns the items a call node with On Error: Continue outputs for a failed call, one
 // per input item: {"error": message} (errorOutput error), the input item plus
 // {"<errorField>": message} (input), or the input item plus {"<errorField>": {"functionName",
 // "parameters", "success": false, "error": message}} (details, the origin package's
-// _functionCall error object). params are the call's params (nil when they could not be built).
-func (d *CallDirective) ShapeError(inputs []json.RawMessage, params json.RawMessage, message string) ([]ShapedItem, error) {
+// _functionCall error object; parameters are the item's own params: its paramsField, parsed, or
+// the item without _functionCall; {} when they cannot be built).
+func (d *CallDirective) ShapeError(inputs []json.RawMessage, message string) ([]ShapedItem, error) {
 	msg, _ := json.Marshal(message)
 	out := make([]ShapedItem, 0, len(inputs))
 	for i, in := range inputs {
@@ -239,11 +252,7 @@ func (d *CallDirective) ShapeError(inputs []json.RawMessage, params json.RawMess
 			var det orderedObject
 			fn, _ := json.Marshal(d.Function)
 			det.set("functionName", string(fn))
-			p := "{}"
-			if gjson.ValidBytes(params) && len(params) > 0 {
-				p = compactRaw(string(params))
-			}
-			det.set("parameters", p)
+			det.set("parameters", d.ownParams(in))
 			det.set("success", "false")
 			det.set("error", string(msg))
 			o.set(d.errorField(), det.String())

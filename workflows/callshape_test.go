@@ -196,9 +196,11 @@ func TestShapeError(t *testing.T) {
 		{"input", `{"op":"call","function":"f","paramsField":"p","errorOutput":"input"}`, `[{"a":1,"error":"boom \"x\""},{"a":2,"error":"boom \"x\""}]`},
 		{"input, named field", `{"op":"call","function":"f","errorOutput":"input","errorField":"why"}`, `[{"a":1,"p":{"x":"1"},"why":"boom \"x\""},{"a":2,"p":{"x":"2"},"why":"boom \"x\""}]`},
 		{"details (the origin's)", `{"op":"call","function":"f","paramsField":"p","errorOutput":"details","errorField":"_functionCall"}`,
-			`[{"a":1,"_functionCall":{"functionName":"f","parameters":{"x":1},"success":false,"error":"boom \"x\""}},{"a":2,"_functionCall":{"functionName":"f","parameters":{"x":1},"success":false,"error":"boom \"x\""}}]`},
+			`[{"a":1,"_functionCall":{"functionName":"f","parameters":{"x":"1"},"success":false,"error":"boom \"x\""}},{"a":2,"_functionCall":{"functionName":"f","parameters":{"x":"2"},"success":false,"error":"boom \"x\""}}]`},
+		{"details, parsed, without the item's fields", `{"op":"call","function":"f","paramsField":"p","paramsWithItem":true,"parseValues":true,"errorOutput":"details"}`,
+			`[{"a":1,"error":{"functionName":"f","parameters":{"x":1},"success":false,"error":"boom \"x\""}},{"a":2,"error":{"functionName":"f","parameters":{"x":2},"success":false,"error":"boom \"x\""}}]`},
 	} {
-		got, err := mustCall(t, tc.header).ShapeError(in, json.RawMessage(`{"x": 1}`), `boom "x"`)
+		got, err := mustCall(t, tc.header).ShapeError(in, `boom "x"`)
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
@@ -213,9 +215,13 @@ func TestShapeError(t *testing.T) {
 			}
 		}
 	}
-	got, _ := mustCall(t, `{"op":"call","function":"f","errorOutput":"details"}`).ShapeError(raws(`{}`), nil, "x")
-	if s := shapedJSON(got); s != `[{"error":{"functionName":"f","parameters":{},"success":false,"error":"x"}}]` {
-		t.Errorf("details without params: %s", s)
+	got, _ := mustCall(t, `{"op":"call","function":"f","errorOutput":"details"}`).ShapeError(raws(`{"a":1,"_functionCall":{}}`), "x")
+	if s := shapedJSON(got); s != `[{"a":1,"_functionCall":{},"error":{"functionName":"f","parameters":{"a":1},"success":false,"error":"x"}}]` {
+		t.Errorf("details without paramsField: %s", s)
+	}
+	got, _ = mustCall(t, `{"op":"call","function":"f","paramsField":"p","errorOutput":"details"}`).ShapeError(raws(`{"a":1}`), "x")
+	if s := shapedJSON(got); s != `[{"a":1,"error":{"functionName":"f","parameters":{},"success":false,"error":"x"}}]` {
+		t.Errorf("details, params unreadable: %s", s)
 	}
 }
 
@@ -279,7 +285,7 @@ func FuzzCallShape(f *testing.F) {
 					}
 				}
 			}
-			errs, err := d.ShapeError([]json.RawMessage{item}, p, "m")
+			errs, err := d.ShapeError([]json.RawMessage{item}, "m")
 			if err == nil {
 				for _, it := range errs {
 					if !isObject(it.JSON) {

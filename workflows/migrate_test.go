@@ -44,7 +44,8 @@ func directiveOf(t *testing.T, wf *Workflow, node string) Directive {
 }
 
 func TestMigrateFunctionWorkflow(t *testing.T) {
-	fnWf, _, ms := migrateFixtures(t, MigrateOptions{})
+	// 0.1.5 applied defaults; typed keeps the origin's types (the default is "any")
+	fnWf, _, ms := migrateFixtures(t, MigrateOptions{Origin: "0.1.5", Typed: true})
 	add := directiveOf(t, fnWf, "Add Numbers").(*FunctionDirective)
 	want := &FunctionDirective{Name: "Add_Numbers", Scope: ScopeWorkflow, TimeoutMs: DefaultFunctionTimeoutMs, Description: "Adds two numbers",
 		Params: []Param{
@@ -128,9 +129,18 @@ func TestMigrateCallerWorkflow(t *testing.T) {
 		t.Errorf("call %+v", c)
 	}
 	// the target is global in the other workflow: the call addresses it by name
+	if c.ParamsField != MigrateParamsField || !c.ParamsWithItem || !c.ParseValues || c.ValueField != MigrateValueField || !c.SkipNull ||
+		c.ErrorOutput != ErrorOutputDetails || c.ErrorField != ContextField {
+		t.Errorf("call shaping %+v", c)
+	}
+	// the target is global in the other workflow: the call addresses it by name; Store Response
+	// off discards the result in 0.2.x (detected from functionDescription)
 	d := directiveOf(t, caller, "Call double").(*CallDirective)
-	if d.Scope != ScopeGlobal || d.ResultField != defaultResultVar {
+	if d.Scope != ScopeGlobal || d.ResultField != "" || d.EffectiveResultMode() != ResultNone || d.ParseValues {
 		t.Errorf("call double %+v", d)
+	}
+	if !strings.HasPrefix(ms[1].Report.Origin, "0.2.0-0.2.1: detected 0.2.x") {
+		t.Errorf("origin %q", ms[1].Report.Origin)
 	}
 	n := caller.Node("Call Function")
 	if n.Raw.Get("onError").String() != "continueRegularOutput" || !n.Raw.Get("retryOnFail").Bool() || n.Position != [2]float64{220, 0} {
@@ -142,11 +152,13 @@ func TestMigrateCallerWorkflow(t *testing.T) {
 		t.Fatalf("set node wiring: %v", caller.Connections)
 	}
 	as := set.Param("assignments.assignments").Array()
-	if len(as) != 2 || as[0].Get("value").String() != "={{ $json.body.a }}" || as[1].Get("name").String() != "b" || !set.Param("includeOtherFields").Bool() {
+	if len(as) != 3 || as[0].Get("name").String() != "_fnParams" || as[0].Get("type").String() != "object" ||
+		as[1].Get("name").String() != `_fnParams["a"]` || as[1].Get("value").String() != "={{ $json.body.a }}" || as[1].Get("type").String() != "string" ||
+		as[2].Get("name").String() != `_fnParams["b"]` || !set.Param("includeOtherFields").Bool() {
 		t.Errorf("assignments %s", set.Parameters.Raw)
 	}
 	raw := caller.Node("Call double params")
-	if raw == nil || raw.Param("mode").String() != "raw" || raw.Param("jsonOutput").String() != "={{ JSON.stringify({ x: $json.sum.sum }) }}" {
+	if raw == nil || raw.Param("assignments.assignments.0.name").String() != "_fnParams" || raw.Param("assignments.assignments.0.value").String() != "={{ JSON.stringify({ x: $json.sum.sum }) }}" {
 		t.Errorf("json params %v", raw)
 	}
 	if names(caller.Upstream("Call double params")) != "Call Function" {
@@ -157,7 +169,7 @@ func TestMigrateCallerWorkflow(t *testing.T) {
 		t.Error("dynamic call converted")
 	}
 	assertNote(t, ms[1].Report.Unconverted, "Call dynamic", "expression")
-	assertNote(t, ms[1].Report.Review, "Call double", "discarded the return value")
+	assertNote(t, ms[1].Report.Converted, "Call double", "result discarded (Store Response off, origin 0.2.0-0.2.1)")
 	if names(caller.Downstream("Call dynamic")) != "Done" {
 		t.Error("downstream connection lost")
 	}
