@@ -90,7 +90,8 @@ type migrationFunction struct {
 	name   string // n8n-fn function name
 	scope  string // ScopeGlobal or ScopeWorkflow
 	params map[string]bool
-	wfKey  string // the workflow's key in the run (its id, or #index)
+	forced []string // declared params with a default or required, in order: see callParamsSet
+	wfKey  string   // the workflow's key in the run (its id, or #index)
 	wfID   string
 }
 
@@ -136,10 +137,18 @@ func Migrate(wfs [][]byte, opts MigrateOptions) ([]Migration, error) {
 				scope = ScopeGlobal
 			}
 			declared := map[string]bool{}
+			var forced []string
 			for _, p := range n.Param("parameters.parameter").Array() {
-				declared[p.Get("name").String()] = true
+				name := p.Get("name").String()
+				if name == "" || name == ContextField || declared[name] {
+					continue
+				}
+				declared[name] = true
+				if p.Get("required").Bool() || p.Get("defaultValue").String() != "" {
+					forced = append(forced, name)
+				}
 			}
-			funcs[keys[i]][n.Name] = migrationFunction{name: SanitizeFunctionName(n.Name), scope: scope, params: declared, wfKey: keys[i], wfID: w.ID}
+			funcs[keys[i]][n.Name] = migrationFunction{name: SanitizeFunctionName(n.Name), scope: scope, params: declared, forced: forced, wfKey: keys[i], wfID: w.ID}
 		}
 	}
 	out := make([]Migration, len(wfs))
@@ -717,7 +726,7 @@ func (m *migrator) callParamsSet(n *Node, c *CallDirective, def *migrationFuncti
 		assigns = append(assigns, assign(MigrateParamsField, "string", text))
 		count = 1
 		if m.era == EraMemory || m.era == EraStreams {
-			m.review(n.Name, "JSON-mode params the function does not declare now reach the function's item (the origin kept only declared ones)")
+			m.review(n.Name, "JSON mode: params the function does not declare now reach the function's item (the origin kept only declared ones), and a declared param missing from the JSON takes the caller item's field of that name (the origin used the default)")
 		}
 	} else {
 		assigns = append(assigns, assign(MigrateParamsField, "object", "{}"))
@@ -737,6 +746,28 @@ func (m *migrator) callParamsSet(n *Node, c *CallDirective, def *migrationFuncti
 		}
 		if len(dropped) > 0 {
 			m.review(n.Name, fmt.Sprintf("parameters %s dropped: function %q does not declare them (the origin dropped them at run time)", strings.Join(dropped, ", "), def.name))
+		}
+		// Up to 0.1.11 the function item was {...caller item, ...declared params}, the params
+		// bound from what the call passed alone: a declared param the call does not pass got its
+		// default (or failed the call when required) even when the caller's item had a field of
+		// that name. Passing it as null does the same here. (A declared param without default
+		// that the call does not pass was removed from the function's item; here the caller's
+		// field of that name, if any, stays.)
+		if m.era == EraMemory || m.era == EraStreams {
+			if def == nil {
+				m.review(n.Name, "the target function is not in this run: a param it declares that the call does not pass takes the caller item's field of the same name (the origin used the default); migrate both workflows together")
+			} else {
+				passed := map[string]bool{}
+				for _, p := range n.Param("parameters.parameter").Array() {
+					passed[p.Get("name").String()] = true
+				}
+				for _, name := range def.forced {
+					if !passed[name] {
+						key, _ := json.Marshal(name)
+						assigns = append(assigns, assign(MigrateParamsField+"["+string(key)+"]", "string", "={{ null }}"))
+					}
+				}
+			}
 		}
 	}
 	var o obj
