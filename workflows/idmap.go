@@ -37,8 +37,9 @@ func ParseIDMap(b []byte) (map[string]string, error) {
 
 // RemapScopes rewrites the call directives of one workflow whose scope is a workflow id in idMap
 // to the new id, so that cross-workflow calls keep working when the workflows are imported as new
-// ones (n8n gives them new ids). It returns the workflow (indented when changed) and one note per
-// rewritten call. Only the header's scope changes; the rest of the node is kept.
+// ones (n8n gives them new ids), and the workflow's own id when it is in the map. It returns the
+// workflow (indented when changed) and one note per change. Only the header's scope changes; the
+// rest of the node is kept.
 func RemapScopes(raw []byte, idMap map[string]string) ([]byte, []MigrateNote, error) {
 	if len(idMap) == 0 {
 		return raw, nil, nil
@@ -74,14 +75,23 @@ func RemapScopes(raw []byte, idMap map[string]string) ([]byte, []MigrateNote, er
 		notes = append(notes, MigrateNote{Node: n.Get("name").String(), Message: fmt.Sprintf("call scope: workflow %s -> %s (id map)", from, to)})
 		return true
 	})
+	// The workflow's own id moves too, so that the converted set is consistent (lint, and an
+	// import that keeps ids).
+	newID, ownMoved := idMap[root.Get("id").String()]
+	if ownMoved {
+		notes = append(notes, MigrateNote{Message: fmt.Sprintf("workflow id %s -> %s (id map)", root.Get("id").String(), newID)})
+	}
 	if len(notes) == 0 {
 		return raw, nil, nil
 	}
 	var o obj
 	root.ForEach(func(k, v gjson.Result) bool {
-		if k.String() == "nodes" {
+		switch {
+		case k.String() == "nodes":
 			o.add("nodes", json.RawMessage("["+strings.Join(nodes, ",")+"]"))
-		} else {
+		case k.String() == "id" && ownMoved:
+			o.add("id", newID)
+		default:
 			o.add(k.String(), json.RawMessage(v.Raw))
 		}
 		return true

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -336,14 +337,20 @@ func printMigrateReport(w io.Writer, r workflows.MigrateReport) {
 		return
 	}
 	fmt.Fprintf(w, "  origin       %s\n", r.Origin)
+	node := func(n workflows.MigrateNote) string {
+		if n.Node == "" {
+			return "(workflow)"
+		}
+		return strconv.Quote(n.Node)
+	}
 	for _, n := range r.Converted {
-		fmt.Fprintf(w, "  converted    %q: %s\n", n.Node, n.Message)
+		fmt.Fprintf(w, "  converted    %s: %s\n", node(n), n.Message)
 	}
 	for _, n := range r.Review {
-		fmt.Fprintf(w, "  review       %q: %s\n", n.Node, n.Message)
+		fmt.Fprintf(w, "  review       %s: %s\n", node(n), n.Message)
 	}
 	for _, n := range r.Unconverted {
-		fmt.Fprintf(w, "  NOT CONVERTED %q: %s\n", n.Node, n.Message)
+		fmt.Fprintf(w, "  NOT CONVERTED %s: %s\n", node(n), n.Message)
 	}
 }
 
