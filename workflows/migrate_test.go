@@ -269,16 +269,24 @@ func FuzzWorkflowTools(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	corpus, _ := filepath.Glob("../test-workflows/migration/0.*--*[a-z].json")
+	for _, p := range corpus {
+		if b, err := os.ReadFile(p); err == nil && !strings.HasSuffix(p, ".cases.json") {
+			f.Add(b)
+		}
+	}
 	f.Add([]byte(`{"nodes":[{"name":"a","type":"n8n-nodes-function.callFunction","parameters":{"workflowId":{"value":5}}}],"connections":{"a":{"main":[null,[{"node":"zz"}]]}}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		_ = Lint(in)
 		_, _ = Discover([][]byte{in})
-		ms, err := Migrate([][]byte{in}, MigrateOptions{NewID: seqIDs()})
-		if err != nil {
-			return
-		}
-		if ms[0].Changed && !json.Valid(ms[0].Workflow) {
-			t.Fatalf("migration wrote invalid JSON from %q", in)
+		for _, origin := range []string{"0.1.1", "0.1.5", "0.1.12", "0.2.1"} {
+			ms, err := Migrate([][]byte{in}, MigrateOptions{NewID: seqIDs(), Origin: origin, IDMap: map[string]string{"a": "b"}})
+			if err != nil {
+				return
+			}
+			if ms[0].Changed && !json.Valid(ms[0].Workflow) {
+				t.Fatalf("migration (origin %s) wrote invalid JSON from %q", origin, in)
+			}
 		}
 	})
 }
