@@ -40,8 +40,10 @@ result goes next to its input as NAME.n8n-fn.json.
 first written to DIR/<id>.json (a file that exists already is an error, so no backup is ever
 overwritten; restore with n8n import:workflow --separate --input=DIR), then each converted one is
 updated through n8n's public API (N8N_FN_N8N_API_URL, default http://127.0.0.1:5678, and
-N8N_FN_N8N_API_KEY). --dry-run writes the backup and the report and changes nothing; --publish
-publishes the updated workflows that were published before.
+N8N_FN_N8N_API_KEY), the workflows that define functions first. n8n 2.41 puts the update of a
+published workflow live at once; --publish also publishes each updated workflow that was published
+(for n8n versions that keep an update as a draft). --dry-run writes the backup and the report and
+changes nothing.
 
 Options:
   --origin VERSION  the n8n-nodes-function version the workflows ran on (0.1.0 .. 0.1.12, 0.2.0,
@@ -265,6 +267,21 @@ func writeMigrateReport(w io.Writer, ms []workflows.Migration, asJSON bool) erro
 	return nil
 }
 
+func definesFunction(wf []byte) bool {
+	w, err := workflows.ParseWorkflow(wf)
+	if err != nil {
+		return false
+	}
+	for _, n := range w.Nodes {
+		if d, err := n.Directive(); err == nil {
+			if _, ok := d.(*workflows.FunctionDirective); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // migrateAPI converts the instance's workflows in place: backup first, then one update per
 // converted workflow (same id, so references between workflows stay right).
 func migrateAPI(ctx context.Context, opts workflows.MigrateOptions, backupDir string, dryRun, publish, asJSON bool, stdout io.Writer) error {
@@ -307,11 +324,18 @@ func migrateAPI(ctx context.Context, opts workflows.MigrateOptions, backupDir st
 	if err != nil {
 		return err
 	}
-	for i, m := range ms {
-		if !m.Changed {
-			continue
+	// Workflows that define functions go first: n8n 2.41 puts the update of a published workflow
+	// live at once, so a converted caller should find its converted function already served.
+	var order []int
+	for pass := 0; pass < 2; pass++ {
+		for i, m := range ms {
+			if m.Changed && definesFunction(m.Workflow) == (pass == 0) {
+				order = append(order, i)
+			}
 		}
-		w := list[i]
+	}
+	for _, i := range order {
+		m, w := ms[i], list[i]
 		if dryRun {
 			fmt.Fprintf(stdout, "would update workflow %s (%s)\n", w.ID, w.Name)
 			continue

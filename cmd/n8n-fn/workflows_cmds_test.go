@@ -232,7 +232,8 @@ func TestMigrateAPIInPlace(t *testing.T) {
 		}
 		// both origin workflows are published (active), the plain one is not; n8n lists whole workflows
 		active := strings.Replace(string(caller), `"name": "Origin: caller",`, `"name": "Origin: caller", "active": true,`, 1)
-		fmt.Fprintf(w, `{"data":[%s,%s,%s],"nextCursor":null}`, fn, active, plain)
+		// the caller is listed first: the function workflow must still be updated first
+		fmt.Fprintf(w, `{"data":[%s,%s,%s],"nextCursor":null}`, active, fn, plain)
 	})
 	mux.HandleFunc("PUT /api/v1/workflows/{id}", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
