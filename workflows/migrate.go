@@ -447,7 +447,14 @@ func (m *migrator) function(n *Node) error {
 	m.converted(n.Name, fmt.Sprintf("Function trigger -> Webhook %q + function node (function %q, scope %s, %d params)", hook, dec.name, dec.scope, len(fn.Params)))
 	m.review(n.Name, fmt.Sprintf("the function now has a timeout of %d ms (the origin waited forever); change timeoutMs in the header if it needs longer", fn.TimeoutMs))
 
-	if n.Param("enableCode").Bool() && strings.TrimSpace(n.Param("jsCode").String()) != "" {
+	hasCode := n.Param("enableCode").Bool() && strings.TrimSpace(n.Param("jsCode").String()) != ""
+	if hasCode && (m.era == EraParamsOnly || m.era == EraPrefixed) {
+		// 0.1.12 dropped the option: a workflow saved by an older version keeps the parameters,
+		// but the origin no longer ran the code.
+		m.review(n.Name, fmt.Sprintf("its \"Code\" option (up to 0.1.11) was not run by origin %s and is not converted; pass --origin 0.1.x if the workflows ran on a version that ran it", m.era))
+		hasCode = false
+	}
+	if hasCode {
 		name := m.addNode(n.Name+" code", TypeCode, CodeTypeVersion,
 			codeNodeParams("runOnceForEachItem", functionCodeJS(fn.Params, n.Param("jsCode").String())),
 			[2]float64{n.Position[0] + nodeSpacing/2, n.Position[1] + 160}, "")
@@ -660,6 +667,14 @@ func (m *migrator) callScope(n *Node, fnName string) (string, *migrationFunction
 		}
 		return d.wfID, &d, note
 	case id == "" || id == m.wf.ID:
+		if id == "" && hasOwn {
+			// 0.1.2 on, a call without a workflow failed ("Please select a workflow first.")
+			scope := ScopeWorkflow
+			if own.scope == ScopeGlobal {
+				scope = ScopeGlobal
+			}
+			return scope, &own, fmt.Sprintf("no target workflow selected: origin %s failed this call every time; it now calls this workflow's %q", m.era, fnName)
+		}
 		if hasOwn && own.scope == ScopeGlobal {
 			return ScopeGlobal, &own, ""
 		}

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -244,7 +245,7 @@ func TestMigratedCodeIsValidJavaScript(t *testing.T) {
 	if err != nil {
 		t.Skip("node not on PATH")
 	}
-	fnWf, _, _ := migrateFixtures(t, MigrateOptions{})
+	fnWf, _, _ := migrateFixtures(t, MigrateOptions{Origin: "0.1.11"})
 	dir := t.TempDir()
 	for _, name := range []string{"double code", "Return double value", "Add Numbers", "Return from Function"} {
 		code := fnWf.Node(name).Code()
@@ -289,4 +290,60 @@ func FuzzWorkflowTools(f *testing.F) {
 			}
 		}
 	})
+}
+
+// From 0.1.12 the origin no longer ran the Function's code option: a workflow saved by an older
+// version keeps the parameters, but converting them would run code the origin did not run.
+func TestMigrateCodeOptionOnlyWhereTheOriginRanIt(t *testing.T) {
+	fnWf, _, ms := migrateFixtures(t, MigrateOptions{Origin: "0.2.1"})
+	if fnWf.Node("double code") != nil {
+		t.Error("0.2.1 did not run the code option")
+	}
+	assertNote(t, ms[0].Report.Review, "double", `its "Code" option (up to 0.1.11) was not run by origin 0.2.0-0.2.1`)
+	fnWf, _, _ = migrateFixtures(t, MigrateOptions{Origin: "0.1.11"})
+	if fnWf.Node("double code") == nil {
+		t.Error("0.1.11 ran the code option")
+	}
+}
+
+// 0.1.0/0.1.1 callers named no workflow: the function was found by name among the active
+// workflows' non-global functions.
+func TestMigrateMemoryEraCallScopes(t *testing.T) {
+	fn := func(name string, global bool) string {
+		return fmt.Sprintf(`{"name":%q,"type":"n8n-nodes-function.function","parameters":{"globalFunction":%v},"position":[0,0]}`, name, global)
+	}
+	call := func(name, target string) string {
+		return fmt.Sprintf(`{"name":%q,"type":"n8n-nodes-function.callFunction","parameters":{"functionName":%q},"position":[0,0]}`, name, target)
+	}
+	wf := func(id string, nodes ...string) []byte {
+		return []byte(fmt.Sprintf(`{"id":%q,"name":%q,"nodes":[%s],"connections":{}}`, id, id, strings.Join(nodes, ",")))
+	}
+	ms, err := Migrate([][]byte{
+		wf("WfCaller", fn("Own", false), call("Call own", "Own"), call("Call other", "Other"), call("Call shared", "Shared"),
+			call("Call missing", "Missing"), call("Call global only", "G")),
+		wf("WfOther1", fn("Other", false), fn("Shared", false), fn("G", true)),
+		wf("WfOther2", fn("Shared", false)),
+	}, MigrateOptions{Origin: "0.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller, err := ParseWorkflow(ms[0].Workflow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, scope := range map[string]string{"Call own": ScopeWorkflow, "Call other": "WfOther1", "Call shared": "WfOther1"} {
+		if d := directiveOf(t, caller, node).(*CallDirective); d.Scope != scope {
+			t.Errorf("%s: scope %q, want %q", node, d.Scope, scope)
+		}
+	}
+	assertNote(t, ms[0].Report.Review, "Call shared", `2 workflows define a non-global function "Shared"`)
+	assertNote(t, ms[0].Report.Unconverted, "Call missing", `no workflow in this run defines a non-global function "Missing"`)
+	assertNote(t, ms[0].Report.Unconverted, "Call global only", `non-global function "G"`)
+
+	// 0.1.2 on, a call without a workflow failed every time: converted to the own function, reported
+	ms, err = Migrate([][]byte{wf("WfX", fn("Own", false), call("Call own", "Own"))}, MigrateOptions{Origin: "0.1.4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNote(t, ms[0].Report.Review, "Call own", "origin 0.1.2-0.1.11 failed this call every time")
 }
