@@ -128,9 +128,9 @@ func (c *Client) CreateWorkflow(ctx context.Context, workflowJSON []byte) (strin
 	return wf.ID, nil
 }
 
-// UpdateWorkflow replaces a workflow's nodes, connections and settings (PUT; the same writable
-// fields as CreateWorkflow). In n8n 2.x a published workflow keeps serving its published version
-// until PublishWorkflow publishes the new one.
+// UpdateWorkflow replaces workflow id's name, nodes, connections and settings with those of
+// workflowJSON (an export is fine: read-only fields are dropped), keeping its id. Whether a
+// published workflow runs the new version at once is n8n's business: publish it to be sure.
 func (c *Client) UpdateWorkflow(ctx context.Context, id string, workflowJSON []byte) error {
 	op := "update workflow " + id
 	body, err := writableWorkflow(op, workflowJSON)
@@ -140,7 +140,9 @@ func (c *Client) UpdateWorkflow(ctx context.Context, id string, workflowJSON []b
 	return c.do(ctx, op, http.MethodPut, "/api/v1/workflows/"+url.PathEscape(id), nil, body, nil)
 }
 
-// writableWorkflow keeps the fields of a workflow JSON the public API accepts on create/update.
+// writableWorkflow keeps the fields the API accepts on create and update: POST and PUT
+// /api/v1/workflows have additionalProperties:false, so an export's read-only fields (id, active,
+// versionId, tags, meta, ...) would be rejected.
 func writableWorkflow(op string, workflowJSON []byte) ([]byte, error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(workflowJSON, &in); err != nil {
@@ -151,8 +153,6 @@ func writableWorkflow(op string, workflowJSON []byte) ([]byte, error) {
 			return nil, fmt.Errorf("n8n api: %s: workflow JSON has no %q field (need name, nodes, connections)", op, f)
 		}
 	}
-	// The API has additionalProperties:false, so an export's read-only fields (id, active,
-	// versionId, tags, meta, ...) would be rejected: keep only the writable ones.
 	out := make(map[string]json.RawMessage, 6)
 	for _, f := range []string{"name", "description", "nodes", "connections", "settings", "staticData"} {
 		if v, ok := in[f]; ok && string(v) != "null" {

@@ -71,6 +71,30 @@ func fakeN8N(t *testing.T) (*httptest.Server, *[]string) {
 		}
 		io.WriteString(w, `{"id":"wf1","name":"x","active":true,"versionId":"v1","nodes":[],"connections":{}}`)
 	})
+	mux.HandleFunc("PUT /api/v1/workflows/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if !check(w, r) {
+			return
+		}
+		var body map[string]json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("bad body: %v", err)
+		}
+		for k := range body {
+			switch k {
+			case "name", "nodes", "connections", "settings":
+			default:
+				w.WriteHeader(400)
+				io.WriteString(w, `{"message":"request/body must NOT have additional properties"}`)
+				return
+			}
+		}
+		if r.PathValue("id") != "wf1" {
+			w.WriteHeader(404)
+			io.WriteString(w, `{"message":"Not Found"}`)
+			return
+		}
+		io.WriteString(w, `{"id":"wf1","name":`+string(body["name"])+`}`)
+	})
 	mux.HandleFunc("POST /api/v1/workflows/{id}/publish", func(w http.ResponseWriter, r *http.Request) {
 		if check(w, r) {
 			io.WriteString(w, `{"id":"wf1","active":true}`)
@@ -139,6 +163,15 @@ func TestClientWorkflowLifecycle(t *testing.T) {
 	if err != nil || !wf.Active || wf.VersionID != "v1" || len(wf.Raw) == 0 {
 		t.Fatalf("GetWorkflow = %+v, %v", wf, err)
 	}
+	if err := c.UpdateWorkflow(ctx, "wf1", []byte(`{"id":"wf1","active":true,"meta":{},"name":"y","nodes":[],"connections":{}}`)); err != nil {
+		t.Fatalf("UpdateWorkflow: %v", err)
+	}
+	if err := c.UpdateWorkflow(ctx, "nope", []byte(`{"name":"y","nodes":[],"connections":{}}`)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("UpdateWorkflow of an unknown id: %v", err)
+	}
+	if err := c.UpdateWorkflow(ctx, "wf1", []byte(`{"name":"y"}`)); err == nil || !strings.Contains(err.Error(), `no "nodes" field`) {
+		t.Fatalf("UpdateWorkflow without nodes: %v", err)
+	}
 	if err := c.PublishWorkflow(ctx, "wf1"); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +191,7 @@ func TestClientWorkflowLifecycle(t *testing.T) {
 		t.Fatalf("ListExecutions = %+v, %v", exs, err)
 	}
 	joined := strings.Join(*seen, "\n")
-	for _, want := range []string{"active=true", "cursor=c2", "includeData=true", "POST /api/v1/workflows/wf1/publish", "POST /api/v1/workflows/wf1/unpublish", "limit=2&workflowId=wf1"} {
+	for _, want := range []string{"active=true", "cursor=c2", "includeData=true", "POST /api/v1/workflows/wf1/publish", "POST /api/v1/workflows/wf1/unpublish", "PUT /api/v1/workflows/wf1?", "limit=2&workflowId=wf1"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("requests %q lack %q", joined, want)
 		}

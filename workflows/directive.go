@@ -32,7 +32,29 @@ const (
 	TypeBoolean = "boolean"
 	TypeObject  = "object"
 	TypeArray   = "array"
+	// TypeAny accepts every JSON value unchanged (no coercion): what the origin package's params
+	// were, whose declared types only drove the editor and the parsing of defaults.
+	TypeAny = "any"
 )
+
+// Result modes of a call: where the function's result goes (see CallDirective.Shape).
+const (
+	ResultItems   = "items"   // output the returned items
+	ResultField   = "field"   // the input item with the result under resultField
+	ResultMerge   = "merge"   // the input item with the result object's fields merged in
+	ResultReplace = "replace" // one item per input item: the result object itself
+	ResultNone    = "none"    // the input item unchanged (the result is discarded)
+)
+
+// Error outputs of a call with On Error: Continue (see CallDirective.ShapeError).
+const (
+	ErrorOutputError   = "error"   // {"error": message}
+	ErrorOutputInput   = "input"   // the input item plus {"<errorField>": message}
+	ErrorOutputDetails = "details" // the input item plus {"<errorField>": {functionName, parameters, success:false, error}}
+)
+
+// DefaultValueKey is where merge/replace put a result that is not an object, unless resultField says.
+const DefaultValueKey = "result"
 
 // Defaults and limits of the directive fields (docs/directives.md lists them for users).
 const (
@@ -173,6 +195,28 @@ type CallDirective struct {
 	// value identifies the call (see IdempotencyValue).
 	IdempotencyKey string `json:"idempotencyKey,omitempty"`
 	WaitForLiveMs  int    `json:"waitForLive"`
+
+	// ParamsField "" sends the input item's json as the params; otherwise the params are this
+	// top-level field of the item (an object, or a string holding a JSON object), and the field is
+	// removed from every item the call outputs. See CallParams.
+	ParamsField string `json:"paramsField,omitempty"`
+	// ParamsWithItem (with ParamsField) also sends the item's other fields; the field's win.
+	ParamsWithItem bool `json:"paramsWithItem,omitempty"`
+	// ParseValues (with ParamsField): string values of the params object that hold JSON are sent
+	// parsed ("5" -> 5, "{\"a\":1}" -> {"a":1}, "abc" stays a string).
+	ParseValues bool `json:"parseValues,omitempty"`
+	// ResultMode is one of ResultItems, ResultField, ResultMerge, ResultReplace, ResultNone, or ""
+	// (not given): ResultField when resultField is set, else ResultItems (EffectiveResultMode).
+	ResultMode string `json:"resultMode,omitempty"`
+	// ValueField: a returned item whose json is exactly {"<ValueField>": X} stands for the value X
+	// (items are objects, so a function returns a number, string, array or null wrapped like this).
+	ValueField string `json:"valueField,omitempty"`
+	// SkipNull (resultMode field): a null result leaves the item without the field.
+	SkipNull bool `json:"skipNull,omitempty"`
+	// ErrorOutput is ErrorOutputError ("" = not given, the same), ErrorOutputInput or ErrorOutputDetails.
+	ErrorOutput string `json:"errorOutput,omitempty"`
+	// ErrorField names the error's field for ErrorOutputInput and ErrorOutputDetails ("error").
+	ErrorField string `json:"errorField,omitempty"`
 }
 
 // ReturnDirective is {"op":"return"} or its fail form {"op":"return","fail":true,"message":"..."}.
@@ -463,9 +507,9 @@ func parseParams(f *fields, p gjson.Result) []Param {
 			Description: pf.str("description", ""),
 		}
 		switch prm.Type {
-		case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray:
+		case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray, TypeAny:
 		default:
-			pf.fail("type", fmt.Sprintf("%s is not a param type (use string, number, boolean, object or array)", quoted(prm.Type)))
+			pf.fail("type", fmt.Sprintf("%s is not a param type (use string, number, boolean, object, array or any)", quoted(prm.Type)))
 		}
 		if prm.Name == ContextField {
 			pf.fail("name", fmt.Sprintf("%q is reserved for the call context", ContextField))
@@ -500,7 +544,8 @@ func parseParams(f *fields, p gjson.Result) []Param {
 
 // ParseCall parses {"op":"call",...}.
 func ParseCall(node string, h *Header) (*CallDirective, error) {
-	f := newFields(node, OpCall, h.Raw, "function", "scope", "mode", "timeoutMs", "retries", "retryBackoffMs", "resultField", "idempotencyKey", "waitForLive")
+	f := newFields(node, OpCall, h.Raw, "function", "scope", "mode", "timeoutMs", "retries", "retryBackoffMs", "resultField", "idempotencyKey", "waitForLive",
+		"paramsField", "paramsWithItem", "parseValues", "resultMode", "valueField", "skipNull", "errorOutput", "errorField")
 	d := &CallDirective{
 		Function:       f.name("function", true, "name of the function to call"),
 		Scope:          f.str("scope", ScopeGlobal),
@@ -511,6 +556,14 @@ func ParseCall(node string, h *Header) (*CallDirective, error) {
 		ResultField:    f.str("resultField", ""),
 		IdempotencyKey: f.str("idempotencyKey", ""),
 		WaitForLiveMs:  f.integer("waitForLive", DefaultWaitForLiveMs, 0, MaxWaitForLiveMs, false, " ms"),
+		ParamsField:    f.str("paramsField", ""),
+		ParamsWithItem: f.boolean("paramsWithItem"),
+		ParseValues:    f.boolean("parseValues"),
+		ResultMode:     f.str("resultMode", ""),
+		ValueField:     f.str("valueField", ""),
+		SkipNull:       f.boolean("skipNull"),
+		ErrorOutput:    f.str("errorOutput", ""),
+		ErrorField:     f.str("errorField", ""),
 	}
 	if d.Scope != ScopeGlobal && d.Scope != ScopeWorkflow && !workflowIDRe.MatchString(d.Scope) {
 		f.fail("scope", fmt.Sprintf("%s is neither %q, %q nor a workflow id (letters, digits, '_', '-')", quoted(d.Scope), ScopeGlobal, ScopeWorkflow))
@@ -524,6 +577,7 @@ func ParseCall(node string, h *Header) (*CallDirective, error) {
 	case d.ResultField != "" && (len(d.ResultField) > MaxNameLength || strings.ContainsAny(d.ResultField, ".\x00")):
 		f.fail("resultField", fmt.Sprintf("%s must be one top-level field name (no '.', at most %d characters)", quoted(d.ResultField), MaxNameLength))
 	}
+	parseCallShaping(f, d)
 	if d.IdempotencyKey != "" && !fieldPathRe.MatchString(d.IdempotencyKey) {
 		f.fail("idempotencyKey", fmt.Sprintf("%s is not a field path like \"orderId\" or \"order.id\" (letters, digits, '_', '$', '-', separated by '.')", quoted(d.IdempotencyKey)))
 	}
@@ -531,6 +585,70 @@ func ParseCall(node string, h *Header) (*CallDirective, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// topField reports why s cannot be one top-level item field name ("" when it can).
+func topField(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case len(s) > MaxNameLength || strings.ContainsAny(s, ".\x00"):
+		return fmt.Sprintf("%q must be one top-level field name (no '.', at most %d characters)", s, MaxNameLength)
+	}
+	return ""
+}
+
+// parseCallShaping checks the fields that say where a call's params come from and where its
+// result and errors go, and fills in the result mode.
+func parseCallShaping(f *fields, d *CallDirective) {
+	if f.has("paramsField") {
+		if why := topField(d.ParamsField); why != "" {
+			f.fail("paramsField", why)
+		} else if d.ParamsField == ContextField {
+			f.fail("paramsField", fmt.Sprintf("%q is reserved for the call context", ContextField))
+		}
+	}
+	for _, opt := range []string{"paramsWithItem", "parseValues"} {
+		if f.has(opt) && !f.has("paramsField") {
+			f.fail(opt, "only applies with \"paramsField\" (the field that holds the params)")
+		}
+	}
+	mode := d.EffectiveResultMode()
+	switch d.ResultMode {
+	case "", ResultItems, ResultField, ResultMerge, ResultReplace, ResultNone:
+	default:
+		f.fail("resultMode", fmt.Sprintf("%q is not a result mode (use %s, %s, %s, %s or %s)", d.ResultMode, ResultItems, ResultField, ResultMerge, ResultReplace, ResultNone))
+	}
+	switch {
+	case mode == ResultField && d.ResultField == "":
+		f.fail("resultMode", "resultMode \"field\" needs \"resultField\" (the field that gets the result)")
+	case (mode == ResultItems || mode == ResultNone) && f.has("resultField"):
+		f.fail("resultField", fmt.Sprintf("resultMode %q puts no result in a field: remove resultField or use field, merge or replace", mode))
+	case d.ParamsField != "" && d.ParamsField == d.ResultField:
+		f.fail("resultField", fmt.Sprintf("%q is also the paramsField, which is removed from the output", d.ResultField))
+	}
+	if f.has("valueField") {
+		if why := topField(d.ValueField); why != "" {
+			f.fail("valueField", why)
+		}
+	}
+	if f.has("skipNull") && mode != ResultField {
+		f.fail("skipNull", "only applies with resultMode \"field\" (merge skips a null result anyway)")
+	}
+	switch d.ErrorOutput {
+	case "", ErrorOutputError:
+		if f.has("errorField") {
+			f.fail("errorField", "errorOutput \"error\" always writes {\"error\": message}: use errorOutput input or details to name the field")
+		}
+	case ErrorOutputInput, ErrorOutputDetails:
+		if f.has("errorField") {
+			if why := topField(d.ErrorField); why != "" {
+				f.fail("errorField", why)
+			}
+		}
+	default:
+		f.fail("errorOutput", fmt.Sprintf("%q is not an error output (use %s, %s or %s)", d.ErrorOutput, ErrorOutputError, ErrorOutputInput, ErrorOutputDetails))
+	}
 }
 
 // ParseReturn parses {"op":"return"} and {"op":"return","fail":true,"message":"..."}.

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +45,8 @@ func directiveOf(t *testing.T, wf *Workflow, node string) Directive {
 }
 
 func TestMigrateFunctionWorkflow(t *testing.T) {
-	fnWf, _, ms := migrateFixtures(t, MigrateOptions{})
+	// 0.1.5 applied defaults; typed keeps the origin's types (the default is "any")
+	fnWf, _, ms := migrateFixtures(t, MigrateOptions{Origin: "0.1.5", Typed: true})
 	add := directiveOf(t, fnWf, "Add Numbers").(*FunctionDirective)
 	want := &FunctionDirective{Name: "Add_Numbers", Scope: ScopeWorkflow, TimeoutMs: DefaultFunctionTimeoutMs, Description: "Adds two numbers",
 		Params: []Param{
@@ -128,9 +130,18 @@ func TestMigrateCallerWorkflow(t *testing.T) {
 		t.Errorf("call %+v", c)
 	}
 	// the target is global in the other workflow: the call addresses it by name
+	if c.ParamsField != MigrateParamsField || !c.ParamsWithItem || !c.ParseValues || c.ValueField != MigrateValueField || !c.SkipNull ||
+		c.ErrorOutput != ErrorOutputDetails || c.ErrorField != ContextField {
+		t.Errorf("call shaping %+v", c)
+	}
+	// the target is global in the other workflow: the call addresses it by name; Store Response
+	// off discards the result in 0.2.x (detected from functionDescription)
 	d := directiveOf(t, caller, "Call double").(*CallDirective)
-	if d.Scope != ScopeGlobal || d.ResultField != defaultResultVar {
+	if d.Scope != ScopeGlobal || d.ResultField != "" || d.EffectiveResultMode() != ResultNone || d.ParseValues {
 		t.Errorf("call double %+v", d)
+	}
+	if !strings.HasPrefix(ms[1].Report.Origin, "0.2.0-0.2.1: detected 0.2.x") {
+		t.Errorf("origin %q", ms[1].Report.Origin)
 	}
 	n := caller.Node("Call Function")
 	if n.Raw.Get("onError").String() != "continueRegularOutput" || !n.Raw.Get("retryOnFail").Bool() || n.Position != [2]float64{220, 0} {
@@ -142,11 +153,13 @@ func TestMigrateCallerWorkflow(t *testing.T) {
 		t.Fatalf("set node wiring: %v", caller.Connections)
 	}
 	as := set.Param("assignments.assignments").Array()
-	if len(as) != 2 || as[0].Get("value").String() != "={{ $json.body.a }}" || as[1].Get("name").String() != "b" || !set.Param("includeOtherFields").Bool() {
+	if len(as) != 3 || as[0].Get("name").String() != "_fnParams" || as[0].Get("type").String() != "object" ||
+		as[1].Get("name").String() != `_fnParams["a"]` || as[1].Get("value").String() != "={{ $json.body.a }}" || as[1].Get("type").String() != "string" ||
+		as[2].Get("name").String() != `_fnParams["b"]` || !set.Param("includeOtherFields").Bool() {
 		t.Errorf("assignments %s", set.Parameters.Raw)
 	}
 	raw := caller.Node("Call double params")
-	if raw == nil || raw.Param("mode").String() != "raw" || raw.Param("jsonOutput").String() != "={{ JSON.stringify({ x: $json.sum.sum }) }}" {
+	if raw == nil || raw.Param("assignments.assignments.0.name").String() != "_fnParams" || raw.Param("assignments.assignments.0.value").String() != "={{ JSON.stringify({ x: $json.sum.sum }) }}" {
 		t.Errorf("json params %v", raw)
 	}
 	if names(caller.Upstream("Call double params")) != "Call Function" {
@@ -157,7 +170,7 @@ func TestMigrateCallerWorkflow(t *testing.T) {
 		t.Error("dynamic call converted")
 	}
 	assertNote(t, ms[1].Report.Unconverted, "Call dynamic", "expression")
-	assertNote(t, ms[1].Report.Review, "Call double", "discarded the return value")
+	assertNote(t, ms[1].Report.Converted, "Call double", "result discarded (Store Response off, origin 0.2.0-0.2.1)")
 	if names(caller.Downstream("Call dynamic")) != "Done" {
 		t.Error("downstream connection lost")
 	}
@@ -232,7 +245,7 @@ func TestMigratedCodeIsValidJavaScript(t *testing.T) {
 	if err != nil {
 		t.Skip("node not on PATH")
 	}
-	fnWf, _, _ := migrateFixtures(t, MigrateOptions{})
+	fnWf, _, _ := migrateFixtures(t, MigrateOptions{Origin: "0.1.11"})
 	dir := t.TempDir()
 	for _, name := range []string{"double code", "Return double value", "Add Numbers", "Return from Function"} {
 		code := fnWf.Node(name).Code()
@@ -257,16 +270,80 @@ func FuzzWorkflowTools(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	corpus, _ := filepath.Glob("../test-workflows/migration/0.*--*[a-z].json")
+	for _, p := range corpus {
+		if b, err := os.ReadFile(p); err == nil && !strings.HasSuffix(p, ".cases.json") {
+			f.Add(b)
+		}
+	}
 	f.Add([]byte(`{"nodes":[{"name":"a","type":"n8n-nodes-function.callFunction","parameters":{"workflowId":{"value":5}}}],"connections":{"a":{"main":[null,[{"node":"zz"}]]}}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		_ = Lint(in)
 		_, _ = Discover([][]byte{in})
-		ms, err := Migrate([][]byte{in}, MigrateOptions{NewID: seqIDs()})
-		if err != nil {
-			return
-		}
-		if ms[0].Changed && !json.Valid(ms[0].Workflow) {
-			t.Fatalf("migration wrote invalid JSON from %q", in)
+		for _, origin := range []string{"0.1.1", "0.1.5", "0.1.12", "0.2.1"} {
+			ms, err := Migrate([][]byte{in}, MigrateOptions{NewID: seqIDs(), Origin: origin, IDMap: map[string]string{"a": "b"}})
+			if err != nil {
+				return
+			}
+			if ms[0].Changed && !json.Valid(ms[0].Workflow) {
+				t.Fatalf("migration (origin %s) wrote invalid JSON from %q", origin, in)
+			}
 		}
 	})
+}
+
+// From 0.1.12 the origin no longer ran the Function's code option: a workflow saved by an older
+// version keeps the parameters, but converting them would run code the origin did not run.
+func TestMigrateCodeOptionOnlyWhereTheOriginRanIt(t *testing.T) {
+	fnWf, _, ms := migrateFixtures(t, MigrateOptions{Origin: "0.2.1"})
+	if fnWf.Node("double code") != nil {
+		t.Error("0.2.1 did not run the code option")
+	}
+	assertNote(t, ms[0].Report.Review, "double", `its "Code" option (up to 0.1.11) was not run by origin 0.2.0-0.2.1`)
+	fnWf, _, _ = migrateFixtures(t, MigrateOptions{Origin: "0.1.11"})
+	if fnWf.Node("double code") == nil {
+		t.Error("0.1.11 ran the code option")
+	}
+}
+
+// 0.1.0/0.1.1 callers named no workflow: the function was found by name among the active
+// workflows' non-global functions.
+func TestMigrateMemoryEraCallScopes(t *testing.T) {
+	fn := func(name string, global bool) string {
+		return fmt.Sprintf(`{"name":%q,"type":"n8n-nodes-function.function","parameters":{"globalFunction":%v},"position":[0,0]}`, name, global)
+	}
+	call := func(name, target string) string {
+		return fmt.Sprintf(`{"name":%q,"type":"n8n-nodes-function.callFunction","parameters":{"functionName":%q},"position":[0,0]}`, name, target)
+	}
+	wf := func(id string, nodes ...string) []byte {
+		return []byte(fmt.Sprintf(`{"id":%q,"name":%q,"nodes":[%s],"connections":{}}`, id, id, strings.Join(nodes, ",")))
+	}
+	ms, err := Migrate([][]byte{
+		wf("WfCaller", fn("Own", false), call("Call own", "Own"), call("Call other", "Other"), call("Call shared", "Shared"),
+			call("Call missing", "Missing"), call("Call global only", "G")),
+		wf("WfOther1", fn("Other", false), fn("Shared", false), fn("G", true)),
+		wf("WfOther2", fn("Shared", false)),
+	}, MigrateOptions{Origin: "0.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller, err := ParseWorkflow(ms[0].Workflow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, scope := range map[string]string{"Call own": ScopeWorkflow, "Call other": "WfOther1", "Call shared": "WfOther1"} {
+		if d := directiveOf(t, caller, node).(*CallDirective); d.Scope != scope {
+			t.Errorf("%s: scope %q, want %q", node, d.Scope, scope)
+		}
+	}
+	assertNote(t, ms[0].Report.Review, "Call shared", `2 workflows define a non-global function "Shared"`)
+	assertNote(t, ms[0].Report.Unconverted, "Call missing", `no workflow in this run defines a non-global function "Missing"`)
+	assertNote(t, ms[0].Report.Unconverted, "Call global only", `non-global function "G"`)
+
+	// 0.1.2 on, a call without a workflow failed every time: converted to the own function, reported
+	ms, err = Migrate([][]byte{wf("WfX", fn("Own", false), call("Call own", "Own"))}, MigrateOptions{Origin: "0.1.4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNote(t, ms[0].Report.Review, "Call own", "origin 0.1.2-0.1.11 failed this call every time")
 }

@@ -149,6 +149,8 @@ func coerce(typ string, v gjson.Result) (json.RawMessage, error) { return Limits
 func (l Limits) coerce(typ string, v gjson.Result) (json.RawMessage, error) {
 	l = l.withDefaults()
 	switch typ {
+	case TypeAny:
+		return compactJSON(v.Raw), nil
 	case TypeString:
 		switch v.Type {
 		case gjson.String:

@@ -131,6 +131,31 @@ func EncodeDirective(d Directive) (string, error) {
 		if d.WaitForLiveMs != DefaultWaitForLiveMs {
 			o.add("waitForLive", d.WaitForLiveMs)
 		}
+		if d.ParamsField != "" {
+			o.add("paramsField", d.ParamsField)
+		}
+		if d.ParamsWithItem {
+			o.add("paramsWithItem", true)
+		}
+		if d.ParseValues {
+			o.add("parseValues", true)
+		}
+		// resultMode is written only when it is not what resultField alone implies.
+		if implied := map[bool]string{true: ResultField, false: ResultItems}[d.ResultField != ""]; d.ResultMode != "" && d.ResultMode != implied {
+			o.add("resultMode", d.ResultMode)
+		}
+		if d.ValueField != "" {
+			o.add("valueField", d.ValueField)
+		}
+		if d.SkipNull {
+			o.add("skipNull", true)
+		}
+		if d.ErrorOutput != "" && d.ErrorOutput != ErrorOutputError {
+			o.add("errorOutput", d.ErrorOutput)
+			if d.ErrorField != "" {
+				o.add("errorField", d.ErrorField)
+			}
+		}
 	case *ReturnDirective:
 		if d.Fail {
 			o.add("fail", true)
@@ -333,9 +358,9 @@ func ParseParamSpec(spec string) (Param, error) {
 		p.Type = parts[1]
 	}
 	switch p.Type {
-	case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray:
+	case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray, TypeAny:
 	default:
-		return Param{}, fmt.Errorf("param %q: type %q is not one of string, number, boolean, object, array", spec, p.Type)
+		return Param{}, fmt.Errorf("param %q: type %q is not one of string, number, boolean, object, array, any", spec, p.Type)
 	}
 	switch {
 	case len(parts) == 3 && parts[2] == "required":

@@ -33,6 +33,7 @@ type Suite struct {
 	Workflow    json.RawMessage // the workflow JSON as in the file
 	Webhooks    []string        // webhook paths the workflow serves (production URL paths)
 	Description string
+	Origin      string // migration corpus: the origin version of the workflow ("" otherwise)
 	Cases       []Case
 }
 
@@ -61,11 +62,18 @@ type Case struct {
 	// without timing the request.
 	ExpectParallel int    `json:"expectParallel,omitempty"`
 	Skip           string `json:"skip,omitempty"` // non-empty: not run, the text says why
+	// Note documents the case (the migration corpus: how the origin's items were derived).
+	Note string `json:"note,omitempty"`
+	// KnownDifference (migration corpus): why the converted workflow cannot give exactly the
+	// origin's items; Expect then lists only what it does give the same (Match ignores extra keys).
+	KnownDifference string `json:"knownDifference,omitempty"`
 }
 
 type casesFile struct {
 	Description string `json:"description"`
-	Cases       []Case `json:"cases"`
+	// Origin (migration corpus): the n8n-nodes-function version the workflow was written for.
+	Origin string `json:"origin,omitempty"`
+	Cases  []Case `json:"cases"`
 }
 
 // Load reads every X.json with an X.cases.json next to it in dir, sorted by file name. A workflow
@@ -152,7 +160,7 @@ func loadSuite(dir, file string) (Suite, error) {
 	if err := dec.Decode(&cf); err != nil {
 		return Suite{}, fmt.Errorf("%w: %s: %v", ErrSuite, casesPath, err)
 	}
-	s.Description = cf.Description
+	s.Description, s.Origin = cf.Description, cf.Origin
 	for i, c := range cf.Cases {
 		where := fmt.Sprintf("%s, case %d (%q)", casesPath, i, c.Name)
 		switch {
