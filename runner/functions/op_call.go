@@ -375,13 +375,16 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 		if err := checkDepth(0); err != nil {
 			return nil, err
 		}
-		parts := make([]string, len(data.Items))
+		all := make([][]byte, len(data.Items))
 		idx := make([]int, len(data.Items))
 		for i, it := range data.Items {
-			parts[i] = string(workflows.WithoutContext(it.JSON))
+			all[i] = it.JSON
 			idx[i] = i
 		}
-		params := json.RawMessage(`{"items":[` + strings.Join(parts, ",") + `]}`)
+		params, err := d.CallParamsAll(all)
+		if err != nil {
+			return nil, &OpError{Message: err.Error() + "; nothing was queued", Err: err}
+		}
 		if err := checkSize(0, params, nil); err != nil {
 			return nil, err
 		}
@@ -395,7 +398,10 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 		if err := checkDepth(i); err != nil {
 			return nil, err
 		}
-		params := workflows.WithoutContext(it.JSON)
+		params, err := d.CallParams(it.JSON)
+		if err != nil {
+			return nil, &OpError{Message: fmt.Sprintf("item %d: %v; nothing was queued", i, err), Err: err}
+		}
 		if err := checkSize(i, params, it.Binary); err != nil {
 			return nil, err
 		}
@@ -479,57 +485,59 @@ func (f *Runtime) callFailed(reqs []*callReq, data *taskData, d *workflows.CallD
 func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, label string) (json.RawMessage, error) {
 	var out []outItem
 	for _, r := range reqs {
+		inputs := make([]json.RawMessage, len(r.items))
+		for k, i := range r.items {
+			inputs[k] = data.Items[i].JSON
+		}
+		var shaped []workflows.ShapedItem
+		var err error
 		if r.err != nil || !r.done {
-			err := r.err
-			if err == nil {
-				err = errors.New("no result")
-			}
-			msg := strings.TrimPrefix(err.Error(), errNoRetry.Error()+": ")
-			var oe *OpError
-			if !errors.As(err, &oe) && label != "" {
-				where := ""
-				if len(reqs) > 1 {
-					where = fmt.Sprintf(" (item %d)", r.items[0])
-				}
-				msg = label + where + ": " + msg
-			}
+			msg, oerr := failureMessage(r, len(reqs), label)
 			if !o.continueOnFail {
-				if oe != nil {
-					return nil, oe
-				}
-				return nil, &OpError{Message: msg, Err: err}
+				return nil, oerr
 			}
-			for _, i := range r.items {
-				j, _ := json.Marshal(map[string]string{"error": msg})
-				out = append(out, outItem{JSON: j, PairedItem: pairedItem{Item: i}})
-			}
-			continue
+			shaped, err = d.ShapeError(inputs, msg)
+		} else {
+			shaped, err = d.Shape(inputs, r.returned)
 		}
-		if d.ResultField != "" {
-			val := workflows.ResultValue(r.returned)
-			for _, i := range r.items {
-				j, err := setField(data.Items[i].JSON, d.ResultField, val)
-				if err != nil {
-					return nil, fmt.Errorf("%s: item %d: %w", label, i, err)
-				}
-				out = append(out, outItem{JSON: j, Binary: data.Items[i].Binary, PairedItem: pairedItem{Item: i}})
-			}
-			continue
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", label, err)
 		}
-		for k, ret := range r.returned {
-			// All-items calls pair item k with input k when the counts match, else with input 0.
-			pi := r.items[0]
-			if len(r.items) == len(r.returned) {
-				pi = r.items[k]
-			}
-			it := outItem{JSON: json.RawMessage(ret), PairedItem: pairedItem{Item: pi}}
-			if r.binaries != nil && string(r.binaries[k]) != "null" {
+		for k, sh := range shaped {
+			i := r.items[sh.Pair]
+			it := outItem{JSON: sh.JSON, PairedItem: pairedItem{Item: i}}
+			switch {
+			case sh.FromInput:
+				it.Binary = data.Items[i].Binary
+			case r.done && r.err == nil && r.binaries != nil && k < len(r.binaries) && string(r.binaries[k]) != "null":
+				// items mode: the k-th shaped item is the k-th returned item.
 				it.Binary = r.binaries[k]
 			}
 			out = append(out, it)
 		}
 	}
 	return resultJSON(out)
+}
+
+// failureMessage is the text of a failed call, and the error that fails the node with it.
+func failureMessage(r *callReq, calls int, label string) (string, error) {
+	err := r.err
+	if err == nil {
+		err = errors.New("no result")
+	}
+	msg := strings.TrimPrefix(err.Error(), errNoRetry.Error()+": ")
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return msg, oe
+	}
+	if label != "" {
+		where := ""
+		if calls > 1 {
+			where = fmt.Sprintf(" (item %d)", r.items[0])
+		}
+		msg = label + where + ": " + msg
+	}
+	return msg, &OpError{Message: msg, Err: err}
 }
 
 // setField returns obj with the top-level field key set to val (replacing it if present).
