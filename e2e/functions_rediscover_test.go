@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -82,4 +83,77 @@ func TestEditedWebhookPathIsRediscovered(t *testing.T) {
 		t.Logf("attempt %d: discovery saw the edit before any call (answered in %s); editing again", attempt, time.Since(start).Round(time.Millisecond))
 	}
 	t.Fatal("three edits, and no dispatcher ever met the old path: the 404 path is untested")
+}
+
+// TestCallToDeletedFunctionFailsAtOnce deletes a function's workflow (as a re-import under new ids
+// does) and calls it right away: its registration outlives the workflow for a few minutes, but the
+// call fails at once with a clear error instead of waiting its whole timeout.
+func TestCallToDeletedFunctionFailsAtOnce(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("SKIP: the stack runs RUNNER_KIND=%s; functions need the n8n-fn sidecars", s.Env.RunnerKind)
+	}
+	name := UniqueName(t, "gone")
+	raw, err := json.Marshal(Chain("n8n-fn gone "+name+" function", spread(
+		WebhookNode(name+"/fn"),
+		fnDirective("Function", map[string]any{"op": "function", "name": name}),
+		fnDirective("Return", map[string]any{"op": "return"}),
+	)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := Ctx(t, 60*time.Second)
+	fnWF, err := s.Client.CreateWorkflow(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client.PublishWorkflow(ctx, fnWF); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client.WaitWebhook(ctx, http.MethodPost, name+"/fn"); err != nil {
+		t.Fatal(err)
+	}
+	s.Deploy(t, Chain("n8n-fn gone "+name+" caller", spread(
+		WebhookNode(name+"/call"),
+		fnDirective("Call", map[string]any{"op": "call", "function": name, "timeoutMs": 60000, "waitForLive": 0}),
+	)...))
+	if r, err := s.Client.CallWebhook(ctx, http.MethodPost, name+"/call", []byte(`{"x":1}`)); err != nil || r.Status != http.StatusOK {
+		t.Fatalf("first call: %v %d %s", err, r.Status, clip(r.Body))
+	}
+	if err := s.Client.DeleteWorkflow(ctx, fnWF); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := s.Client.CallWebhook(ctx, http.MethodPost, name+"/call", []byte(`{"x":1}`))
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status == http.StatusOK {
+		t.Fatalf("a call to a deleted function answered: %s", clip(r.Body))
+	}
+	if took > 10*time.Second {
+		t.Fatalf("the call failed only after %s: it waited for its timeout", took.Round(time.Second))
+	}
+	_, data := lastExecution(t, s, callerWorkflow(t, s, name))
+	if msg := executionError(t, data); !strings.Contains(msg, "no longer published") {
+		t.Fatalf("error after %s: %q", took.Round(time.Millisecond), msg)
+	}
+	t.Logf("failed after %s: %s", took.Round(time.Millisecond), executionError(t, data))
+}
+
+// callerWorkflow finds the id of the caller workflow deployed for name.
+func callerWorkflow(t *testing.T, s *Stack, name string) string {
+	t.Helper()
+	wfs, err := s.Client.ListWorkflows(Ctx(t, 10*time.Second), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range wfs {
+		if w.Name == "n8n-fn gone "+name+" caller" {
+			return w.ID
+		}
+	}
+	t.Fatalf("caller workflow of %s not found", name)
+	return ""
 }

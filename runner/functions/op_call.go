@@ -443,6 +443,9 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn call %s: look up the function: %w", display(key), err)
 	}
+	if err := f.stillPublished(ctx, key, rec); err != nil {
+		return nil, err
+	}
 	waitUntil := time.Now().Add(time.Duration(d.WaitForLiveMs) * time.Millisecond)
 	for {
 		live, err := f.reg.HasLiveConsumer(ctx, key)
@@ -464,6 +467,28 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// stillPublished fails at once a call to a function whose registration outlived its workflow (it
+// was unpublished, deleted, or re-imported under a new id): the record lives a few minutes after
+// the last discovery saw it, and a call queued for it would wait its whole timeout. Only a sidecar
+// that discovers (it reads n8n's API) can tell; the others queue as before.
+func (f *Runtime) stillPublished(ctx context.Context, key registry.FunctionKey, rec registry.FunctionRecord) error {
+	if f.disc == nil || f.api == nil || f.catalog.get(key) != nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	derr := f.disc.refreshNow(dctx)
+	cancel()
+	if derr != nil || !f.disc.succeeded() || f.catalog.get(key) != nil {
+		return nil // discovery could not tell: let the call wait for a dispatcher
+	}
+	return &OpError{
+		Message: fmt.Sprintf("n8n-fn call: function %s is no longer published: workflow %s, which defined it, was unpublished, deleted or re-imported under a new id; nothing was queued", display(key), rec.WorkflowID),
+		Description: "Publish the workflow again, or, if it was imported as a new workflow, call the function with the new workflow id as scope " +
+			"(`n8n-fn migrate --id-map` rewrites the scopes of converted workflows) and check with `n8n-fn lint --api`.",
+		Err: registry.ErrNotFound,
 	}
 }
 
