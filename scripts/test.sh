@@ -66,4 +66,10 @@ mkdir -p "$CACHE/bin"
 $GO build -o "$CACHE/bin/n8n-fn-test" ./cmd/n8n-fn
 "$CACHE/bin/n8n-fn-test" replay test-workflows
 
+step "migration corpus: origin workflows converted by n8n-fn migrate, replayed against the origin's items"
+migration_out=$(mktemp -d)
+N8N_FN_MIGRATION_OUT="$migration_out" $GO test -count=1 -run TestMigrationCorpus ./workflows/replay
+"$CACHE/bin/n8n-fn-test" replay "$migration_out"
+rm -rf "$migration_out"
+
 step "all tests passed in $(($(date +%s) - t0)) s"
