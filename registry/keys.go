@@ -52,5 +52,22 @@ func (k keys) index() string { return k.prefix + "index" }
 
 // functionKeys lists every key that belongs to one function (used by RemoveFunction and the slot test).
 func (k keys) functionKeys(fn FunctionKey) []string {
-	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.running(fn)}
+	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.running(fn), k.slots(fn)}
 }
+
+// claim is a call's dispatch record (hash): "d" = how many times it was dispatched (the number the
+// signed call reference carries), "x" = the n8n execution that claimed the current dispatch,
+// "s" = the sidecar that runs that execution. Tagged by the function: checked with the stream.
+func (k keys) claim(fn FunctionKey, callID string) string { return k.tag(fn) + ":claim:" + callID }
+
+// execution lists the calls an n8n execution claimed (JSON array, TTL of the latest deadline):
+// the return node and nested calls find their call through their own execution id.
+func (k keys) execution(execID string) string { return k.prefix + "{x:" + execID + "}:calls" }
+
+// slots is the function's global concurrency semaphore: a sorted set of call ids scored by the
+// lease's expiry (server ms). Lease holders refresh it; a dead holder's lease runs out.
+func (k keys) slots(fn FunctionKey) string { return k.tag(fn) + ":slots" }
+
+// idemRun marks an idempotency key whose first call is running (value: that call's id), so a
+// second call with the key waits for that result instead of running the function again.
+func (k keys) idemRun(fn FunctionKey, key string) string { return k.idem(fn, key) + ":run" }

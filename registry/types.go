@@ -59,6 +59,9 @@ type Call struct {
 	Caller         string          `json:"caller,omitempty"`
 	IdempotencyKey string          `json:"idempotencyKey,omitempty"`
 	Attempt        int             `json:"attempt,omitempty"`
+	// Binary is the caller item's n8n binary object (by value in n8n's default mode, by reference
+	// in database/S3 modes); the function node puts it on the item it emits.
+	Binary json.RawMessage `json:"binary,omitempty"`
 }
 
 // Delivery is one call handed to a consumer.
@@ -71,11 +74,14 @@ type Delivery struct {
 
 // Reply is the outcome of one call, pushed to the caller's reply list.
 type Reply struct {
-	CallID    string          `json:"callId"`
-	OK        bool            `json:"ok"`
-	Items     json.RawMessage `json:"items,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	ErrorKind ErrorKind       `json:"errorKind,omitempty"`
+	CallID string          `json:"callId"`
+	OK     bool            `json:"ok"`
+	Items  json.RawMessage `json:"items,omitempty"`
+	// Binaries holds each returned item's n8n binary object, parallel to Items (null where an
+	// item has none); absent when no item has binary data.
+	Binaries  []json.RawMessage `json:"binaries,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	ErrorKind ErrorKind         `json:"errorKind,omitempty"`
 }
 
 // ErrorKind says why a call failed (Reply.ErrorKind); "" for a result. The values are part of the
@@ -113,8 +119,10 @@ type FunctionRecord struct {
 	Params         json.RawMessage `json:"params,omitempty"`
 	TimeoutMs      int64           `json:"timeoutMs,omitempty"`
 	MaxConcurrency int             `json:"maxConcurrency,omitempty"`
-	UpdatedAt      time.Time       `json:"updatedAt"`
-	Owner          string          `json:"owner,omitempty"` // sidecar id that wrote it
+	// GlobalConcurrency bounds the calls running at once across every sidecar (0 = no bound).
+	GlobalConcurrency int       `json:"globalConcurrency,omitempty"`
+	UpdatedAt         time.Time `json:"updatedAt"`
+	Owner             string    `json:"owner,omitempty"` // sidecar id that wrote it
 }
 
 // DeadLetter is one entry of a function's dead-letter stream.

@@ -301,12 +301,16 @@ type CallRef struct {
 	Function string `json:"function"` // FunctionRef.String()
 	EntryID  string `json:"entryId"`
 	CallID   string `json:"callId"`
+	// Dispatch is the number of the dispatch that posted this reference (1 for the first, one
+	// more for every re-run): the function node claims exactly this dispatch for its execution,
+	// so the same reference posted again, or one of an earlier dispatch, runs nothing.
+	Dispatch int64  `json:"dispatch"`
 	Exp      int64  `json:"exp"` // unix ms after which the reference is refused
 	Sig      string `json:"sig"`
 }
 
 func (r *CallRef) canonical() []byte {
-	return canon("n8n-fn/callref/v1|").str(r.Function).str(r.EntryID).str(r.CallID).num(r.Exp)
+	return canon("n8n-fn/callref/v2|").str(r.Function).str(r.EntryID).str(r.CallID).num(r.Dispatch).num(r.Exp)
 }
 
 // Sign sets r.Sig.
@@ -340,8 +344,8 @@ func ParseCallRef(body []byte) (*CallRef, error) {
 	if err := dec.Decode(&r); err != nil {
 		return nil, fmt.Errorf("%w: call reference: %v", ErrMalformedSig, err)
 	}
-	if r.Function == "" || r.EntryID == "" || r.CallID == "" {
-		return nil, fmt.Errorf("%w: call reference: function, entryId and callId are required", ErrMalformedSig)
+	if r.Function == "" || r.EntryID == "" || r.CallID == "" || r.Dispatch < 1 {
+		return nil, fmt.Errorf("%w: call reference: function, entryId, callId and dispatch (>= 1) are required", ErrMalformedSig)
 	}
 	return &r, nil
 }

@@ -86,7 +86,7 @@ func TestCallContextSignVerify(t *testing.T) {
 
 func TestCallRefSignVerify(t *testing.T) {
 	s := signer(t, strings.Repeat("k", 32))
-	r := &CallRef{Function: "global/add", EntryID: "1-0", CallID: "abc", Exp: 2_000_000_000_000}
+	r := &CallRef{Function: "global/add", EntryID: "1-0", CallID: "abc", Dispatch: 1, Exp: 2_000_000_000_000}
 	r.Sign(s)
 	body, _ := json.Marshal(r)
 	// as posted, and as n8n's Webhook node hands it to the next node
@@ -105,10 +105,17 @@ func TestCallRefSignVerify(t *testing.T) {
 	if err := forged.Verify(s, time.Time{}); !errors.Is(err, ErrTampered) {
 		t.Errorf("forged: %v", err)
 	}
+	// The dispatch number is signed: a reference cannot be turned into one of a later dispatch.
+	redispatched := *r
+	redispatched.Dispatch = 2
+	if err := redispatched.Verify(s, time.Time{}); !errors.Is(err, ErrTampered) {
+		t.Errorf("dispatch number changed: %v", err)
+	}
 	if err := r.Verify(s, time.UnixMilli(r.Exp+1)); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired: %v", err)
 	}
-	for _, bad := range []string{`[]`, `{"function":"global/add","entryId":"1-0","callId":"abc","exp":1,"sig":"x","extra":1}`, `{"function":"global/add"}`} {
+	for _, bad := range []string{`[]`, `{"function":"global/add","entryId":"1-0","callId":"abc","exp":1,"sig":"x","extra":1}`, `{"function":"global/add"}`,
+		`{"function":"global/add","entryId":"1-0","callId":"abc","exp":1,"sig":"x"}`} {
 		if _, err := ParseCallRef([]byte(bad)); !errors.Is(err, ErrMalformedSig) {
 			t.Errorf("%s: %v", bad, err)
 		}

@@ -144,7 +144,10 @@ type FunctionDirective struct {
 	Params         []Param `json:"params,omitempty"`
 	TimeoutMs      int     `json:"timeoutMs"`
 	MaxConcurrency int     `json:"maxConcurrency"` // per dispatcher; 0 = the dispatcher's default
-	Description    string  `json:"description,omitempty"`
+	// GlobalConcurrency bounds the calls that run at once across every sidecar (a rate-limited
+	// API that allows one call at a time); 0 = no global bound.
+	GlobalConcurrency int    `json:"globalConcurrency,omitempty"`
+	Description       string `json:"description,omitempty"`
 }
 
 // CallDirective is {"op":"call",...}: it calls a function and waits for its return value.
@@ -404,13 +407,14 @@ func ValidName(s string) bool { return checkName(s) == nil }
 
 // ParseFunction parses {"op":"function",...}.
 func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
-	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "description")
+	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "globalConcurrency", "description")
 	d := &FunctionDirective{
-		Name:           f.name("name", true, "function name"),
-		Scope:          f.str("scope", ScopeGlobal),
-		TimeoutMs:      f.integer("timeoutMs", DefaultFunctionTimeoutMs, MinTimeoutMs, MaxTimeoutMs, false, " ms"),
-		MaxConcurrency: f.integer("maxConcurrency", 0, 1, MaxConcurrencyLimit, true, ""),
-		Description:    f.str("description", ""),
+		Name:              f.name("name", true, "function name"),
+		Scope:             f.str("scope", ScopeGlobal),
+		TimeoutMs:         f.integer("timeoutMs", DefaultFunctionTimeoutMs, MinTimeoutMs, MaxTimeoutMs, false, " ms"),
+		MaxConcurrency:    f.integer("maxConcurrency", 0, 1, MaxConcurrencyLimit, true, ""),
+		GlobalConcurrency: f.integer("globalConcurrency", 0, 1, MaxConcurrencyLimit, true, ""),
+		Description:       f.str("description", ""),
 	}
 	if d.Scope != ScopeGlobal && d.Scope != ScopeWorkflow {
 		f.fail("scope", fmt.Sprintf("%q is not a scope (use %q or %q)", d.Scope, ScopeGlobal, ScopeWorkflow))

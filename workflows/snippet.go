@@ -108,6 +108,9 @@ func EncodeDirective(d Directive) (string, error) {
 		if d.MaxConcurrency != 0 {
 			o.add("maxConcurrency", d.MaxConcurrency)
 		}
+		if d.GlobalConcurrency != 0 {
+			o.add("globalConcurrency", d.GlobalConcurrency)
+		}
 	case *CallDirective:
 		o.add("function", d.Function)
 		o.add("scope", d.Scope)

@@ -65,7 +65,8 @@ func (c *catalog) replace(fns map[registry.FunctionKey]*served) bool {
 	for k, s := range fns {
 		old, ok := c.fns[k]
 		if !ok || old.Record.WebhookPath != s.Record.WebhookPath || old.Record.WebhookMethod != s.Record.WebhookMethod ||
-			old.Record.MaxConcurrency != s.Record.MaxConcurrency || old.Record.WorkflowID != s.Record.WorkflowID {
+			old.Record.MaxConcurrency != s.Record.MaxConcurrency || old.Record.WorkflowID != s.Record.WorkflowID ||
+			old.Record.GlobalConcurrency != s.Record.GlobalConcurrency {
 			same = false
 		}
 	}
@@ -200,7 +201,8 @@ func (d *discovery) round(ctx context.Context) error {
 		rec := registry.FunctionRecord{
 			Key: key, WorkflowID: def.WorkflowID, WebhookPath: def.WebhookPath, WebhookMethod: def.WebhookMethod,
 			Params: params, TimeoutMs: int64(def.Function.TimeoutMs), MaxConcurrency: def.Function.MaxConcurrency,
-			UpdatedAt: time.Now().UTC(), Owner: d.owner,
+			GlobalConcurrency: def.Function.GlobalConcurrency,
+			UpdatedAt:         time.Now().UTC(), Owner: d.owner,
 		}
 		if err := d.reg.RegisterFunction(ctx, rec); err != nil {
 			return fmt.Errorf("discovery: %w", err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/registry"
@@ -37,6 +38,7 @@ type dispatcher struct {
 	mu       sync.Mutex
 	loops    map[registry.FunctionKey]*fnLoop
 	inflight map[registry.FunctionKey]map[string]bool // entry ids being dispatched, for KeepAlive
+	slots    map[registry.FunctionKey]map[string]bool // call ids holding a global slot, for RefreshSlots
 	wg       sync.WaitGroup                           // running dispatches
 	stopRead context.CancelFunc
 }
@@ -53,6 +55,7 @@ func newDispatcher(f *Runtime) *dispatcher {
 	return &dispatcher{
 		f: f, http: webhookClient(), consumer: f.cfg.ID,
 		loops: map[registry.FunctionKey]*fnLoop{}, inflight: map[registry.FunctionKey]map[string]bool{},
+		slots: map[registry.FunctionKey]map[string]bool{},
 	}
 }
 
@@ -212,144 +215,363 @@ func (d *dispatcher) handoff(ctx context.Context, dl registry.Delivery) {
 func (d *dispatcher) track(dl registry.Delivery, add bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := d.inflight[dl.Function]
+	trackIn(d.inflight, dl.Function, dl.EntryID, add)
+}
+
+// trackSlot records a held global concurrency slot, so keepAlive renews its lease.
+func (d *dispatcher) trackSlot(dl registry.Delivery, add bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	trackIn(d.slots, dl.Function, dl.Call.ID, add)
+}
+
+func trackIn(sets map[registry.FunctionKey]map[string]bool, fn registry.FunctionKey, id string, add bool) {
+	m := sets[fn]
 	if add {
 		if m == nil {
 			m = map[string]bool{}
-			d.inflight[dl.Function] = m
+			sets[fn] = m
 		}
-		m[dl.EntryID] = true
+		m[id] = true
 		return
 	}
-	delete(m, dl.EntryID)
+	delete(m, id)
 	if len(m) == 0 {
-		delete(d.inflight, dl.Function)
+		delete(sets, fn)
 	}
+}
+
+func snapshot(sets map[registry.FunctionKey]map[string]bool) map[registry.FunctionKey][]string {
+	work := map[registry.FunctionKey][]string{}
+	for k, m := range sets {
+		for id := range m {
+			work[k] = append(work[k], id)
+		}
+	}
+	return work
 }
 
 // keepAlive refreshes every in-flight entry so other sidecars' recoverers leave slow calls alone.
 func (d *dispatcher) keepAlive(ctx context.Context) {
 	d.mu.Lock()
-	work := map[registry.FunctionKey][]string{}
-	for k, m := range d.inflight {
-		for id := range m {
-			work[k] = append(work[k], id)
-		}
-	}
+	work, held := snapshot(d.inflight), snapshot(d.slots)
 	d.mu.Unlock()
 	for k, ids := range work {
 		if err := d.f.reg.KeepAlive(ctx, k, d.consumer, ids); err != nil && !errors.Is(err, registry.ErrNotOwner) {
 			d.f.log.WithError(err).WithField("function", k.String()).Warn("keep-alive of in-flight calls failed")
 		}
 	}
+	for k, ids := range held {
+		if err := d.f.reg.RefreshSlots(ctx, k, ids, d.f.tun.claimIdle); err != nil {
+			d.f.log.WithError(err).WithField("function", k.String()).Warn("could not renew global concurrency slots")
+		}
+	}
 }
 
 // dispatch triggers the function's workflow for one call and, when the execution's answer shows
-// the call was not answered by a return node, answers the caller with the reason.
+// the call was not answered by a return node, answers the caller with the reason: classify the
+// webhook's answer, then decide.
 func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	f := d.f
-	key := dl.Function
-	log := f.log.WithFields(map[string]any{"function": key.String(), "call": dl.Call.ID, "entry": dl.EntryID})
-	s := f.catalog.get(key)
+	log := f.log.WithFields(map[string]any{"function": dl.Function.String(), "call": dl.Call.ID, "entry": dl.EntryID})
+	s := f.catalog.get(dl.Function)
 	if s == nil {
 		return // left pending: reclaimed by a sidecar that serves it
 	}
-	fail := func(kind registry.ErrorKind, msg string) {
-		if err := f.reg.Complete(ctx, dl, registry.Reply{CallID: dl.Call.ID, Error: msg, ErrorKind: kind}); err != nil {
-			log.WithError(err).Warn("could not send the error reply")
-		}
-	}
-	now := time.Now()
-	deadline := dl.Call.Deadline
-	if deadline.IsZero() {
-		deadline = now.Add(time.Duration(max(s.Record.TimeoutMs, int64(workflows.DefaultFunctionTimeoutMs))) * time.Millisecond)
-	}
-	if now.After(deadline) {
-		fail(registry.ErrorKindExpired, fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
-			dl.Call.ID, key, now.Sub(deadline).Round(time.Millisecond)))
+	j := &dispatchJob{d: d, dl: dl, s: s, log: log}
+	if !j.prepare(ctx) {
 		return
 	}
-	ref := workflows.CallRef{Function: key.String(), EntryID: dl.EntryID, CallID: dl.Call.ID, Exp: deadline.UnixMilli()}
+	rctx, cancel := context.WithDeadline(ctx, j.deadline.Add(webhookGrace))
+	defer cancel()
+	if !j.acquireGlobal(rctx) {
+		return
+	}
+	defer j.releaseGlobal(ctx)
+	for attempt := 0; ; attempt++ {
+		o := j.trigger(rctx)
+		switch act := j.decide(ctx, o, attempt); act {
+		case actRetry:
+			continue
+		case actRetryLater:
+			time.Sleep(time.Duration(300*(attempt+1)) * time.Millisecond)
+			continue
+		default:
+			return
+		}
+	}
+}
+
+// dispatchJob is one call being dispatched.
+type dispatchJob struct {
+	d        *dispatcher
+	dl       registry.Delivery
+	s        *served
+	log      *logrus.Entry
+	deadline time.Time
+	name     string // the function as users name it
+
+	lostRuns int
+	lostOn   map[string]bool
+	global   bool // holds a global concurrency slot
+}
+
+// outcome classifies one webhook round trip.
+type outcome int
+
+const (
+	outAnswered    outcome = iota // the return node answered (or another sidecar took the call over)
+	outWorkerLost                 // the worker running the execution died; the webhook answer never came
+	outUnreachable                // n8n did not answer (down, or the request failed)
+	outTimedOut                   // no answer before the call's deadline
+	outNotFound                   // 404: the webhook is not registered (any more, or under this path)
+	outFailed                     // the execution failed (HTTP >= 400)
+	outEmpty                      // the execution ended with no items: a zero-item result
+	outNoReturn                   // the execution ended with items that never reached return
+	outImmediate                  // the Webhook answered at once; return will answer later
+)
+
+type action int
+
+const (
+	actDone       action = iota
+	actRetry             // trigger again at once
+	actRetryLater        // trigger again after a pause
+)
+
+type roundTrip struct {
+	kind   outcome
+	status int
+	answer []byte
+	err    error
+}
+
+func (j *dispatchJob) prepare(ctx context.Context) bool {
+	now := time.Now()
+	j.deadline = j.dl.Call.Deadline
+	if j.deadline.IsZero() {
+		j.deadline = now.Add(time.Duration(max(j.s.Record.TimeoutMs, int64(workflows.DefaultFunctionTimeoutMs))) * time.Millisecond)
+	}
+	j.name = display(j.dl.Function)
+	j.lostOn = map[string]bool{}
+	if now.After(j.deadline) {
+		j.fail(ctx, registry.ErrorKindExpired, fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
+			j.dl.Call.ID, j.dl.Function, now.Sub(j.deadline).Round(time.Millisecond)))
+		return false
+	}
+	return true
+}
+
+func (j *dispatchJob) fail(ctx context.Context, kind registry.ErrorKind, msg string) {
+	if err := j.d.f.reg.Complete(ctx, j.dl, registry.Reply{CallID: j.dl.Call.ID, Error: msg, ErrorKind: kind}); err != nil {
+		j.log.WithError(err).Warn("could not send the error reply")
+	}
+}
+
+// acquireGlobal waits for one of the function's global slots when it declares globalConcurrency;
+// false when the call's deadline passed first (the caller is answered) or the dispatch stops.
+func (j *dispatchJob) acquireGlobal(ctx context.Context) bool {
+	limit := j.s.Record.GlobalConcurrency
+	if limit <= 0 {
+		return true
+	}
+	f := j.d.f
+	wait := 20 * time.Millisecond
+	for {
+		ok, err := f.reg.AcquireSlot(ctx, j.dl.Function, j.dl.Call.ID, limit, f.tun.claimIdle)
+		if err == nil && ok {
+			j.global = true
+			j.d.trackSlot(j.dl, true)
+			return true
+		}
+		if err != nil {
+			j.log.WithError(err).Warn("could not take a global concurrency slot; trying again")
+		}
+		if time.Now().Add(wait).After(j.deadline) {
+			j.fail(ctx, registry.ErrorKindExpired, fmt.Sprintf("call %s to %s waited for one of the function's %d global slots (globalConcurrency) until its deadline; raise the call's timeoutMs or the function's globalConcurrency",
+				j.dl.Call.ID, j.name, limit))
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 500*time.Millisecond)
+	}
+}
+
+func (j *dispatchJob) releaseGlobal(ctx context.Context) {
+	if !j.global {
+		return
+	}
+	j.d.trackSlot(j.dl, false)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := j.d.f.reg.ReleaseSlot(rctx, j.dl.Function, j.dl.Call.ID); err != nil {
+		j.log.WithError(err).Warn("could not give the global concurrency slot back (its lease expires by itself)")
+	}
+}
+
+// trigger posts a fresh call reference (a new dispatch number) to the function's webhook and
+// classifies what came back.
+func (j *dispatchJob) trigger(ctx context.Context) roundTrip {
+	f := j.d.f
+	n, err := f.reg.NextDispatch(ctx, j.dl.Function, j.dl.Call.ID, claimTTL(j.deadline, time.Now()))
+	if err != nil {
+		return roundTrip{kind: outUnreachable, err: fmt.Errorf("start a dispatch: %w", err)}
+	}
+	ref := workflows.CallRef{Function: j.dl.Function.String(), EntryID: j.dl.EntryID, CallID: j.dl.Call.ID, Dispatch: n, Exp: j.deadline.UnixMilli()}
 	ref.Sign(f.signer)
 	body, err := json.Marshal(&ref)
 	if err != nil {
-		fail(registry.ErrorKindDispatch, "encode the call reference: "+err.Error())
-		return
+		return roundTrip{kind: outUnreachable, err: fmt.Errorf("encode the call reference: %w", err)}
 	}
-	method := s.Record.WebhookMethod
+	method := j.s.Record.WebhookMethod
 	if method == "" {
 		method = http.MethodPost
 	}
-	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(s.Record.WebhookPath, "/")
-	rctx, cancel := context.WithDeadline(ctx, deadline.Add(webhookGrace))
-	defer cancel()
-	name := display(key)
-	lostRuns, lostOn := 0, map[string]bool{}
-	for attempt := 0; ; attempt++ {
-		start := time.Now()
-		pctx, lost := context.WithCancelCause(rctx)
-		stopWatch := d.watchWorker(pctx, lost, key, dl.EntryID, lostOn)
-		status, answer, err := d.post(pctx, method, url, body, deadline, dl.Call.ID)
-		stopWatch()
-		if cause := context.Cause(pctx); errors.Is(cause, errWorkerLost) && err != nil && lostRuns < 3 {
-			// n8n would fail the dead worker's job only after its lock expires; run the call again
-			// now (at-least-once: if that worker was alive after all, the first answer wins).
-			lostRuns++
-			log.WithField("cause", cause.Error()).Warn("the worker running the function is gone; triggering the call again")
-			lost(nil)
-			continue
-		}
-		lost(nil)
-		if err != nil {
-			if time.Now().After(deadline) {
-				// The caller has given up; acknowledge so the call is not run again.
-				fail(registry.ErrorKindTimeout, fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", err))
-				return
-			}
-			// n8n unreachable: leave the entry pending; a recoverer re-dispatches it after claimIdle.
-			log.WithError(err).Warn("could not trigger the function's webhook; the call stays queued")
-			return
-		}
-		log.WithFields(map[string]any{"status": status, "webhook_ms": time.Since(start).Milliseconds(),
-			"queued_ms": sinceEntry(dl.EntryID, start)}).Debug("function execution answered")
-		if !d.stillPending(ctx, dl) {
-			return // the return node answered (or the call was reclaimed by another sidecar)
-		}
-		switch {
-		case status == http.StatusNotFound:
-			fail(registry.ErrorKindNotFound, fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
-				name, method, s.Record.WebhookPath, s.Record.WorkflowID))
-		case status >= 400:
-			msg, execStatus := d.executionError(ctx, s.Record.WorkflowID, dl.Call.ID)
-			again := time.Now().Add(time.Second).Before(deadline) && d.f.api != nil
-			switch {
-			case msg == "" && again && attempt < 2:
-				// No failed execution with an error holds this call: n8n could not start one (e.g.
-				// its database was busy), or the worker running it died (n8n fails the stalled job
-				// without retrying it). Nothing answered the call, so trigger it again.
-				log.WithField("status", status).Info("the function's execution did not run to an error (not started, or its worker died); triggering it again")
-				time.Sleep(time.Duration(300*(attempt+1)) * time.Millisecond)
-				continue
-			case execStatus == "crashed" && again && attempt < 3:
-				// The worker running the function died (n8n marks the execution crashed and does not
-				// retry it): run the call again, at least once in total.
-				log.Warn("the function's execution crashed (its worker died?); triggering it again")
-				continue
-			}
-			if msg == "" {
-				msg = fmt.Sprintf("n8n answered HTTP %d %s", status, clipString(string(answer), 200))
-			}
-			fail(registry.ErrorKindFailed, fmt.Sprintf("function %s failed: %s", name, msg))
-		case !s.Def.LastNodeResponse && s.Def.WebhookPath != "":
-			// The Webhook answers before the execution ends ("Respond: Immediately"; n8n-fn lint
-			// warns): keep the call alive until return answers it or its deadline passes.
-			d.awaitReturn(ctx, dl, deadline, fail)
-		default:
-			fail(registry.ErrorKindNoReturn, fmt.Sprintf("function %s ended without reaching a return node (workflow %s): every path of a function must end in an n8n-fn return node, and items must keep their _functionCall field on the way",
-				name, s.Record.WorkflowID))
-		}
-		return
+	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(j.s.Record.WebhookPath, "/")
+	start := time.Now()
+	pctx, lost := context.WithCancelCause(ctx)
+	stopWatch := j.d.watchWorker(pctx, lost, j.dl.Function, j.dl.Call.ID, j.lostOn)
+	status, answer, err := j.d.post(pctx, method, url, body, j.deadline, j.dl.Call.ID)
+	stopWatch()
+	cause := context.Cause(pctx)
+	lost(nil)
+	rt := roundTrip{status: status, answer: answer, err: err}
+	switch {
+	case err != nil && errors.Is(cause, errWorkerLost):
+		rt.kind, rt.err = outWorkerLost, cause
+		return rt
+	case err != nil && time.Now().After(j.deadline):
+		rt.kind = outTimedOut
+		return rt
+	case err != nil:
+		rt.kind = outUnreachable
+		return rt
 	}
+	j.log.WithFields(map[string]any{"status": status, "webhook_ms": time.Since(start).Milliseconds(), "dispatch": n,
+		"queued_ms": sinceEntry(j.dl.EntryID, start)}).Debug("function execution answered")
+	rt.kind = j.classify(ctx, status, answer)
+	return rt
+}
+
+// classify reads the answer of a webhook that did answer.
+func (j *dispatchJob) classify(ctx context.Context, status int, answer []byte) outcome {
+	switch {
+	case !j.d.stillPending(ctx, j.dl):
+		return outAnswered
+	case status == http.StatusNotFound:
+		return outNotFound
+	case status >= 400:
+		return outFailed
+	case !j.s.Def.LastNodeResponse && j.s.Def.WebhookPath != "":
+		return outImmediate
+	case isEmptyList(answer):
+		return outEmpty
+	default:
+		return outNoReturn
+	}
+}
+
+// isEmptyList: a Webhook in "when last node finishes" mode with "all entries" answers [] when the
+// last node that ran produced no items (n8n runs nothing after a node without output).
+func isEmptyList(b []byte) bool {
+	v := gjson.ParseBytes(bytes.TrimSpace(b))
+	return v.IsArray() && len(v.Array()) == 0
+}
+
+// decide acts on one round trip's outcome.
+func (j *dispatchJob) decide(ctx context.Context, rt roundTrip, attempt int) action {
+	f := j.d.f
+	switch rt.kind {
+	case outAnswered:
+	case outWorkerLost:
+		if j.lostRuns < 3 {
+			// n8n would fail the dead worker's job only after its lock expires; run the call again
+			// now under a new dispatch number (if that worker was alive after all, the first answer wins).
+			j.lostRuns++
+			j.log.WithField("cause", rt.err.Error()).Warn("the worker running the function is gone; triggering the call again")
+			return actRetry
+		}
+		j.fail(ctx, registry.ErrorKindFailed, fmt.Sprintf("function %s: the workers running it died %d times: %v", j.name, j.lostRuns+1, rt.err))
+	case outTimedOut:
+		// The caller has given up; acknowledge so the call is not run again.
+		j.fail(ctx, registry.ErrorKindTimeout, fmt.Sprintf("the function's execution did not answer before the call's deadline: %v", rt.err))
+	case outUnreachable:
+		// n8n unreachable: leave the entry pending; a recoverer re-dispatches it after claimIdle.
+		j.log.WithError(rt.err).Warn("could not trigger the function's webhook; the call stays queued")
+	case outNotFound:
+		return j.notFound(ctx, attempt)
+	case outFailed:
+		return j.failed(ctx, rt, attempt)
+	case outImmediate:
+		// The Webhook answers before the execution ends ("Respond: Immediately"; n8n-fn lint
+		// warns): keep the call alive until return answers it or its deadline passes.
+		j.d.awaitReturn(ctx, j.dl, j.deadline, func(kind registry.ErrorKind, msg string) { j.fail(ctx, kind, msg) })
+	case outEmpty:
+		// The body's items ran out before return (a search that found nothing): zero items.
+		if err := f.reg.Complete(ctx, j.dl, registry.Reply{CallID: j.dl.Call.ID, OK: true, Items: json.RawMessage(`[]`)}); err != nil {
+			j.log.WithError(err).Warn("could not send the zero-item result")
+		}
+	case outNoReturn:
+		j.fail(ctx, registry.ErrorKindNoReturn, fmt.Sprintf("function %s ended without reaching a return node (workflow %s): its last node produced items that no n8n-fn return node received; every path of a function that produces items must end in a return node",
+			j.name, j.s.Record.WorkflowID))
+	}
+	return actDone
+}
+
+// notFound: the webhook path is not registered. The workflow may have been edited (a new path)
+// or unpublished: rediscover at once and try the current path.
+func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
+	f := j.d.f
+	if attempt < 2 && f.disc != nil && f.api != nil {
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := f.disc.refreshNow(dctx)
+		cancel()
+		if err == nil {
+			if s := f.catalog.get(j.dl.Function); s != nil && (s.Record.WebhookPath != j.s.Record.WebhookPath || s.Record.WorkflowID != j.s.Record.WorkflowID) {
+				j.log.WithField("path", s.Record.WebhookPath).Info("the function's webhook moved; triggering it at its new path")
+				j.s = s
+				return actRetry
+			}
+			if f.catalog.get(j.dl.Function) == nil {
+				j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s is no longer published: workflow %s was unpublished, deleted or its function node removed (its webhook answered HTTP 404)",
+					j.name, j.s.Record.WorkflowID))
+				return actDone
+			}
+		}
+	}
+	method := j.s.Record.WebhookMethod
+	if method == "" {
+		method = http.MethodPost
+	}
+	j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s: its webhook %s %s is not registered in n8n (HTTP 404): is workflow %s still published?",
+		j.name, method, j.s.Record.WebhookPath, j.s.Record.WorkflowID))
+	return actDone
+}
+
+// failed: the execution answered an error status. Find the execution that claimed the call to
+// report its error; an execution that never ran (or whose worker died) is triggered again.
+func (j *dispatchJob) failed(ctx context.Context, rt roundTrip, attempt int) action {
+	msg, execStatus := j.d.executionError(ctx, j.dl.Function, j.dl.Call.ID)
+	again := time.Now().Add(time.Second).Before(j.deadline) && j.d.f.api != nil
+	switch {
+	case msg == "" && again && attempt < 2:
+		// No failed execution holds this call: n8n could not start one (e.g. its database was
+		// busy), or the worker running it died (n8n fails the stalled job without retrying it).
+		j.log.WithField("status", rt.status).Info("the function's execution did not run to an error (not started, or its worker died); triggering it again")
+		return actRetryLater
+	case execStatus == "crashed" && again && attempt < 3:
+		j.log.Warn("the function's execution crashed (its worker died?); triggering it again")
+		return actRetry
+	}
+	if msg == "" {
+		msg = fmt.Sprintf("n8n answered HTTP %d %s", rt.status, clipString(string(rt.answer), 200))
+	}
+	j.fail(ctx, registry.ErrorKindFailed, fmt.Sprintf("function %s failed: %s", j.name, msg))
+	return actDone
 }
 
 // post sends the call reference to the function's webhook and returns n8n's answer. A 404 is
@@ -389,9 +611,9 @@ func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, 
 var errWorkerLost = errors.New("the worker running the function's execution is gone")
 
 // watchWorker checks, while a dispatch waits for the function's execution, whether the sidecar
-// that runs it (registry.MarkRunning) lost its n8n process for workerLostAfter or stopped
-// heartbeating, and then cancels the wait with errWorkerLost. The returned func stops it.
-func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCauseFunc, fn registry.FunctionKey, entryID string, lostOn map[string]bool) func() {
+// that runs it (the one whose worker claimed the call) lost its n8n process for workerLostAfter or
+// stopped heartbeating, and then cancels the wait with errWorkerLost. The returned func stops it.
+func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCauseFunc, fn registry.FunctionKey, callID string, lostOn map[string]bool) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -406,22 +628,15 @@ func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCause
 				return
 			case <-t.C:
 			}
-			sid, err := d.f.reg.RunningOn(ctx, fn, entryID)
+			_, sid, _, err := d.f.reg.ClaimOf(ctx, fn, callID)
 			if err != nil || sid == "" || lostOn[sid] {
-				// Not started yet (or still marked on the worker already given up on), or Redis is
-				// busy: n8n's own timeout still applies.
+				// Not started yet (or still claimed on the worker already given up on), or Redis
+				// is busy: n8n's own timeout still applies.
 				continue
 			}
-			lostFor, alive, err := d.f.reg.N8NLost(ctx, sid)
-			switch {
-			case err != nil:
-			case !alive:
+			if why := d.workerGone(ctx, sid); why != "" {
 				lostOn[sid] = true
-				cancel(fmt.Errorf("%w: sidecar %s stopped heartbeating", errWorkerLost, sid))
-				return
-			case lostFor >= d.f.tun.workerLostAfter:
-				lostOn[sid] = true
-				cancel(fmt.Errorf("%w: sidecar %s has had no n8n process for %s", errWorkerLost, sid, lostFor.Round(time.Second)))
+				cancel(fmt.Errorf("%w: sidecar %s %s", errWorkerLost, sid, why))
 				return
 			}
 		}
@@ -430,6 +645,20 @@ func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCause
 		close(done)
 		<-stopped
 	}
+}
+
+// workerGone says why the worker of sidecar sid is gone, "" while it looks alive.
+func (d *dispatcher) workerGone(ctx context.Context, sid string) string {
+	lostFor, alive, err := d.f.reg.N8NLost(ctx, sid)
+	switch {
+	case err != nil:
+		return ""
+	case !alive:
+		return "stopped heartbeating"
+	case lostFor >= d.f.tun.workerLostAfter:
+		return fmt.Sprintf("has had no n8n process for %s", lostFor.Round(time.Second))
+	}
+	return ""
 }
 
 // awaitReturn keeps an entry fresh until it is answered or its deadline passes, for functions
@@ -463,29 +692,23 @@ func (d *dispatcher) stillPending(ctx context.Context, dl registry.Delivery) boo
 	return false
 }
 
-// executionError finds the failed execution of the function's workflow that served callID and
-// returns its error message and n8n status (error, crashed); "" when it cannot be found.
-func (d *dispatcher) executionError(ctx context.Context, workflowID, callID string) (string, string) {
-	if d.f.api == nil || workflowID == "" {
+// executionError returns the error message and n8n status (error, crashed) of the execution that
+// claimed the call; "" when no execution claimed it or it did not fail.
+func (d *dispatcher) executionError(ctx context.Context, fn registry.FunctionKey, callID string) (string, string) {
+	if d.f.api == nil {
 		return "", ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for attempt := 0; attempt < 5; attempt++ {
-		exs, err := d.f.api.ListExecutions(ctx, workflowID, 10)
-		if err != nil {
-			return "", ""
-		}
-		for _, e := range exs {
-			if e.Status != "error" && e.Status != "crashed" {
-				continue
+		execID, _, _, err := d.f.reg.ClaimOf(ctx, fn, callID)
+		if err == nil && execID != "" {
+			full, err := d.f.api.GetExecution(ctx, execID, true)
+			if err == nil && (full.Status == "error" || full.Status == "crashed") {
+				return executionErrorMessage(full.Raw) + " (execution " + execID + ")", full.Status
 			}
-			full, err := d.f.api.GetExecution(ctx, e.ID, true)
-			if err != nil || !bytes.Contains(full.Raw, []byte(callID)) {
-				continue
-			}
-			return executionErrorMessage(full.Raw) + " (execution " + e.ID + ")", e.Status
 		}
+		// n8n saves a failed execution's status a moment after the webhook answered.
 		select {
 		case <-ctx.Done():
 			return "", ""

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,11 +68,30 @@ type fnWorkflow struct {
 	onHang   func()
 	maxSeen  atomic.Int32
 	delay    time.Duration
+	execSeq  *atomic.Int64 // n8n's execution ids (shared by copies)
+	posted   []string      // one entry per webhook request
+	bodies   [][]byte      // the webhook bodies, in order
+	ran      atomic.Int32  // bodies that ran (the function node let them through)
+}
+
+// nextExec is the id n8n gives the next execution of this workflow.
+func (w *fnWorkflow) nextExec() string {
+	if w.execSeq == nil {
+		w.mu.Lock()
+		if w.execSeq == nil {
+			w.execSeq = new(atomic.Int64)
+		}
+		w.mu.Unlock()
+	}
+	return w.workflow + "-exec-" + strconv.FormatInt(w.execSeq.Add(1), 10)
 }
 
 func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.calls.Add(1)
 	n := w.inFlight.Add(1)
+	w.mu.Lock()
+	w.posted = append(w.posted, r.Header.Get("X-Test-Replay"))
+	w.mu.Unlock()
 	defer w.inFlight.Add(-1)
 	for {
 		m := w.maxSeen.Load()
@@ -83,10 +103,14 @@ func (w *fnWorkflow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	body, noReturn, delay, immediate := w.body, w.noReturn, w.delay, w.immediate
 	w.mu.Unlock()
 	b, _ := io.ReadAll(r.Body)
+	w.mu.Lock()
+	w.bodies = append(w.bodies, b)
+	w.mu.Unlock()
 	if immediate {
 		rw.WriteHeader(http.StatusOK)
 		_, _ = rw.Write([]byte(`{"message":"Workflow was started"}`))
-		cp := &fnWorkflow{t: w.t, rt: w.rt, dir: w.dir, workflow: w.workflow, body: body, noReturn: noReturn, delay: delay}
+		w.nextExec() // make sure the copy shares the sequence
+		cp := &fnWorkflow{t: w.t, rt: w.rt, dir: w.dir, workflow: w.workflow, body: body, noReturn: noReturn, delay: delay, execSeq: w.execSeq}
 		go cp.run(context.Background(), b, httptest.NewRecorder())
 		return
 	}
@@ -103,7 +127,8 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 		_, _ = rw.Write([]byte(`{"message":"Error in workflow"}`))
 	}
 	webhookItem := json.RawMessage(`{"headers":{},"params":{},"query":{},"body":` + string(b) + `}`)
-	out, err := w.rt.runFunction(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Function", Items: []item{{JSON: webhookItem}}}, w.dir)
+	exec := w.nextExec()
+	out, err := w.rt.runFunction(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Function", ExecutionID: exec, Items: []item{{JSON: webhookItem}}}, w.dir)
 	if err != nil {
 		fail(err)
 		return
@@ -112,6 +137,7 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 		w.t.Errorf("function output's customData.n8nfn_servedBy = %q, want the sidecar id %q", got, w.rt.cfg.ID)
 	}
 	items := resultItems(w.t, out)
+	w.ran.Add(1)
 	if w.hangOnce.CompareAndSwap(true, false) {
 		if w.onHang != nil {
 			w.onHang()
@@ -128,15 +154,25 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 			return
 		}
 	}
-	if noReturn {
-		_, _ = rw.Write([]byte(`[]`))
+	if noReturn || len(items) == 0 {
+		// Like n8n: the last node's items are the answer; a node without output runs nothing after it.
+		last, _ := json.Marshal(items)
+		if len(items) == 0 {
+			last = []byte(`[]`)
+		}
+		_, _ = rw.Write(last)
 		return
 	}
+	// Binary data stays on items the body maps one to one (like Edit Fields).
+	bins := gjson.GetBytes(out, "result.#.binary").Array()
 	in := make([]item, len(items))
 	for i, j := range items {
 		in[i] = item{JSON: j}
+		if len(bins) == len(items) && bins[i].IsObject() {
+			in[i].Binary = json.RawMessage(bins[i].Raw)
+		}
 	}
-	ret, err := w.rt.runReturn(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Return", Items: in}, &workflows.ReturnDirective{})
+	ret, err := w.rt.runReturn(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Return", ExecutionID: exec, Items: in}, &workflows.ReturnDirective{})
 	if err != nil {
 		fail(err)
 		return
@@ -279,11 +315,22 @@ func newHarness(t *testing.T, rs *redistest.Server, fnCode string, maxConc int, 
 
 func (h *harness) call(t *testing.T, code string, cof bool, items ...string) (json.RawMessage, error) {
 	t.Helper()
-	d := parseDirective(t, code, workflows.ParseCall)
-	data := &taskData{WorkflowID: "wfCaller", NodeName: "Call", ExecutionID: "1"}
+	return h.callIn(t, "1", code, cof, items...)
+}
+
+// callIn runs a call node in the n8n execution execID.
+func (h *harness) callIn(t *testing.T, execID, code string, cof bool, items ...string) (json.RawMessage, error) {
+	t.Helper()
+	data := &taskData{WorkflowID: "wfCaller", NodeName: "Call", ExecutionID: execID}
 	for _, it := range items {
 		data.Items = append(data.Items, item{JSON: json.RawMessage(it)})
 	}
+	return h.callData(t, code, cof, data)
+}
+
+func (h *harness) callData(t *testing.T, code string, cof bool, data *taskData) (json.RawMessage, error) {
+	t.Helper()
+	d := parseDirective(t, code, workflows.ParseCall)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	return h.rt.runCall(ctx, data, d, callOptions{taskID: "task1", continueOnFail: cof, started: time.Now()})
@@ -419,35 +466,53 @@ func TestCallFailsFastWithoutFunctionOrLiveSidecar(t *testing.T) {
 	}
 }
 
-func TestNestedCallKeepsOuterContextAndLimitsDepth(t *testing.T) {
+func TestNestedCallTakesItsChainFromTheExecution(t *testing.T) {
 	rs := redistest.Start(t)
 	h := newHarness(t, rs, addFunction, 0, nil)
-	outer := &workflows.CallContext{CallID: "outer1", ReplyKey: "rk", Function: "global/pipeline", EntryID: "1-1",
-		Deadline: time.Now().Add(time.Minute).UnixMilli(), Depth: 1, Stack: []workflows.CallFrame{}}
-	outer.Sign(h.rt.signer)
-	in, _ := workflows.WithContext(json.RawMessage(`{"a":5,"b":1}`), outer)
-	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, string(in))
+	var seen atomic.Value
+	h.wf.set(func(w *fnWorkflow) {
+		w.body = func(items []json.RawMessage) ([]json.RawMessage, error) {
+			seen.Store(gjson.GetBytes(items[0], "_functionCall").Raw)
+			return addBody(items)
+		}
+	})
+	ctx := context.Background()
+	// The caller's execution serves call "outer1" of global/pipeline (its function node claimed it).
+	outer := registry.ExecCall{Function: registry.FunctionKey{Scope: "global", Name: "pipeline"}, CallID: "outer1", EntryID: "1-1",
+		ReplyKey: "rk", Deadline: time.Now().Add(time.Minute), Depth: 1}
+	if err := h.rt.reg.BindExecution(ctx, "exec-pipeline", []registry.ExecCall{outer}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The items carry nothing: Edit Fields dropped every field but a and b.
+	out, err := h.callIn(t, "exec-pipeline", `/* @n8n-fn {"op":"call","function":"add"} */`, false, `{"a":5,"b":1}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := gjson.GetBytes(out, "result.0.json")
-	if got.Get("sum").Float() != 6 || got.Get("_functionCall.callId").String() != "outer1" {
-		t.Fatalf("nested call output must keep the outer _functionCall: %s", out)
+	if got := gjson.GetBytes(out, "result.0.json"); got.Get("sum").Float() != 6 || got.Get("_functionCall").Exists() {
+		t.Fatalf("nested call output: %s", out)
 	}
-	// A tampered outer context is refused before anything is queued.
-	bad := strings.Replace(string(in), `"outer1"`, `"outer2"`, 1)
-	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, bad); err == nil || !strings.Contains(err.Error(), "signature does not match") {
-		t.Fatalf("tampered context: %v", err)
+	inner := gjson.Parse(seen.Load().(string))
+	if inner.Get("depth").Int() != 2 || inner.Get("stack.0.callId").String() != "outer1" || inner.Get("stack.0.function").String() != "global/pipeline" {
+		t.Fatalf("the nested call's chain must come from the execution's call: %s", inner.Raw)
 	}
-	// Depth limit: a context already at the limit cannot call deeper; the error names the chain.
-	deep := &workflows.CallContext{CallID: "d", ReplyKey: "rk", Function: "global/fact", EntryID: "1-1", Deadline: outer.Deadline}
+	// A top-level caller's _functionCall field is just data: no error, and no chain from it.
+	out, err = h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, `{"a":1,"_functionCall":"whatever"}`, `{"a":2,"_functionCall":{"callId":"x","depth":7}}`)
+	if err != nil || len(gjson.GetBytes(out, "result").Array()) != 2 {
+		t.Fatalf("_functionCall in top-level data: %s %v", out, err)
+	}
+	if d := gjson.Parse(seen.Load().(string)).Get("depth").Int(); d != 1 {
+		t.Fatalf("top-level call depth = %d, want 1", d)
+	}
+	// Depth limit: an execution already at the limit cannot call deeper; the error names the chain.
+	deep := registry.ExecCall{Function: registry.FunctionKey{Scope: "global", Name: "fact"}, CallID: "d", EntryID: "1-1", ReplyKey: "rk", Deadline: outer.Deadline}
 	for i := 0; i < workflows.DefaultMaxDepth-1; i++ {
-		deep.Stack = append(deep.Stack, workflows.CallFrame{CallID: "p", Function: "global/fact"})
+		deep.Stack = append(deep.Stack, "p:global/fact")
 	}
 	deep.Depth = len(deep.Stack) + 1
-	deep.Sign(h.rt.signer)
-	in, _ = workflows.WithContext(json.RawMessage(`{"a":1}`), deep)
-	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, string(in)); err == nil || !strings.Contains(err.Error(), "fact -> fact") {
+	if err := h.rt.reg.BindExecution(ctx, "exec-deep", []registry.ExecCall{deep}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.callIn(t, "exec-deep", `/* @n8n-fn {"op":"call","function":"add"} */`, false, `{"a":1}`); err == nil || !strings.Contains(err.Error(), "fact -> fact") {
 		t.Fatalf("depth limit: %v", err)
 	}
 }
@@ -463,7 +528,7 @@ func TestFunctionRefusesForgedOrTamperedReferences(t *testing.T) {
 	if err := run(`{"a":1,"b":2}`); err == nil || !strings.Contains(err.Error(), "not a valid n8n-fn call reference") {
 		t.Fatalf("plain body: %v", err)
 	}
-	ref := workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Exp: time.Now().Add(time.Minute).UnixMilli()}
+	ref := workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Dispatch: 1, Exp: time.Now().Add(time.Minute).UnixMilli()}
 	ref.Sign(h.rt.signer)
 	ref.EntryID = "2-2"
 	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "signature does not match") {
@@ -474,25 +539,37 @@ func TestFunctionRefusesForgedOrTamperedReferences(t *testing.T) {
 	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "different secret") {
 		t.Fatalf("other secret: %v", err)
 	}
-	ref = workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Exp: time.Now().Add(-time.Second).UnixMilli()}
+	ref = workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Dispatch: 1, Exp: time.Now().Add(-time.Second).UnixMilli()}
 	ref.Sign(h.rt.signer)
 	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired reference: %v", err)
 	}
 	// A valid reference to an entry that does not exist (already answered and trimmed).
-	ref = workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Exp: time.Now().Add(time.Minute).UnixMilli()}
+	ref = workflows.CallRef{Function: "global/add", EntryID: "1-1", CallID: "c1", Dispatch: 1, Exp: time.Now().Add(time.Minute).UnixMilli()}
 	ref.Sign(h.rt.signer)
 	if err := run(string(mustJSON(ref))); err == nil || !strings.Contains(err.Error(), "no longer queued") {
 		t.Fatalf("missing entry: %v", err)
 	}
 }
 
-func TestReturnNeedsCallContext(t *testing.T) {
+func TestReturnAnswersOnlyItsOwnExecutionsCall(t *testing.T) {
 	rs := redistest.Start(t)
 	rt := newRuntime(t, rs, "s", "http://127.0.0.1:1", nil)
-	_, err := rt.runReturn(context.Background(), &taskData{Items: []item{{JSON: json.RawMessage(`{"x":1}`)}}}, &workflows.ReturnDirective{})
-	if err == nil || !strings.Contains(err.Error(), "has no _functionCall") {
-		t.Fatalf("return without context: %v", err)
+	_, err := rt.runReturn(context.Background(), &taskData{ExecutionID: "77", Items: []item{{JSON: json.RawMessage(`{"x":1}`)}}}, &workflows.ReturnDirective{})
+	if err == nil || !strings.Contains(err.Error(), "execution 77 was not started by an n8n-fn call") {
+		t.Fatalf("return without a call: %v", err)
+	}
+	// A signed context copied into the items of another execution answers nothing.
+	cc := &workflows.CallContext{CallID: "victim", ReplyKey: rt.reg.ReplyKey("victim-caller"), Function: "global/add", EntryID: "1-1",
+		Deadline: time.Now().Add(time.Minute).UnixMilli(), Depth: 1, Stack: []workflows.CallFrame{}}
+	cc.Sign(rt.signer)
+	j, _ := workflows.WithContext(json.RawMessage(`{"result":"forged"}`), cc)
+	_, err = rt.runReturn(context.Background(), &taskData{ExecutionID: "78", Items: []item{{JSON: j}}}, &workflows.ReturnDirective{})
+	if err == nil || !strings.Contains(err.Error(), "a call context copied into items answers nothing") {
+		t.Fatalf("copied context: %v", err)
+	}
+	if n, _ := rt.rdb.LLen(context.Background(), cc.ReplyKey).Result(); n != 0 {
+		t.Fatalf("the victim's reply list got %d replies", n)
 	}
 }
 

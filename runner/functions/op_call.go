@@ -38,18 +38,33 @@ type callOptions struct {
 	started        time.Time // when n8n's task timeout started counting
 }
 
-// callReq is one call to make: the input items it covers, its params and the caller's own call
-// context (when the caller is itself a function body: nested calls keep it on their output).
+// callReq is one call to make: the input items it covers, its params and binary data, and the
+// call this execution serves (when the caller is itself a function body) as the parent.
 type callReq struct {
 	items  []int
 	params json.RawMessage
-	outer  *workflows.CallContext
+	binary json.RawMessage
+	parent *registry.ExecCall
 	idem   string
+	token  string // holds the idempotency key's running mark (registry.StartIdempotent)
 
 	returned []json.RawMessage
+	binaries []json.RawMessage // parallel to returned; nil when no item has binary data
 	err      error
 	done     bool
 	reused   bool // answered with the stored result of its idempotency key
+}
+
+// callPlan is what every attempt of one call node shares.
+type callPlan struct {
+	key          registry.FunctionKey
+	label        string
+	replyKey     string
+	caller       string
+	timeout      time.Duration
+	taskDeadline time.Time
+	retries      int
+	retryDelay   func(attempt int) int
 }
 
 // runCall is callOp after the data request (tests call it directly).
@@ -58,7 +73,11 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	label := "n8n-fn call " + display(key)
 
 	// Everything about the items is checked before anything is queued.
-	reqs, err := buildCallReqs(data, d, key, f.signer)
+	parents, err := f.parentCalls(ctx, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", label, err)
+	}
+	reqs, err := buildCallReqs(data, d, key, parents)
 	if err != nil {
 		var oe *OpError
 		if errors.As(err, &oe) {
@@ -71,20 +90,8 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 		return resultJSON(nil)
 	}
 	// A call whose idempotency key already has a successful result is answered with it.
-	pendingIdem := 0
-	for _, r := range reqs {
-		if r.idem == "" {
-			continue
-		}
-		items, ok, err := f.idempotentResult(ctx, key, r.idem)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", label, err)
-		}
-		if ok {
-			r.returned, r.done, r.reused = items, true, true
-		} else {
-			pendingIdem++
-		}
+	if err := f.reuseIdempotent(ctx, key, reqs); err != nil {
+		return nil, fmt.Errorf("%s: %w", label, err)
 	}
 	if allDone(reqs) {
 		return f.callOutput(reqs, data, d, o, label)
@@ -93,6 +100,28 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if err != nil {
 		return f.callFailed(reqs, data, d, o, err)
 	}
+	p := f.plan(key, label, rec, data, d, o)
+	mine, followers, err := f.markIdempotent(ctx, p, reqs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", label, err)
+	}
+	for len(mine) > 0 || len(followers) > 0 {
+		if err := f.attempts(ctx, p, mine); err != nil {
+			return nil, err
+		}
+		f.finishIdempotent(ctx, key, mine)
+		// Calls that waited for another call with their idempotency key: take its result, or run
+		// themselves when it failed.
+		if mine, err = f.awaitIdempotent(ctx, p, followers); err != nil {
+			return nil, err
+		}
+		followers = nil
+	}
+	return f.callOutput(reqs, data, d, o, label)
+}
+
+// plan works out the per-attempt timeout, the task's deadline and the reply list of a call node.
+func (f *Runtime) plan(key registry.FunctionKey, label string, rec *registry.FunctionRecord, data *taskData, d *workflows.CallDirective, o callOptions) *callPlan {
 	timeout := time.Duration(d.TimeoutMs) * time.Millisecond
 	if timeout == 0 && rec.TimeoutMs > 0 {
 		timeout = time.Duration(rec.TimeoutMs) * time.Millisecond
@@ -104,11 +133,18 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if taskTimeout <= 0 {
 		taskTimeout = 300 * time.Second // n8n's default N8N_RUNNERS_TASK_TIMEOUT
 	}
-	taskDeadline := o.started.Add(taskTimeout - taskTimeoutMargin)
-	replyKey := f.reg.ReplyKey(f.cfg.ID + ":" + o.taskID + ":" + workflows.NewCallID()[:12])
-	caller := fmt.Sprintf("%s/workflow %s/execution %s/node %s", f.cfg.ID, data.WorkflowID, data.ExecutionID, data.NodeName)
+	return &callPlan{
+		key: key, label: label, timeout: timeout, retries: d.Retries, retryDelay: d.RetryDelayMs,
+		taskDeadline: o.started.Add(taskTimeout - taskTimeoutMargin),
+		replyKey:     f.reg.ReplyKey(f.cfg.ID + ":" + o.taskID + ":" + workflows.NewCallID()[:12]),
+		caller:       fmt.Sprintf("%s/workflow %s/execution %s/node %s", f.cfg.ID, data.WorkflowID, data.ExecutionID, data.NodeName),
+	}
+}
 
-	for attempt := 0; attempt <= d.Retries; attempt++ {
+// attempts runs the calls reqs with the node's retries: each attempt queues every call not yet
+// answered, in parallel, and waits for all of them.
+func (f *Runtime) attempts(ctx context.Context, p *callPlan, reqs []*callReq) error {
+	for attempt := 0; attempt <= p.retries; attempt++ {
 		var pending []*callReq
 		for _, r := range reqs {
 			if !r.done {
@@ -116,47 +152,71 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 			}
 		}
 		if len(pending) == 0 {
-			break
+			return nil
 		}
 		if attempt > 0 {
-			wait := time.Duration(d.RetryDelayMs(attempt)) * time.Millisecond
-			if time.Now().Add(wait).After(taskDeadline) {
-				break
+			wait := time.Duration(p.retryDelay(attempt)) * time.Millisecond
+			if time.Now().Add(wait).After(p.taskDeadline) {
+				return nil
 			}
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			case <-time.After(wait):
 			}
 		}
-		deadline := time.Now().Add(timeout)
+		deadline := time.Now().Add(p.timeout)
 		cappedByTask := false
-		if deadline.After(taskDeadline) {
-			deadline, cappedByTask = taskDeadline, true
+		if deadline.After(p.taskDeadline) {
+			deadline, cappedByTask = p.taskDeadline, true
 		}
-		if err := f.callOnce(ctx, key, label, replyKey, caller, pending, deadline, timeout, cappedByTask, attempt); err != nil {
-			return nil, err
+		if err := f.callOnce(ctx, p.key, p.label, p.replyKey, p.caller, pending, deadline, p.timeout, cappedByTask, attempt); err != nil {
+			return err
 		}
-		retryable := false
-		for _, r := range pending {
-			if !r.done && !errors.Is(r.err, errNoRetry) {
-				retryable = true
-			}
-		}
-		if !retryable {
-			break
+		if !anyRetryable(pending) {
+			return nil
 		}
 	}
-	if pendingIdem > 0 {
-		for _, r := range reqs {
-			if r.idem != "" && r.done && !r.reused {
-				if err := f.storeIdempotentResult(ctx, key, r.idem, r.returned); err != nil {
-					f.log.WithError(err).WithField("function", key.String()).Warn("could not store the result for its idempotency key")
-				}
-			}
+	return nil
+}
+
+func anyRetryable(reqs []*callReq) bool {
+	for _, r := range reqs {
+		if !r.done && !errors.Is(r.err, errNoRetry) {
+			return true
 		}
 	}
-	return f.callOutput(reqs, data, d, o, label)
+	return false
+}
+
+// parentCalls returns, for each input item, the call this execution serves that the item belongs
+// to (nil entries: the caller is not a function body). Nested calls take their depth and chain
+// from it; a _functionCall field in the items is just data.
+func (f *Runtime) parentCalls(ctx context.Context, data *taskData) ([]*registry.ExecCall, error) {
+	calls, err := f.reg.ExecutionCalls(ctx, data.ExecutionID)
+	if err != nil {
+		return nil, fmt.Errorf("find the call execution %s serves: %w", data.ExecutionID, err)
+	}
+	parents := make([]*registry.ExecCall, len(data.Items))
+	switch {
+	case len(calls) == 0:
+		return parents, nil
+	case len(calls) == 1 || f.lineage == nil:
+		for i := range parents {
+			parents[i] = &calls[0]
+		}
+		return parents, nil
+	}
+	groups, err := f.lineage(ctx, data, calls)
+	if err != nil {
+		return nil, err
+	}
+	for ci, idx := range groups {
+		for _, i := range idx {
+			parents[i] = &calls[ci]
+		}
+	}
+	return parents, nil
 }
 
 func allDone(reqs []*callReq) bool {
@@ -202,9 +262,9 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 	for i, r := range pending {
 		ids[i] = workflows.NewCallID()
 		byID[ids[i]] = r
-		depth, stack := workflows.ChildChain(r.outer)
+		depth, stack := workflows.ChildChain(parentContext(r.parent))
 		c := registry.Call{
-			ID: ids[i], Function: key, ReplyKey: replyKey, Params: r.params, Deadline: deadline,
+			ID: ids[i], Function: key, ReplyKey: replyKey, Params: r.params, Binary: r.binary, Deadline: deadline,
 			Depth: depth, Stack: stackFromFrames(stack), Caller: caller, IdempotencyKey: r.idem, Attempt: attempt + 1,
 		}
 		wg.Add(1)
@@ -267,7 +327,11 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 					continue
 				}
 			}
-			r.returned, r.err, r.done = items, nil, true
+			if len(rep.Binaries) > 0 && len(rep.Binaries) != len(items) {
+				r.err = fmt.Errorf("%w: the function's result has %d items but %d binary entries", errNoRetry, len(items), len(rep.Binaries))
+				continue
+			}
+			r.returned, r.binaries, r.err, r.done = items, rep.Binaries, nil, true
 		case rep.ErrorKind == registry.ErrorKindParams:
 			r.err = fmt.Errorf("%w: %s", errNoRetry, rep.Error)
 		default:
@@ -277,27 +341,27 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 	return nil
 }
 
-// buildCallReqs turns the input items into calls, checking params size, the outer call context
-// and the recursion limit.
-func buildCallReqs(data *taskData, d *workflows.CallDirective, key registry.FunctionKey, signer *workflows.Signer) ([]*callReq, error) {
-	outerOf := func(i int) (*workflows.CallContext, error) {
-		cc, err := workflows.ContextFromItem(data.Items[i].JSON)
-		if err != nil || cc == nil {
-			return nil, err
-		}
-		// Zero time: no deadline check here; the signature is what matters for the nested call's context.
-		if err := cc.Verify(signer, time.Time{}); err != nil {
-			return nil, &OpError{Message: fmt.Sprintf("item %d: %v", i, err), Err: err}
-		}
-		if err := workflows.CheckDepth(cc, refOf(key), workflows.DefaultMaxDepth); err != nil {
-			return nil, &OpError{Message: err.Error(), Err: err}
-		}
-		return cc, nil
+// parentContext is the call an execution serves, as the parent of a nested call.
+func parentContext(c *registry.ExecCall) *workflows.CallContext {
+	if c == nil {
+		return nil
 	}
-	checkSize := func(i int, p []byte) error {
-		if len(p) > maxCallParamsBytes {
+	return &workflows.CallContext{CallID: c.CallID, Function: c.Function.String(), EntryID: c.EntryID,
+		Deadline: c.Deadline.UnixMilli(), Depth: c.Depth, Stack: framesFromStack(c.Stack)}
+}
+
+// buildCallReqs turns the input items into calls, checking params size and the recursion limit.
+func buildCallReqs(data *taskData, d *workflows.CallDirective, key registry.FunctionKey, parents []*registry.ExecCall) ([]*callReq, error) {
+	checkDepth := func(i int) error {
+		if err := workflows.CheckDepth(parentContext(parents[i]), refOf(key), workflows.DefaultMaxDepth); err != nil {
+			return &OpError{Message: err.Error(), Err: err}
+		}
+		return nil
+	}
+	checkSize := func(i int, p, bin []byte) error {
+		if n := len(p) + len(bin); n > maxCallParamsBytes {
 			return &OpError{
-				Message:     fmt.Sprintf("item %d: the params are %d bytes, at most %d can be sent in one call; nothing was queued", i, len(p), maxCallParamsBytes),
+				Message:     fmt.Sprintf("item %d: the params and binary data are %d bytes, at most %d can be sent in one call; nothing was queued", i, n, maxCallParamsBytes),
 				Description: "Send a reference (an id, a URL, a binary-data key) instead of the data itself, or split the items.",
 			}
 		}
@@ -308,8 +372,7 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, key registry.Func
 		if len(data.Items) == 0 {
 			return nil, nil
 		}
-		outer, err := outerOf(0)
-		if err != nil {
+		if err := checkDepth(0); err != nil {
 			return nil, err
 		}
 		parts := make([]string, len(data.Items))
@@ -319,29 +382,28 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, key registry.Func
 			idx[i] = i
 		}
 		params := json.RawMessage(`{"items":[` + strings.Join(parts, ",") + `]}`)
-		if err := checkSize(0, params); err != nil {
+		if err := checkSize(0, params, nil); err != nil {
 			return nil, err
 		}
 		idem, err := d.IdempotencyValue(data.Items[0].JSON)
 		if err != nil {
 			return nil, &OpError{Message: "item 0: " + err.Error(), Err: err}
 		}
-		return []*callReq{{items: idx, params: params, outer: outer, idem: idem}}, nil
+		return []*callReq{{items: idx, params: params, parent: parents[0], idem: idem}}, nil
 	}
 	for i, it := range data.Items {
-		outer, err := outerOf(i)
-		if err != nil {
+		if err := checkDepth(i); err != nil {
 			return nil, err
 		}
 		params := workflows.WithoutContext(it.JSON)
-		if err := checkSize(i, params); err != nil {
+		if err := checkSize(i, params, it.Binary); err != nil {
 			return nil, err
 		}
 		idem, err := d.IdempotencyValue(it.JSON)
 		if err != nil {
 			return nil, &OpError{Message: fmt.Sprintf("item %d: %v", i, err), Err: err}
 		}
-		reqs = append(reqs, &callReq{items: []int{i}, params: params, outer: outer, idem: idem})
+		reqs = append(reqs, &callReq{items: []int{i}, params: params, binary: it.Binary, parent: parents[i], idem: idem})
 	}
 	return reqs, nil
 }
@@ -439,9 +501,6 @@ func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallD
 			}
 			for _, i := range r.items {
 				j, _ := json.Marshal(map[string]string{"error": msg})
-				if r.outer != nil {
-					j, _ = workflows.WithContext(j, r.outer)
-				}
 				out = append(out, outItem{JSON: j, PairedItem: pairedItem{Item: i}})
 			}
 			continue
@@ -458,19 +517,16 @@ func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallD
 			continue
 		}
 		for k, ret := range r.returned {
-			j := json.RawMessage(ret)
-			if r.outer != nil {
-				var err error
-				if j, err = workflows.WithContext(j, r.outer); err != nil {
-					return nil, fmt.Errorf("%s: keep the call context on the result: %w", label, err)
-				}
-			}
 			// All-items calls pair item k with input k when the counts match, else with input 0.
 			pi := r.items[0]
 			if len(r.items) == len(r.returned) {
 				pi = r.items[k]
 			}
-			out = append(out, outItem{JSON: j, PairedItem: pairedItem{Item: pi}})
+			it := outItem{JSON: json.RawMessage(ret), PairedItem: pairedItem{Item: pi}}
+			if r.binaries != nil && string(r.binaries[k]) != "null" {
+				it.Binary = r.binaries[k]
+			}
+			out = append(out, it)
 		}
 	}
 	return resultJSON(out)

@@ -88,40 +88,46 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 			Err:         workflows.ErrExpired,
 		}
 	}
+	if err := f.claim(ctx, key, name, cref, data.ExecutionID, call.Deadline); err != nil {
+		return nil, err
+	}
 	bound, err := d.BindParams(call.Params)
 	if err != nil {
 		// The caller gets the params error at once; this execution fails with the same message.
 		f.answerNow(ctx, key, cref.EntryID, registry.Reply{CallID: call.ID, Error: err.Error(), ErrorKind: registry.ErrorKindParams}, call.ReplyKey)
 		return nil, &OpError{Message: "n8n-fn function " + name + ": " + err.Error(), Err: err}
 	}
+	ec := registry.ExecCall{Function: key, CallID: call.ID, EntryID: cref.EntryID, ReplyKey: call.ReplyKey,
+		Deadline: call.Deadline, Depth: max(call.Depth, 1), Stack: call.Stack, Dispatch: cref.Dispatch, Node: data.NodeName}
+	if ec.Depth != len(ec.Stack)+1 {
+		// A call queued by something other than our call op: keep the chain we can vouch for.
+		ec.Depth = len(ec.Stack) + 1
+	}
+	if err := f.reg.BindExecution(ctx, data.ExecutionID, []registry.ExecCall{ec}, claimTTL(call.Deadline, now)); err != nil {
+		return nil, fmt.Errorf("n8n-fn function %s: record call %s for execution %s: %w", name, call.ID, data.ExecutionID, err)
+	}
+	// _functionCall stays on the item as a signed, readable description of the call; nothing
+	// needs it any more (the return node and nested calls find the call through the execution).
 	cc := &workflows.CallContext{
 		CallID:   call.ID,
 		ReplyKey: call.ReplyKey,
 		Function: key.String(),
 		EntryID:  cref.EntryID,
 		Deadline: call.Deadline.UnixMilli(),
-		Depth:    max(call.Depth, 1),
-		Stack:    framesFromStack(call.Stack),
-	}
-	if cc.Depth != len(cc.Stack)+1 {
-		// A call queued by something other than our call op: keep the chain we can vouch for.
-		cc.Depth = len(cc.Stack) + 1
+		Depth:    ec.Depth,
+		Stack:    framesFromStack(ec.Stack),
 	}
 	cc.Sign(f.signer)
 	out, err := workflows.WithContext(bound, cc)
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
 	}
-	if err := f.reg.MarkRunning(ctx, key, cref.EntryID, f.cfg.ID); err != nil {
-		// Only the early rerun after a dead worker depends on it; n8n's own timeout still applies.
-		f.log.WithError(err).WithField("call", call.ID).Warn("could not record which worker runs the call")
-	}
 	f.log.WithFields(map[string]any{"function": key.String(), "call": call.ID, "execution": data.ExecutionID,
-		"queued_ms": sinceEntry(cref.EntryID, now)}).Debug("function call started")
+		"dispatch": cref.Dispatch, "queued_ms": sinceEntry(cref.EntryID, now)}).Debug("function call started")
 	// The execution's custom data (n8n shows it with the execution; a Code node reads it with
 	// $execution.customData.get(...)) says which call this is and which sidecar's worker runs it.
 	b, err := json.Marshal(map[string]any{
-		"result": []outItem{{JSON: out}},
+		"result": []outItem{{JSON: out, Binary: call.Binary}},
 		"customData": map[string]string{
 			"n8nfn_function": clipString(key.String(), 255),
 			"n8nfn_callId":   call.ID,
@@ -133,6 +139,47 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 		return nil, fmt.Errorf("n8n-fn function %s: encode the output: %w", name, err)
 	}
 	return b, nil
+}
+
+// claim binds the call's dispatch to this n8n execution, or says why this execution must not run
+// it (a replayed or stale reference, an answered call).
+func (f *Runtime) claim(ctx context.Context, key registry.FunctionKey, name string, cref *workflows.CallRef, execID string, deadline time.Time) error {
+	if execID == "" {
+		return &OpError{
+			Message:     fmt.Sprintf("n8n-fn function %s: n8n's task data has no execution id, so call %s cannot be bound to this execution", name, cref.CallID),
+			Description: "n8n passes the execution id to task runners in every real execution; this n8n version may not be supported.",
+		}
+	}
+	err := f.reg.ClaimCall(ctx, key, cref.CallID, cref.Dispatch, execID, f.cfg.ID, claimTTL(deadline, time.Now()))
+	var why, what string
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, registry.ErrClaimed):
+		why = "is already being run by another execution: this call reference was posted again (a replay)"
+		what = "A call runs once per dispatch. Nothing was run and the real caller still gets its result from the execution that runs it."
+	case errors.Is(err, registry.ErrStaleDispatch):
+		why = "was dispatched again since this reference was made (the reference is stale)"
+		what = "The dispatcher re-runs a call whose execution it lost; the newer execution serves it. Nothing was run."
+	case errors.Is(err, registry.ErrAnswered):
+		why = "was already answered"
+		what = "A call is run until it is answered once. This execution is a late duplicate and does nothing."
+	case errors.Is(err, registry.ErrNotFound):
+		why = "was never dispatched by an n8n-fn dispatcher (or its record expired)"
+		what = "Call the function with an n8n-fn call node instead of posting to its webhook."
+	default:
+		return fmt.Errorf("n8n-fn function %s: claim call %s for execution %s: %w", name, cref.CallID, execID, err)
+	}
+	return &OpError{Message: fmt.Sprintf("n8n-fn function %s: call %s %s", name, cref.CallID, why), Description: what, Err: err}
+}
+
+// claimTTL keeps a call's claim and its execution's record a while past the call's deadline, so a
+// late return still finds them (and is then told the caller gave up).
+func claimTTL(deadline, now time.Time) time.Duration {
+	if deadline.IsZero() {
+		return 24 * time.Hour
+	}
+	return max(deadline.Sub(now), 0) + 10*time.Minute
 }
 
 // answerNow publishes a reply and acknowledges the entry; used where the caller should not wait

@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,70 +30,110 @@ func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *wor
 	return f.runReturn(ctx, data, d)
 }
 
-type returnGroup struct {
-	cc    *workflows.CallContext
-	items []json.RawMessage
-	first int // index of the group's first item
-}
-
-// runReturn is returnOp after the data request.
+// runReturn is returnOp after the data request: the items are the result of the call(s) this
+// execution claimed (registry.ExecutionCalls), whatever fields they carry.
 func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.ReturnDirective) (json.RawMessage, error) {
-	var order []string
-	groups := map[string]*returnGroup{}
-	out := make([]outItem, 0, len(data.Items))
-	for i, it := range data.Items {
-		cc, err := workflows.ContextFromItem(it.JSON)
-		if err != nil {
-			return nil, &OpError{Message: fmt.Sprintf("n8n-fn return: item %d: %v", i, err), Err: err}
-		}
-		if cc == nil {
-			return nil, &OpError{
-				Message: fmt.Sprintf("n8n-fn return: item %d has no %s: it does not belong to a function call", i, workflows.ContextField),
-				Description: "A return node answers the call that started this execution; the call context travels in each item's _functionCall field. " +
-					"Keep that field between the function node and the return node (a Code node that builds new objects, or a Set node with \"keep only set\", drops it): e.g. return { json: { ...$json, result } }.",
-			}
-		}
-		// Zero time: no deadline check; a late return still reaches its caller, who ignores it.
-		if err := cc.Verify(f.signer, time.Time{}); err != nil {
-			return nil, &OpError{Message: fmt.Sprintf("n8n-fn return: item %d: %v", i, err), Err: err}
-		}
-		g, ok := groups[cc.CallID]
-		if !ok {
-			g = &returnGroup{cc: cc, first: i}
-			groups[cc.CallID] = g
-			order = append(order, cc.CallID)
-		}
-		clean := workflows.WithoutContext(it.JSON)
-		g.items = append(g.items, clean)
-		out = append(out, outItem{JSON: clean, Binary: it.Binary, PairedItem: pairedItem{Item: i}})
+	calls, err := f.reg.ExecutionCalls(ctx, data.ExecutionID)
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn return: find the call of execution %s: %w", data.ExecutionID, err)
 	}
-	for _, id := range order {
-		g := groups[id]
-		ref, err := g.cc.Ref()
-		if err != nil {
-			return nil, &OpError{Message: "n8n-fn return: " + err.Error(), Err: err}
-		}
-		key := keyOf(ref)
-		r := registry.Reply{CallID: g.cc.CallID, OK: true}
+	if len(calls) == 0 {
+		return nil, notACall(data)
+	}
+	groups, err := f.groupByCall(ctx, data, calls)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]outItem, len(data.Items))
+	for i, it := range data.Items {
+		out[i] = outItem{JSON: workflows.WithoutContext(it.JSON), Binary: it.Binary, PairedItem: pairedItem{Item: i}}
+	}
+	for ci, c := range calls {
+		idx := groups[ci]
+		r := registry.Reply{CallID: c.CallID, OK: true}
 		if d.Fail {
-			r.OK = false
-			r.Error = d.FailMessage(data.Items[g.first].JSON)
-			r.ErrorKind = registry.ErrorKindFailed
-		} else {
-			items, err := json.Marshal(g.items)
-			if err != nil {
-				return nil, fmt.Errorf("n8n-fn return: encode the result of call %s: %w", id, err)
-			}
-			r.Items = items
+			r.OK, r.ErrorKind = false, registry.ErrorKindFailed
+			r.Error = d.FailMessage(firstJSON(data, idx))
+		} else if r.Items, r.Binaries, err = replyItems(out, idx); err != nil {
+			return nil, fmt.Errorf("n8n-fn return: encode the result of call %s: %w", c.CallID, err)
 		}
-		// Reply first, then acknowledge (one round trip on a standalone Redis): a crash in between
-		// re-runs the call, and the caller ignores the second result for the same call id.
-		d := registry.Delivery{Function: key, EntryID: g.cc.EntryID, Call: registry.Call{ID: g.cc.CallID, ReplyKey: g.cc.ReplyKey}}
-		if err := f.reg.Complete(ctx, d, r); err != nil {
-			return nil, fmt.Errorf("n8n-fn return: send the result of call %s to its caller: %w", id, err)
+		err := f.reg.CompleteClaimed(ctx, c, data.ExecutionID, r)
+		switch {
+		case errors.Is(err, registry.ErrAnswered):
+			// A duplicate execution (the call was re-run after its worker looked dead): the first
+			// answer already reached the caller.
+			f.log.WithFields(map[string]any{"function": c.Function.String(), "call": c.CallID}).Info("call already answered by another execution; this result is dropped")
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("n8n-fn return: send the result of call %s to its caller: %w", c.CallID, err)
 		}
-		f.log.WithFields(map[string]any{"function": key.String(), "call": id, "ok": r.OK, "items": len(g.items),
-			"queued_ms": sinceEntry(g.cc.EntryID, time.Now())}).Debug("function call returned")
+		f.log.WithFields(map[string]any{"function": c.Function.String(), "call": c.CallID, "ok": r.OK, "items": len(idx),
+			"queued_ms": sinceEntry(c.EntryID, time.Now())}).Debug("function call returned")
 	}
 	return resultJSON(out)
+}
+
+// groupByCall says which input items answer which of the execution's calls: all of them when it
+// claimed one call, else by tracing each item's lineage back to the function node's output.
+func (f *Runtime) groupByCall(ctx context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error) {
+	groups := make([][]int, len(calls))
+	if len(calls) == 1 {
+		groups[0] = make([]int, len(data.Items))
+		for i := range data.Items {
+			groups[0][i] = i
+		}
+		return groups, nil
+	}
+	if f.lineage == nil {
+		return nil, fmt.Errorf("n8n-fn return: execution %s serves %d calls, which needs the items' lineage", data.ExecutionID, len(calls))
+	}
+	return f.lineage(ctx, data, calls)
+}
+
+func firstJSON(data *taskData, idx []int) json.RawMessage {
+	if len(idx) == 0 {
+		return json.RawMessage(`{}`)
+	}
+	return data.Items[idx[0]].JSON
+}
+
+// replyItems encodes the items idx of out as a reply's items and binaries.
+func replyItems(out []outItem, idx []int) (json.RawMessage, []json.RawMessage, error) {
+	items := make([]json.RawMessage, len(idx))
+	var bins []json.RawMessage
+	for k, i := range idx {
+		items[k] = out[i].JSON
+		if len(out[i].Binary) > 0 {
+			if bins == nil {
+				bins = make([]json.RawMessage, len(idx))
+			}
+			bins[k] = out[i].Binary
+		}
+	}
+	b, err := json.Marshal(items)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k := range bins {
+		if bins[k] == nil {
+			bins[k] = json.RawMessage("null")
+		}
+	}
+	return b, bins, nil
+}
+
+// notACall is the error of a return node in an execution that claimed no call.
+func notACall(data *taskData) error {
+	copied := ""
+	for _, it := range data.Items {
+		if cc, err := workflows.ContextFromItem(it.JSON); err == nil && cc != nil {
+			copied = fmt.Sprintf(" The items carry a %s for call %s, but a call context copied into items answers nothing: a call is answered only by the execution that claimed it.", workflows.ContextField, clipString(cc.CallID, 40))
+			break
+		}
+	}
+	return &OpError{
+		Message: fmt.Sprintf("n8n-fn return: execution %s was not started by an n8n-fn call, so this return node has no caller to answer.%s", data.ExecutionID, copied),
+		Description: "A return node answers the call that started its own execution: the workflow must be triggered by the n8n-fn dispatcher through the Webhook in front of its function node " +
+			"(call it with an n8n-fn call node). Run manually or from another trigger, a function workflow has nobody to return to.",
+	}
 }

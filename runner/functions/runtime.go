@@ -92,6 +92,10 @@ type Runtime struct {
 
 	tun tunables
 
+	// lineage groups a return node's items by the calls of an execution that serves several
+	// (batching); nil until that exists, and then such an execution's return fails clearly.
+	lineage func(ctx context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error)
+
 	cancel context.CancelFunc // ends the dispatcher's goroutines (the other duties stop by their shutdown)
 	wg     sync.WaitGroup     // the duties' goroutines
 }
