@@ -114,17 +114,45 @@ type WebhookResponse struct {
 // dropped) and returns its id. The workflow is not published.
 func (c *Client) CreateWorkflow(ctx context.Context, workflowJSON []byte) (string, error) {
 	const op = "create workflow"
+	body, err := writableWorkflow(op, workflowJSON)
+	if err != nil {
+		return "", err
+	}
+	var wf Workflow
+	if err := c.do(ctx, op, http.MethodPost, "/api/v1/workflows", nil, body, &wf); err != nil {
+		return "", err
+	}
+	if wf.ID == "" {
+		return "", fmt.Errorf("n8n api: %s: response has no workflow id", op)
+	}
+	return wf.ID, nil
+}
+
+// UpdateWorkflow replaces a workflow's nodes, connections and settings (PUT; the same writable
+// fields as CreateWorkflow). In n8n 2.x a published workflow keeps serving its published version
+// until PublishWorkflow publishes the new one.
+func (c *Client) UpdateWorkflow(ctx context.Context, id string, workflowJSON []byte) error {
+	op := "update workflow " + id
+	body, err := writableWorkflow(op, workflowJSON)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, op, http.MethodPut, "/api/v1/workflows/"+url.PathEscape(id), nil, body, nil)
+}
+
+// writableWorkflow keeps the fields of a workflow JSON the public API accepts on create/update.
+func writableWorkflow(op string, workflowJSON []byte) ([]byte, error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(workflowJSON, &in); err != nil {
-		return "", fmt.Errorf("n8n api: %s: workflow JSON is not an object: %w", op, err)
+		return nil, fmt.Errorf("n8n api: %s: workflow JSON is not an object: %w", op, err)
 	}
 	for _, f := range []string{"name", "nodes", "connections"} {
 		if _, ok := in[f]; !ok {
-			return "", fmt.Errorf("n8n api: %s: workflow JSON has no %q field (need name, nodes, connections)", op, f)
+			return nil, fmt.Errorf("n8n api: %s: workflow JSON has no %q field (need name, nodes, connections)", op, f)
 		}
 	}
-	// POST /api/v1/workflows has additionalProperties:false, so an export's read-only fields (id,
-	// active, versionId, tags, meta, ...) would be rejected: keep only the writable ones.
+	// The API has additionalProperties:false, so an export's read-only fields (id, active,
+	// versionId, tags, meta, ...) would be rejected: keep only the writable ones.
 	out := make(map[string]json.RawMessage, 6)
 	for _, f := range []string{"name", "description", "nodes", "connections", "settings", "staticData"} {
 		if v, ok := in[f]; ok && string(v) != "null" {
@@ -136,16 +164,9 @@ func (c *Client) CreateWorkflow(ctx context.Context, workflowJSON []byte) (strin
 	}
 	body, err := json.Marshal(out)
 	if err != nil {
-		return "", fmt.Errorf("n8n api: %s: encode body: %w", op, err)
+		return nil, fmt.Errorf("n8n api: %s: encode body: %w", op, err)
 	}
-	var wf Workflow
-	if err := c.do(ctx, op, http.MethodPost, "/api/v1/workflows", nil, body, &wf); err != nil {
-		return "", err
-	}
-	if wf.ID == "" {
-		return "", fmt.Errorf("n8n api: %s: response has no workflow id", op)
-	}
-	return wf.ID, nil
+	return body, nil
 }
 
 // GetWorkflow returns one workflow.

@@ -144,6 +144,10 @@ type TaskDataRequest struct {
 // like the official runner's request for code that only uses $input.
 const InputOnlyParams = `{"dataOfNodes":[],"env":false,"input":{"include":true},"prevNode":false}`
 
+// AllNodesParams asks for the input and every node's run data (an item's lineage back through the
+// execution), without the environment.
+const AllNodesParams = `{"dataOfNodes":"all","env":false,"input":{"include":true},"prevNode":true}`
+
 // NodeTypesRequest asks for node-type descriptions ([{name, version}]).
 type NodeTypesRequest struct {
 	TaskID        string          `json:"taskId"`

@@ -313,7 +313,11 @@ type dispatchJob struct {
 
 	lostRuns int
 	lostOn   map[string]bool
-	global   bool // holds a global concurrency slot
+	// wait404 asks n8n again for a while when the webhook answers 404: after discovery confirmed
+	// the path (publishing is asynchronous in n8n 2.x: a just-published webhook answers 404 for a
+	// moment). The first 404 rediscovers at once instead (the path may have been edited).
+	wait404 bool
+	global  bool // holds a global concurrency slot
 }
 
 // outcome classifies one webhook round trip.
@@ -435,7 +439,7 @@ func (j *dispatchJob) trigger(ctx context.Context) roundTrip {
 	start := time.Now()
 	pctx, lost := context.WithCancelCause(ctx)
 	stopWatch := j.d.watchWorker(pctx, lost, j.dl.Function, j.dl.Call.ID, j.lostOn)
-	status, answer, err := j.d.post(pctx, method, url, body, j.deadline, j.dl.Call.ID)
+	status, answer, err := j.d.post(pctx, method, url, body, j.deadline, j.dl.Call.ID, j.wait404)
 	stopWatch()
 	cause := context.Cause(pctx)
 	lost(nil)
@@ -526,6 +530,10 @@ func (j *dispatchJob) decide(ctx context.Context, rt roundTrip, attempt int) act
 // or unpublished: rediscover at once and try the current path.
 func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 	f := j.d.f
+	if !j.wait404 && (f.disc == nil || f.api == nil) {
+		j.wait404 = true
+		return actRetry
+	}
 	if attempt < 2 && f.disc != nil && f.api != nil {
 		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := f.disc.refreshNow(dctx)
@@ -540,6 +548,11 @@ func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 				j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s is no longer published: workflow %s was unpublished, deleted or its function node removed (its webhook answered HTTP 404)",
 					j.name, j.s.Record.WorkflowID))
 				return actDone
+			}
+			if !j.wait404 {
+				// The path is current: n8n may still be registering it.
+				j.wait404 = true
+				return actRetry
 			}
 		}
 	}
@@ -577,7 +590,7 @@ func (j *dispatchJob) failed(ctx context.Context, rt roundTrip, attempt int) act
 // post sends the call reference to the function's webhook and returns n8n's answer. A 404 is
 // asked again for a while: publishing is asynchronous in n8n 2.x, so a just-published function's
 // webhook answers 404 for a moment, and nothing ran.
-func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, deadline time.Time, callID string) (int, []byte, error) {
+func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, deadline time.Time, callID string, wait404 bool) (int, []byte, error) {
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 		if err != nil {
@@ -596,7 +609,7 @@ func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, 
 		}
 		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound || attempt >= 15 || time.Now().Add(200*time.Millisecond).After(deadline) {
+		if resp.StatusCode != http.StatusNotFound || !wait404 || attempt >= 15 || time.Now().Add(200*time.Millisecond).After(deadline) {
 			return resp.StatusCode, answer, nil
 		}
 		select {

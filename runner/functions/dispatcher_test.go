@@ -42,7 +42,7 @@ func TestDispatchSurvivesAClosedKeepAliveConnection(t *testing.T) {
 	defer cancel()
 	deadline := time.Now().Add(5 * time.Second)
 	for i, call := range []string{"call-1", "call-2"} {
-		status, body, err := d.post(ctx, http.MethodPost, srv.URL+"/webhook/fn", []byte(`{}`), deadline, call)
+		status, body, err := d.post(ctx, http.MethodPost, srv.URL+"/webhook/fn", []byte(`{}`), deadline, call, true)
 		if err != nil || status != http.StatusOK || string(body) != `[{"ok":true}]` {
 			t.Fatalf("post %d: %d %s %v", i+1, status, body, err)
 		}

@@ -77,7 +77,7 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
-	reqs, err := buildCallReqs(data, d, key, parents)
+	reqs, err := buildCallReqs(data, d, refOf(key), parents)
 	if err != nil {
 		var oe *OpError
 		if errors.As(err, &oe) {
@@ -351,9 +351,9 @@ func parentContext(c *registry.ExecCall) *workflows.CallContext {
 }
 
 // buildCallReqs turns the input items into calls, checking params size and the recursion limit.
-func buildCallReqs(data *taskData, d *workflows.CallDirective, key registry.FunctionKey, parents []*registry.ExecCall) ([]*callReq, error) {
+func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.FunctionRef, parents []*registry.ExecCall) ([]*callReq, error) {
 	checkDepth := func(i int) error {
-		if err := workflows.CheckDepth(parentContext(parents[i]), refOf(key), workflows.DefaultMaxDepth); err != nil {
+		if err := workflows.CheckDepth(parentContext(parents[i]), ref, workflows.DefaultMaxDepth); err != nil {
 			return &OpError{Message: err.Error(), Err: err}
 		}
 		return nil

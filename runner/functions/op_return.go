@@ -13,8 +13,9 @@ import (
 )
 
 // returnOp answers a `return` node: the items that reach it are the return value of their call
-// (grouped by _functionCall.callId); they are pushed to the caller's reply list and the call's
-// stream entry is acknowledged. The node outputs the items without _functionCall.
+// of the call(s) its own execution claimed, whatever fields they carry; they are pushed to the
+// caller's reply list and the call's stream entry is acknowledged. The node outputs the items
+// without _functionCall.
 func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err

@@ -149,6 +149,7 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: tun}
+	f.lineage = f.traceLineage
 	if cfg.Secret == "" {
 		log.Warn("N8N_FN_SECRET is not set: function, call and return nodes will fail until it is")
 		return f, nil
@@ -292,6 +293,9 @@ type taskData struct {
 	NodeName     string
 	ExecutionID  string
 	Items        []item
+	// allNodes asks n8n again for this task's data with every node's run data (for the items'
+	// lineage); nil in tests that build taskData by hand.
+	allNodes func(ctx context.Context) ([]byte, error)
 }
 
 // item is one n8n item; JSON is the item's json object.
@@ -306,7 +310,14 @@ func fetchTaskData(ctx context.Context, t *n8nproto.UpstreamTask) (*taskData, er
 	if err != nil {
 		return nil, fmt.Errorf("request input data from n8n: %w", err)
 	}
-	return parseTaskData(raw)
+	d, err := parseTaskData(raw)
+	if err != nil {
+		return nil, err
+	}
+	d.allNodes = func(ctx context.Context) ([]byte, error) {
+		return t.RequestData(ctx, json.RawMessage(n8nproto.AllNodesParams))
+	}
+	return d, nil
 }
 
 func parseTaskData(raw []byte) (*taskData, error) {

@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestEditedWebhookPathIsRediscovered edits a published function's webhook path and calls it at
+// once: the dispatchers still know the old path, get HTTP 404 from n8n, rediscover at once and
+// trigger the new path, instead of failing with "is it still published?" until the next
+// discovery round. A deleted function fails at once with a message that says so.
+func TestEditedWebhookPathIsRediscovered(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("SKIP: the stack runs RUNNER_KIND=%s; functions need the n8n-fn sidecars", s.Env.RunnerKind)
+	}
+	name := UniqueName(t, "moved")
+	fnFlow := func(path string) map[string]any {
+		return Chain("n8n-fn rediscover "+name+" function", spread(
+			WebhookNode(path),
+			fnDirective("Function", map[string]any{"op": "function", "name": name}),
+			codeNodeMode("Body", "runOnceForAllItems", "return $input.all().map(i => ({ json: { path: '"+path+"' } }));"),
+			fnDirective("Return", map[string]any{"op": "return"}),
+		)...)
+	}
+	fnWF := s.Deploy(t, fnFlow(name+"/fn-a"))
+	s.Deploy(t, Chain("n8n-fn rediscover "+name+" caller", spread(
+		WebhookNode(name+"/call"),
+		fnDirective("Call", map[string]any{"op": "call", "function": name, "timeoutMs": 20000}),
+	)...))
+	call := func() (int, []byte) {
+		r, err := s.Client.CallWebhook(Ctx(t, 30*time.Second), http.MethodPost, name+"/call", []byte(`{}`))
+		if err != nil {
+			t.Fatalf("call: %v", err)
+		}
+		return r.Status, r.Body
+	}
+	if st, body := call(); st != http.StatusOK || !json.Valid(body) || string(body) == "" {
+		t.Fatalf("first call: HTTP %d %s", st, clip(body))
+	}
+	// Discovery also runs every 10 s by itself; an edit it sees first proves nothing, so edit
+	// again (up to three times) until a dispatcher met the 404.
+	for attempt := 1; attempt <= 3; attempt++ {
+		path := name + "/fn-" + string(rune('a'+attempt))
+		raw, err := json.Marshal(fnFlow(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		offsets := sidecarLogSizes(s)
+		ctx := Ctx(t, 30*time.Second)
+		if err := s.Client.UpdateWorkflow(ctx, fnWF, raw); err != nil {
+			t.Fatalf("edit the path: %v", err)
+		}
+		if err := s.Client.PublishWorkflow(ctx, fnWF); err != nil {
+			t.Fatalf("publish the edit: %v", err)
+		}
+		// n8n serves the old path for a moment after publishing the edit (the old version answers,
+		// which is right): wait until it is gone, so the call meets the 404.
+		old := name + "/fn-" + string(rune('a'+attempt-1))
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			r, err := s.Client.CallWebhook(ctx, http.MethodPost, old, []byte(`{}`))
+			if err == nil && r.Status == http.StatusNotFound {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("n8n still serves the old path %s 20 s after publishing the edit", old)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		start := time.Now()
+		st, body := call()
+		var items []map[string]any
+		if st != http.StatusOK || json.Unmarshal(body, &items) != nil || len(items) != 1 || items[0]["path"] != path {
+			t.Fatalf("call after the edit (%s): HTTP %d %s", time.Since(start).Round(time.Millisecond), st, clip(body))
+		}
+		if sidecarLogsSince(t, s, offsets, "the function's webhook moved") {
+			t.Logf("a dispatcher met HTTP 404, rediscovered and answered from %s %s after the edit", path, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		t.Logf("attempt %d: discovery saw the edit before any call (answered in %s); editing again", attempt, time.Since(start).Round(time.Millisecond))
+	}
+	t.Fatal("three edits, and no dispatcher ever met the old path: the 404 path is untested")
+}
