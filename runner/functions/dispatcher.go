@@ -356,10 +356,7 @@ func (j *dispatchJob) prepare(ctx context.Context) bool {
 	if j.deadline.IsZero() {
 		j.deadline = now.Add(time.Duration(max(j.s.Record.TimeoutMs, int64(workflows.DefaultFunctionTimeoutMs))) * time.Millisecond)
 	}
-	j.name = j.dl.Function.Name
-	if j.dl.Function.Scope != workflows.ScopeGlobal {
-		j.name += " (workflow " + j.dl.Function.Scope + ")"
-	}
+	j.name = display(j.dl.Function)
 	j.lostOn = map[string]bool{}
 	if now.After(j.deadline) {
 		j.fail(ctx, registry.ErrorKindExpired, fmt.Sprintf("call %s to %s expired %s before it could be dispatched (the function is busy: raise its maxConcurrency or the call's timeoutMs, or add workers)",
