@@ -10,7 +10,11 @@
 //	P{scope/name}:dead     dead-letter stream (fields c, entry, reason, deliveries, at)
 //	P{scope/name}:fn       registration record, JSON, TTL RegistrationTTL
 //	P{scope/name}:live     sorted set sidecar id -> heartbeat expiry (server ms)
-//	P{scope/name}:running  hash entry id -> sidecar running its execution, cleared on ack, TTL 1h
+//	P{scope/name}:claim:<call>  hash: latest dispatch number, the execution that claimed each
+//	                       dispatch and its sidecar, answered flag; TTL the call's deadline + 10 min
+//	P{scope/name}:slots    sorted set call id -> lease expiry: the function's global concurrency
+//	P{scope/name}:idem:<key>[:run]  stored result of an idempotency key / the call running it
+//	P{x:<execution>}:calls the calls an n8n execution claimed (JSON), TTL as the claims
 //	P{r:caller}:replies    a caller's reply list, TTL ReplyTTL
 //	P sidecar:<id>         sidecar heartbeat record, TTL HeartbeatTTL
 //	P n8nlost:<id>         ms the sidecar has been without its n8n process, TTL HeartbeatTTL
@@ -25,9 +29,12 @@
 //	caller:     LookupFunction + HasLiveConsumer -> AddCall -> WaitReplies(replyKey, ids, deadline)
 //	dispatcher: EnsureGroup (or RegisterFunction) -> ReadCalls -> trigger the function
 //	            -> KeepAlive(in-flight ids) every claimIdle/3 while it runs
-//	function:   LoadCall(fn, entryID) (still pending) -> MarkRunning -> ... -> Complete(delivery, reply)
-//	            (= PublishReply, then Ack)
-//	dispatcher: while it waits, RunningOn + N8NLost: a worker gone for long -> trigger again
+//	dispatcher: AcquireSlot (globalConcurrency) -> NextDispatch -> post the signed reference
+//	function:   LoadCall(fn, entryID) (still pending) -> ClaimCall(dispatch, execution)
+//	            -> BindExecution(execution, calls)
+//	return:     ExecutionCalls(execution) -> CompleteClaimed(call, execution, reply)
+//	            (= only a claimant, only the first answer; then PublishReply, then Ack)
+//	dispatcher: while it waits, ClaimOf + N8NLost: a worker gone for long -> trigger again
 //	caller:     gave up (timeout, task cancelled) -> CancelCalls (never run what nobody waits for)
 //	recoverer:  Reclaim(fn, me, claimIdle, n) every few seconds -> dispatch again; Trim(fn) now and then
 //	janitor:    Unregistered -> RemoveUnregistered (functions no longer published)

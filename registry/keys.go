@@ -26,9 +26,6 @@ func (k keys) record(fn FunctionKey) string { return k.tag(fn) + ":fn" }
 // live is a sorted set of sidecar ids serving the function, scored by heartbeat expiry (server ms).
 func (k keys) live(fn FunctionKey) string { return k.tag(fn) + ":live" }
 
-// running maps a call's entry id to the sidecar whose worker runs its function execution (hash).
-func (k keys) running(fn FunctionKey) string { return k.tag(fn) + ":running" }
-
 // idem holds the stored result of a successful call made with an idempotency key.
 func (k keys) idem(fn FunctionKey, key string) string { return k.tag(fn) + ":idem:" + key }
 
@@ -52,7 +49,7 @@ func (k keys) index() string { return k.prefix + "index" }
 
 // functionKeys lists every key that belongs to one function (used by RemoveFunction and the slot test).
 func (k keys) functionKeys(fn FunctionKey) []string {
-	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.running(fn), k.slots(fn)}
+	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.slots(fn)}
 }
 
 // claim is a call's dispatch record (hash): "d" = how many times it was dispatched (the number the

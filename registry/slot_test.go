@@ -168,10 +168,26 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		if err := r.KeepAlive(ctx, d.Function, "s1", []string{d.EntryID}); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.MarkRunning(ctx, d.Function, d.EntryID, "s1"); err != nil {
+		if _, err := r.NextDispatch(ctx, d.Function, d.Call.ID, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.Complete(ctx, d, Reply{OK: true}); err != nil {
+		if err := r.ClaimCall(ctx, d.Function, d.Call.ID, 1, "exec-"+d.Call.ID, "s1", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.AcquireSlot(ctx, d.Function, d.Call.ID, 1, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RefreshSlots(ctx, d.Function, []string{d.Call.ID}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.ReleaseSlot(ctx, d.Function, d.Call.ID); err != nil {
+			t.Fatal(err)
+		}
+		ec := ExecCall{Function: d.Function, CallID: d.Call.ID, EntryID: d.EntryID, ReplyKey: d.Call.ReplyKey, Deadline: d.Call.Deadline, Depth: 1, Dispatch: 1}
+		if err := r.BindExecution(ctx, "exec-"+d.Call.ID, []ExecCall{ec}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.CompleteClaimed(ctx, ec, "exec-"+d.Call.ID, Reply{OK: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

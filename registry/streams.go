@@ -227,7 +227,7 @@ func (r *Registry) LoadCall(ctx context.Context, fn FunctionKey, entryID string)
 		return Call{}, wrap(op, fn, err)
 	}
 	if len(msgs) == 0 {
-		return Call{}, errorf(op, fn, ErrNotFound, "entry %s does not exist (already trimmed or removed)", entryID)
+		return Call{}, errorf(op, fn, ErrNotFound, "entry %s does not exist (already answered, withdrawn, trimmed or removed)", entryID)
 	}
 	if p, err := pend.Result(); err != nil || len(p) == 0 {
 		return Call{}, errorf(op, fn, ErrNotFound, "entry %s was already answered (acknowledged)", entryID)
@@ -239,7 +239,9 @@ func (r *Registry) LoadCall(ctx context.Context, fn FunctionKey, entryID string)
 	return d.Call, nil
 }
 
-// Ack acknowledges finished entries. Call it only after the reply was published (Complete does both).
+// Ack acknowledges finished entries and deletes them: an answered call's params leave Redis at
+// once instead of when the stream is trimmed. Call it only after the reply was published
+// (Complete does both).
 func (r *Registry) Ack(ctx context.Context, fn FunctionKey, entryIDs ...string) error {
 	const op = "ack"
 	if err := fn.Validate(); err != nil {
@@ -250,7 +252,7 @@ func (r *Registry) Ack(ctx context.Context, fn FunctionKey, entryIDs ...string) 
 	}
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.XAck(ctx, r.k.calls(fn), GroupName, entryIDs...)
-		p.HDel(ctx, r.k.running(fn), entryIDs...)
+		p.XDel(ctx, r.k.calls(fn), entryIDs...)
 		return nil
 	})
 	return wrap(op, fn, err)
@@ -277,7 +279,6 @@ func (r *Registry) CancelCalls(ctx context.Context, fn FunctionKey, entryIDs ...
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.XAck(ctx, stream, GroupName, entryIDs...)
 		p.XDel(ctx, stream, entryIDs...)
-		p.HDel(ctx, r.k.running(fn), entryIDs...)
 		return nil
 	})
 	return wrap(op, fn, err)

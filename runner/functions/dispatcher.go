@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/tidwall/gjson"
 
+	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
@@ -31,7 +32,7 @@ const (
 // in "when last node finishes" mode the answer comes when the execution ended: a failed execution,
 // or one that ended without reaching return, is reported to the caller at once.
 type dispatcher struct {
-	f        *Runtime
+	f        dispatchDeps
 	http     *http.Client
 	consumer string
 
@@ -40,7 +41,20 @@ type dispatcher struct {
 	inflight map[registry.FunctionKey]map[string]bool // entry ids being dispatched, for KeepAlive
 	slots    map[registry.FunctionKey]map[string]bool // call ids holding a global slot, for RefreshSlots
 	wg       sync.WaitGroup                           // running dispatches
+	loopsWG  sync.WaitGroup                           // read loops and hand-offs waiting for a slot
 	stopRead context.CancelFunc
+}
+
+// dispatchDeps is what the dispatcher uses of the runtime, given explicitly.
+type dispatchDeps struct {
+	cfg     Config
+	log     *logrus.Entry
+	reg     *registry.Registry
+	catalog *catalog
+	signer  *workflows.Signer
+	api     *n8napi.Client // nil: no 404 rediscovery, no execution error details
+	disc    *discovery     // nil without an API
+	tun     *tunables
 }
 
 // fnLoop reads one function's stream.
@@ -51,7 +65,7 @@ type fnLoop struct {
 	cancel context.CancelFunc
 }
 
-func newDispatcher(f *Runtime) *dispatcher {
+func newDispatcher(f dispatchDeps) *dispatcher {
 	return &dispatcher{
 		f: f, http: webhookClient(), consumer: f.cfg.ID,
 		loops: map[registry.FunctionKey]*fnLoop{}, inflight: map[registry.FunctionKey]map[string]bool{},
@@ -76,6 +90,7 @@ func (d *dispatcher) start(ctx context.Context, wg *sync.WaitGroup) {
 					delete(d.loops, k)
 				}
 				d.mu.Unlock()
+				d.loopsWG.Wait()
 				return
 			case <-changed:
 			}
@@ -131,7 +146,11 @@ func (d *dispatcher) sync(ctx context.Context) {
 		lctx, cancel := context.WithCancel(ctx)
 		l := &fnLoop{key: k, max: n, slots: make(chan struct{}, n), cancel: cancel}
 		d.loops[k] = l
-		go d.readLoop(lctx, l)
+		d.loopsWG.Add(1)
+		go func() {
+			defer d.loopsWG.Done()
+			d.readLoop(lctx, l)
+		}()
 	}
 }
 
@@ -173,7 +192,8 @@ func (d *dispatcher) readLoop(ctx context.Context, l *fnLoop) {
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 30*time.Second)
+			// Short: a Redis restart must not leave the calls unread for long.
+			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = time.Second
@@ -202,7 +222,9 @@ func (d *dispatcher) handoff(ctx context.Context, dl registry.Delivery) {
 	if l == nil {
 		return // not served here any more: it stays pending for another sidecar's recoverer
 	}
+	d.loopsWG.Add(1)
 	go func() {
+		defer d.loopsWG.Done()
 		select {
 		case l.slots <- struct{}{}:
 		case <-ctx.Done():

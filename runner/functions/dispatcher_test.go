@@ -37,7 +37,7 @@ func TestDispatchSurvivesAClosedKeepAliveConnection(t *testing.T) {
 		_, _ = w.Write([]byte(`[{"ok":true}]`))
 	}))
 	defer srv.Close()
-	d := newDispatcher(&Runtime{cfg: Config{ID: "sidecar-t"}})
+	d := newDispatcher(dispatchDeps{cfg: Config{ID: "sidecar-t"}, tun: &tunables{}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	deadline := time.Now().Add(5 * time.Second)

@@ -231,7 +231,6 @@ func allDone(reqs []*callReq) bool {
 // errNoRetry marks call failures a retry cannot fix (bad params, payload too big).
 var errNoRetry = errors.New("not retryable")
 
-// callOnce queues one attempt of every pending call in parallel and waits for all replies until deadline.
 // withdraw cancels the calls nobody waits for any more (timed out, or the task was cancelled),
 // so that a call still queued is not run later for nothing (or run twice, next to its retry).
 func (f *Runtime) withdraw(ctx context.Context, key registry.FunctionKey, ids []string, replies map[string]registry.Reply, entryOf map[string]string) {
@@ -252,8 +251,51 @@ func (f *Runtime) withdraw(ctx context.Context, key registry.FunctionKey, ids []
 	}
 }
 
+// callOnce queues one attempt of every pending call in parallel and waits for all replies until
+// deadline; each call gets its result or its error.
 func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
+	waitIDs, byID, entryOf := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
+	if len(waitIDs) == 0 {
+		return nil
+	}
+	waitStart := time.Now()
+	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
+		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
+	f.withdraw(ctx, key, waitIDs, replies, entryOf)
+	if err != nil && !errors.Is(err, registry.ErrTimeout) {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: the task was cancelled while waiting for the result: %w", label, ctx.Err())
+		}
+		for _, id := range waitIDs {
+			if _, ok := replies[id]; !ok {
+				byID[id].err = fmt.Errorf("wait for the result: %w", err)
+			}
+		}
+	}
+	for _, id := range waitIDs {
+		r := byID[id]
+		rep, ok := replies[id]
+		switch {
+		case !ok && r.err != nil:
+		case !ok && cappedByTask:
+			r.err = fmt.Errorf("no result before n8n's task timeout (N8N_RUNNERS_TASK_TIMEOUT=%s, call id %s): the call node must finish within it; raise N8N_RUNNERS_TASK_TIMEOUT on n8n and the sidecars or make the function faster",
+				f.cfg.TaskTimeout, id)
+		case !ok:
+			r.err = fmt.Errorf("timed out after %s waiting for the result (call id %s, attempt %d); the function's workflow may be slow, stuck or not reaching its return node, or no worker is free",
+				timeout, id, attempt+1)
+		default:
+			r.absorb(rep)
+		}
+	}
+	return nil
+}
+
+// queueCalls adds one entry per pending call to the function's stream, in parallel, and returns
+// the ids of the queued ones (the others carry their error), each call by id, and its entry id.
+func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, replyKey, caller string, pending []*callReq,
+	deadline time.Time, attempt int) ([]string, map[string]*callReq, map[string]string) {
 	ids := make([]string, len(pending))
 	entries := make([]string, len(pending))
 	byID := make(map[string]*callReq, len(pending))
@@ -285,60 +327,35 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 		case errors.Is(err, registry.ErrBacklogFull):
 			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
 		case errors.Is(err, registry.ErrUnavailable):
-			r.err = fmt.Errorf("Redis is unavailable, the call was not queued: %w", err)
+			r.err = fmt.Errorf("the call was not queued, Redis is unavailable: %w", err)
 		default:
 			r.err = fmt.Errorf("queue the call: %w", err)
 		}
 	}
-	if len(waitIDs) == 0 {
-		return nil
-	}
-	waitStart := time.Now()
-	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
-	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
-		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
-	f.withdraw(ctx, key, waitIDs, replies, entryOf)
-	if err != nil && !errors.Is(err, registry.ErrTimeout) {
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s: the task was cancelled while waiting for the result: %w", label, ctx.Err())
-		}
-		for _, id := range waitIDs {
-			if _, ok := replies[id]; !ok {
-				byID[id].err = fmt.Errorf("wait for the result: %w", err)
+	return waitIDs, byID, entryOf
+}
+
+// absorb takes a call's reply: its items and binaries, or its error.
+func (r *callReq) absorb(rep registry.Reply) {
+	switch {
+	case rep.OK:
+		var items []json.RawMessage
+		if len(rep.Items) > 0 && string(rep.Items) != "null" {
+			if err := json.Unmarshal(rep.Items, &items); err != nil {
+				r.err = fmt.Errorf("%w: the function's result is not a list of items: %v", errNoRetry, err)
+				return
 			}
 		}
-	}
-	for _, id := range waitIDs {
-		r := byID[id]
-		rep, ok := replies[id]
-		switch {
-		case !ok && r.err != nil:
-		case !ok && cappedByTask:
-			r.err = fmt.Errorf("no result before n8n's task timeout (N8N_RUNNERS_TASK_TIMEOUT=%s, call id %s): the call node must finish within it; raise N8N_RUNNERS_TASK_TIMEOUT on n8n and the sidecars or make the function faster",
-				f.cfg.TaskTimeout, id)
-		case !ok:
-			r.err = fmt.Errorf("timed out after %s waiting for the result (call id %s, attempt %d); the function's workflow may be slow, stuck or not reaching its return node, or no worker is free",
-				timeout, id, attempt+1)
-		case rep.OK:
-			var items []json.RawMessage
-			if len(rep.Items) > 0 && string(rep.Items) != "null" {
-				if err := json.Unmarshal(rep.Items, &items); err != nil {
-					r.err = fmt.Errorf("%w: the function's result is not a list of items: %v", errNoRetry, err)
-					continue
-				}
-			}
-			if len(rep.Binaries) > 0 && len(rep.Binaries) != len(items) {
-				r.err = fmt.Errorf("%w: the function's result has %d items but %d binary entries", errNoRetry, len(items), len(rep.Binaries))
-				continue
-			}
-			r.returned, r.binaries, r.err, r.done = items, rep.Binaries, nil, true
-		case rep.ErrorKind == registry.ErrorKindParams:
-			r.err = fmt.Errorf("%w: %s", errNoRetry, rep.Error)
-		default:
-			r.err = errors.New(rep.Error)
+		if len(rep.Binaries) > 0 && len(rep.Binaries) != len(items) {
+			r.err = fmt.Errorf("%w: the function's result has %d items but %d binary entries", errNoRetry, len(items), len(rep.Binaries))
+			return
 		}
+		r.returned, r.binaries, r.err, r.done = items, rep.Binaries, nil, true
+	case rep.ErrorKind == registry.ErrorKindParams:
+		r.err = fmt.Errorf("%w: %s", errNoRetry, rep.Error)
+	default:
+		r.err = errors.New(rep.Error)
 	}
-	return nil
 }
 
 // parentContext is the call an execution serves, as the parent of a nested call.

@@ -193,7 +193,7 @@ func (f *Runtime) buildDuties(deps Deps) {
 		changed:  f.hb.beatNow, // make new functions callable at once instead of at the next heartbeat
 		interval: f.tun.discoveryInterval,
 	})
-	f.disp = newDispatcher(f)
+	f.disp = newDispatcher(dispatchDeps{cfg: f.cfg, log: f.log, reg: f.reg, catalog: f.catalog, signer: f.signer, api: f.api, disc: f.disc, tun: &f.tun})
 	f.rec = newRecoverer(recovererParams{
 		log: f.log, reg: f.reg, served: f.catalog.keys, consumer: f.disp.consumer, handoff: f.disp.handoff,
 		claimIdle: f.tun.claimIdle, recoverInterval: f.tun.recoverInterval, trimInterval: f.tun.trimInterval,
