@@ -69,8 +69,8 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 			p.RPush(ctx, d.Call.ReplyKey, b)
 			p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
 			p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
-		p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
-				return nil
+			p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
+			return nil
 		})
 		return err
 	})
