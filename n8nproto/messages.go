@@ -268,7 +268,8 @@ func DecodeLimited(data []byte, maxDepth int) (Message, error) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, &FrameError{Err: errors.New("not a JSON object")}
 	}
-	if err := jsonlimit.Check(data, maxDepth); err != nil {
+	// Each level takes a byte: a frame no longer than the limit cannot pass it, and most frames are small.
+	if err := checkDepth(data, maxDepth); err != nil {
 		fe := &FrameError{Err: fmt.Errorf("%w: %v (raise N8N_FN_MAX_FRAME_DEPTH on the sidecar)", ErrFrameTooDeep, err)}
 		// gjson finds top-level fields without recursing into the values it skips.
 		ids := gjson.GetManyBytes(data, "type", "taskId", "requestId", "callId")
@@ -284,6 +285,13 @@ func DecodeLimited(data []byte, maxDepth int) (Message, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+func checkDepth(data []byte, maxDepth int) error {
+	if len(data) <= maxDepth {
+		return nil
+	}
+	return jsonlimit.Check(data, maxDepth)
 }
 
 func decode(data []byte) (Message, error) {
@@ -506,7 +514,7 @@ func encodeFast(m Message) ([]byte, bool, error) {
 	if len(raw) > 0 {
 		// The payload may come from anywhere (a function's result out of Redis): bound its depth
 		// before gjson's recursive validator runs.
-		if err := jsonlimit.Check(raw, DefaultMaxFrameDepth); err != nil {
+		if err := checkDepth(raw, DefaultMaxFrameDepth); err != nil {
 			return nil, true, fmt.Errorf("%s: field %q: %w: %v", errPfx, key, ErrFrameTooDeep, err)
 		}
 		if !gjson.ValidBytes(raw) {

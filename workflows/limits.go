@@ -16,6 +16,8 @@ const (
 	DefaultMaxHeaderBytes  = 64 << 10 // the directive header comment, from "/*" to "*/"
 	DefaultMaxContextBytes = 64 << 10 // a _functionCall object (32 nested calls take about 6 KiB)
 	MaxCallRefBytes        = 4 << 10  // the signed call reference a dispatcher posts (about 300 bytes)
+	DefaultMaxResultBytes  = 16 << 20 // the items one function call returns, as stored for the caller
+	DefaultMaxCallItems    = 10_000   // input items of one call node task (each makes a call in eachItem mode)
 )
 
 // Environment variables the sidecar reads the limits from (LimitsFromEnv).
@@ -23,6 +25,8 @@ const (
 	EnvMaxParamsBytes = "N8N_FN_MAX_PARAMS_BYTES"
 	EnvMaxJSONDepth   = "N8N_FN_MAX_JSON_DEPTH"
 	EnvMaxHeaderBytes = "N8N_FN_MAX_HEADER_BYTES"
+	EnvMaxResultBytes = "N8N_FN_MAX_RESULT_BYTES"
+	EnvMaxCallItems   = "N8N_FN_MAX_CALL_ITEMS"
 )
 
 // ErrLimit is wrapped by every error about a payload over one of the Limits.
@@ -45,6 +49,8 @@ type Limits struct {
 	MaxJSONDepth    int // N8N_FN_MAX_JSON_DEPTH
 	MaxHeaderBytes  int // N8N_FN_MAX_HEADER_BYTES
 	MaxContextBytes int // no variable: follows from the call depth limit
+	MaxResultBytes  int // N8N_FN_MAX_RESULT_BYTES
+	MaxCallItems    int // N8N_FN_MAX_CALL_ITEMS
 }
 
 // DefaultLimits are the limits of a sidecar without the variables set.
@@ -62,6 +68,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxContextBytes <= 0 {
 		l.MaxContextBytes = DefaultMaxContextBytes
+	}
+	if l.MaxResultBytes <= 0 {
+		l.MaxResultBytes = DefaultMaxResultBytes
+	}
+	if l.MaxCallItems <= 0 {
+		l.MaxCallItems = DefaultMaxCallItems
 	}
 	return l
 }
@@ -94,6 +106,8 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 	read(EnvMaxParamsBytes, &l.MaxParamsBytes, 1024, maxBytesSetting)
 	read(EnvMaxJSONDepth, &l.MaxJSONDepth, 16, maxJSONDepthSetting)
 	read(EnvMaxHeaderBytes, &l.MaxHeaderBytes, 1024, 16<<20)
+	read(EnvMaxResultBytes, &l.MaxResultBytes, 1024, maxBytesSetting)
+	read(EnvMaxCallItems, &l.MaxCallItems, 1, 10_000_000)
 	if err := errors.Join(errs...); err != nil {
 		return Limits{}, err
 	}
@@ -110,6 +124,27 @@ func (l Limits) CheckParams(params []byte) error {
 	}
 	if err := jsonlimit.Check(params, l.MaxJSONDepth); err != nil {
 		return l.depthError("the params object", err)
+	}
+	return nil
+}
+
+// CheckResult checks the items a function returns (size: their json, as the return op stores them
+// for the caller) before they are stored: the return op runs it, and the function's execution
+// fails with this error instead of a caller's sidecar swelling with a result nobody bounded.
+func (l Limits) CheckResult(size int) error {
+	l = l.withDefaults()
+	if size > l.MaxResultBytes {
+		return limitf("the result is %d bytes, at most %d can be returned from one call (%s); return a reference (an id, a URL, a binary-data key) instead of the data itself", size, l.MaxResultBytes, EnvMaxResultBytes)
+	}
+	return nil
+}
+
+// CheckItems checks how many input items one call node task sends (in eachItem mode each is a
+// call of its own); the call op runs it before anything is queued.
+func (l Limits) CheckItems(n int) error {
+	l = l.withDefaults()
+	if n > l.MaxCallItems {
+		return limitf("the node got %d items, at most %d can be sent in one call node task (%s); split the items (Loop Over Items node) or use \"mode\":\"allItems\"", n, l.MaxCallItems, EnvMaxCallItems)
 	}
 	return nil
 }

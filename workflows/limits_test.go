@@ -179,3 +179,25 @@ func TestExcerpt(t *testing.T) {
 		t.Errorf("quoted = %q, want %q", got, want)
 	}
 }
+
+func TestResultAndItemLimits(t *testing.T) {
+	l := DefaultLimits()
+	if err := l.CheckResult(16 << 20); err != nil {
+		t.Errorf("16 MiB result: %v", err)
+	}
+	err := l.CheckResult(30 << 20)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "the result is 31457280 bytes, at most 16777216") || !strings.Contains(err.Error(), EnvMaxResultBytes) {
+		t.Errorf("30 MiB result: %v", err)
+	}
+	if err := l.CheckItems(10_000); err != nil {
+		t.Errorf("10,000 items: %v", err)
+	}
+	err = (Limits{MaxCallItems: 100}).CheckItems(101)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "the node got 101 items, at most 100") || !strings.Contains(err.Error(), EnvMaxCallItems) {
+		t.Errorf("101 items over 100: %v", err)
+	}
+	env := map[string]string{EnvMaxResultBytes: "2048", EnvMaxCallItems: "0"}
+	if _, err := LimitsFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), EnvMaxCallItems+"=0") {
+		t.Errorf("items 0: %v", err)
+	}
+}
