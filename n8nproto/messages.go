@@ -146,6 +146,10 @@ type TaskDataRequest struct {
 // like the official runner's request for code that only uses $input.
 const InputOnlyParams = `{"dataOfNodes":[],"env":false,"input":{"include":true},"prevNode":false}`
 
+// NodeOnlyParams asks for the task's workflow and node, without input items, other nodes' data or
+// the environment: the cheapest answer that names the node.
+const NodeOnlyParams = `{"dataOfNodes":[],"env":false,"input":{"include":false},"prevNode":false}`
+
 // AllNodesParams asks for the input and every node's run data (an item's lineage back through the
 // execution), without the environment.
 const AllNodesParams = `{"dataOfNodes":"all","env":false,"input":{"include":true},"prevNode":true}`

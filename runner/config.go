@@ -15,6 +15,7 @@ import (
 
 	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/runner/functions"
+	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
 // Runner modes: how a runner gets behind the sidecar's broker.
@@ -57,6 +58,10 @@ type Config struct {
 	LogLevel        string        // N8N_FN_LOG_LEVEL
 	LogFormat       string        // N8N_FN_LOG_FORMAT
 	Pprof           bool          // N8N_FN_PPROF
+	MaxFrameDepth   int           // N8N_FN_MAX_FRAME_DEPTH
+	// Limits bound what a workflow sends (N8N_FN_MAX_PARAMS_BYTES, ..._JSON_DEPTH, ..._HEADER_BYTES,
+	// ..._RESULT_BYTES, ..._CALL_ITEMS), read by workflows.LimitsFromEnv.
+	Limits workflows.Limits
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in production), fills defaults and
@@ -69,6 +74,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, err)
 		}
 	}
+	lim, err := workflows.LimitsFromEnv(getenv)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Limits = lim
 	if len(errs) > 0 {
 		return c, configError(errs)
 	}
@@ -246,7 +256,7 @@ func (c *Config) functionsConfig() functions.Config {
 	return functions.Config{
 		ID: c.ID, Secret: c.Secret, RedisURL: c.RedisURL, Prefix: c.Prefix,
 		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL,
-		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency,
+		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency, Limits: c.Limits,
 	}
 }
 

@@ -101,6 +101,13 @@ func envTable() []envVar {
 					c.WebhookURL = c.N8NAPIURL + "/webhook"
 				}
 			}},
+		{name: "N8N_FN_MAX_PARAMS_BYTES", shown: "16777216", doc: "largest params (plus inline binary data) of one call, bytes; refused before anything is queued. The same on every sidecar"},
+		{name: "N8N_FN_MAX_RESULT_BYTES", shown: "16777216", doc: "largest result one function call returns, bytes; a bigger one fails the call with a clear error"},
+		{name: "N8N_FN_MAX_CALL_ITEMS", shown: "10000", doc: "most input items of one call node task (each item is a call in `eachItem` mode)"},
+		{name: "N8N_FN_MAX_JSON_DEPTH", shown: "128", doc: "deepest nesting of arrays/objects in params and JSON-text params, checked before anything recursive reads them"},
+		{name: "N8N_FN_MAX_HEADER_BYTES", shown: "65536", doc: "largest directive header comment, bytes"},
+		{name: "N8N_FN_MAX_FRAME_DEPTH", def: "10000", doc: "deepest nesting of one task-runner protocol frame from n8n or a runner behind (encoding/json's own limit)",
+			field: func(c *Config) any { return &c.MaxFrameDepth }},
 		{name: "N8N_FN_SHUTDOWN_GRACE", def: "30s", doc: "on SIGTERM: how long in-flight tasks may take to finish",
 			field: func(c *Config) any { return &c.ShutdownGrace }},
 		{name: "N8N_FN_LOG_LEVEL", def: "info", doc: "`trace`, `debug`, `info`, `warn`, `error`",

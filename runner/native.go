@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/runner/functions"
@@ -58,10 +61,11 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 }
 
 func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs n8nproto.CodeSettings) (string, json.RawMessage, error) {
-	h, err := workflows.ParseHeader(cs.Code)
+	h, err := s.cfg.Limits.ParseHeader(cs.Code)
 	if err != nil {
+		err = workflows.NodeError(s.nodeName(ctx, t), err)
 		return "(bad header)", nil, &functions.OpError{
-			Message: "n8n-fn: " + err.Error(),
+			Message: "n8n-fn: " + strings.TrimPrefix(err.Error(), "n8n-fn: "),
 			Description: "The Code node starts with an n8n-fn header comment that the sidecar cannot read. " +
 				`Fix the comment at the top of the code; it must look like /* @n8n-fn {"op":"call","function":"add"} */. ` +
 				"`n8n-fn snippet` prints paste-ready nodes.",
@@ -85,6 +89,18 @@ func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs
 	}
 	data, err := op(ctx, t, h, cs)
 	return h.Op, data, err
+}
+
+// nodeName asks n8n which node a task belongs to (the settings do not say): only for errors that
+// must name the node, so that the common path costs no extra round trip. "" when n8n does not tell.
+func (s *Sidecar) nodeName(ctx context.Context, t *n8nproto.UpstreamTask) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	raw, err := t.RequestData(ctx, json.RawMessage(n8nproto.NodeOnlyParams))
+	if err != nil {
+		return ""
+	}
+	return gjson.GetBytes(raw, "node.name").String()
 }
 
 // taskErrorJSON shapes an error like the official runner's runner:taskerror payload

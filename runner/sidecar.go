@@ -49,9 +49,10 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 	s.taskCtx, s.cancelTask = context.WithCancel(context.Background())
 
 	broker, err := n8nproto.NewBroker(n8nproto.BrokerConfig{
-		AuthToken:  cfg.BrokerAuthToken,
-		MaxPayload: cfg.MaxPayload,
-		Logger:     log.WithField("role", "broker"),
+		AuthToken:     cfg.BrokerAuthToken,
+		MaxPayload:    cfg.MaxPayload,
+		MaxFrameDepth: cfg.MaxFrameDepth,
+		Logger:        log.WithField("role", "broker"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create broker: %w", err)
@@ -65,6 +66,7 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 		TaskTypes:      cfg.TaskTypes,
 		MaxConcurrency: cfg.MaxConcurrency,
 		MaxPayload:     cfg.MaxPayload,
+		MaxFrameDepth:  cfg.MaxFrameDepth,
 		Logger:         log.WithField("role", "runner"),
 	}, s)
 	if err != nil {
@@ -133,7 +135,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	bgCtx, cancelBG := context.WithCancel(context.Background())
 	defer cancelBG()
 
-	brokerSrv := &http.Server{Handler: s.broker.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	brokerSrv := s.broker.NewServer() // header and body timeouts: a body that never comes is closed
 	go func() {
 		if err := brokerSrv.Serve(s.brokerLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.WithError(err).Error("broker server stopped")

@@ -444,8 +444,11 @@ func TestNativeOps(t *testing.T) {
 		if d, _ := m["description"].(string); !strings.Contains(d, "@n8n-fn") {
 			t.Errorf("description does not say what to fix: %q", d)
 		}
-		if len(tr.dataParams) != 0 {
-			t.Errorf("a broken header must not pull data")
+		// Only the node's name may be asked for (to name it in the error): no items, no env.
+		for _, p := range tr.dataParams {
+			if string(p) != n8nproto.NodeOnlyParams {
+				t.Errorf("a broken header must not pull data, got a request for %s", p)
+			}
 		}
 	})
 	t.Run("unknown op", func(t *testing.T) {

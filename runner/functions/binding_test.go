@@ -161,7 +161,7 @@ func TestBinaryTravelsBothWays(t *testing.T) {
 		t.Fatalf("binary result: %s", out)
 	}
 	// Over the limit: refused before anything is queued.
-	big := `{"file":{"data":"` + strings.Repeat("A", maxCallParamsBytes) + `"}}`
+	big := `{"file":{"data":"` + strings.Repeat("A", workflows.DefaultMaxParamsBytes) + `"}}`
 	data.Items = []item{{JSON: json.RawMessage(`{"a":1}`), Binary: json.RawMessage(big)}}
 	if _, err := h.callData(t, `/* @n8n-fn {"op":"call","function":"add"} */`, false, data); err == nil || !strings.Contains(err.Error(), "params and binary data are") {
 		t.Fatalf("oversized binary: %v", err)

@@ -77,7 +77,10 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
-	reqs, err := buildCallReqs(data, d, refOf(key), parents)
+	if err := f.cfg.Limits.CheckItems(len(data.Items)); err != nil {
+		return nil, &OpError{Message: label + ": " + err.Error() + "; nothing was queued", Err: err}
+	}
+	reqs, err := buildCallReqs(data, d, refOf(key), parents, f.cfg.Limits)
 	if err != nil {
 		var oe *OpError
 		if errors.As(err, &oe) {
@@ -368,7 +371,7 @@ func parentContext(c *registry.ExecCall) *workflows.CallContext {
 }
 
 // buildCallReqs turns the input items into calls, checking params size and the recursion limit.
-func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.FunctionRef, parents []*registry.ExecCall) ([]*callReq, error) {
+func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.FunctionRef, parents []*registry.ExecCall, lim workflows.Limits) ([]*callReq, error) {
 	checkDepth := func(i int) error {
 		if err := workflows.CheckDepth(parentContext(parents[i]), ref, workflows.DefaultMaxDepth); err != nil {
 			return &OpError{Message: err.Error(), Err: err}
@@ -376,10 +379,14 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 		return nil
 	}
 	checkSize := func(i int, p, bin []byte) error {
-		if n := len(p) + len(bin); n > maxCallParamsBytes {
+		if err := lim.CheckParams(p); err != nil {
+			return &OpError{Message: fmt.Sprintf("item %d: %v; nothing was queued", i, err), Err: err}
+		}
+		if n := len(p) + len(bin); n > lim.MaxParamsBytes {
 			return &OpError{
-				Message:     fmt.Sprintf("item %d: the params and binary data are %d bytes, at most %d can be sent in one call; nothing was queued", i, n, maxCallParamsBytes),
-				Description: "Send a reference (an id, a URL, a binary-data key) instead of the data itself, or split the items.",
+				Message: fmt.Sprintf("item %d: the params and binary data are %d bytes, at most %d can be sent in one call (%s); nothing was queued",
+					i, n, lim.MaxParamsBytes, workflows.EnvMaxParamsBytes),
+				Description: "Send a reference (an id, a URL, a binary-data key) instead of the data itself, or split the items. Binary data stored by n8n (database or S3 mode) travels as a reference and does not count.",
 			}
 		}
 		return nil

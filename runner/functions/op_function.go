@@ -91,7 +91,7 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	if err := f.claim(ctx, key, name, cref, data.ExecutionID, call.Deadline); err != nil {
 		return nil, err
 	}
-	bound, err := d.BindParams(call.Params)
+	bound, err := f.cfg.Limits.BindParams(d, call.Params)
 	if err != nil {
 		// The caller gets the params error at once; this execution fails with the same message.
 		f.answerNow(ctx, key, cref.EntryID, registry.Reply{CallID: call.ID, Error: err.Error(), ErrorKind: registry.ErrorKindParams}, call.ReplyKey)

@@ -58,6 +58,12 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 		} else if r.Items, r.Binaries, err = replyItems(out, idx); err != nil {
 			return nil, fmt.Errorf("n8n-fn return: encode the result of call %s: %w", c.CallID, err)
 		}
+		tooBig := f.cfg.Limits.CheckResult(replySize(r))
+		if tooBig != nil {
+			// The caller gets the reason instead of the items; this execution fails with it too.
+			r = registry.Reply{CallID: c.CallID, ErrorKind: registry.ErrorKindFailed,
+				Error: fmt.Sprintf("function %s: %v", display(c.Function), tooBig)}
+		}
 		err := f.reg.CompleteClaimed(ctx, c, data.ExecutionID, r)
 		switch {
 		case errors.Is(err, registry.ErrAnswered):
@@ -67,6 +73,9 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 			continue
 		case err != nil:
 			return nil, fmt.Errorf("n8n-fn return: send the result of call %s to its caller: %w", c.CallID, err)
+		case tooBig != nil:
+			return nil, &OpError{Message: "n8n-fn return: " + tooBig.Error(), Err: tooBig,
+				Description: "The caller got this error instead of the result. Return less, or return a reference (an id, a URL, binary data stored by n8n) instead of the data."}
 		}
 		f.log.WithFields(map[string]any{"function": c.Function.String(), "call": c.CallID, "ok": r.OK, "items": len(idx),
 			"queued_ms": sinceEntry(c.EntryID, time.Now())}).Debug("function call returned")
@@ -96,6 +105,15 @@ func firstJSON(data *taskData, idx []int) json.RawMessage {
 		return json.RawMessage(`{}`)
 	}
 	return data.Items[idx[0]].JSON
+}
+
+// replySize is how many bytes a reply's items and binaries take.
+func replySize(r registry.Reply) int {
+	n := len(r.Items)
+	for _, b := range r.Binaries {
+		n += len(b)
+	}
+	return n
 }
 
 // replyItems encodes the items idx of out as a reply's items and binaries.

@@ -24,8 +24,6 @@ const (
 	// taskTimeoutMargin is kept free before n8n's task timeout so a call's own timeout error (which
 	// says what to do) wins over n8n's bare task cancel.
 	taskTimeoutMargin = 3 * time.Second
-	// maxCallParamsBytes bounds the params of one call: bigger payloads are refused before queuing.
-	maxCallParamsBytes = 16 << 20
 	// defaultClaimIdle: an in-flight entry idle this long is taken over by another sidecar's
 	// recoverer; the dispatcher keeps its own in-flight entries fresh well within it.
 	defaultClaimIdle = 60 * time.Second
@@ -37,15 +35,16 @@ const (
 // Config is what the runtime needs from the sidecar's configuration (runner.Config builds it from
 // the environment; the names in the comments are its variables).
 type Config struct {
-	ID             string        // N8N_FN_ID: this sidecar's consumer name, heartbeat and log identity
-	Secret         string        // N8N_FN_SECRET: signs call references and contexts; "" turns the runtime off
-	RedisURL       string        // N8N_FN_REDIS_URL (also redis+cluster:// and redis+sentinel://)
-	Prefix         string        // N8N_FN_PREFIX of every Redis key
-	N8NAPIURL      string        // N8N_FN_N8N_API_URL, for discovery and dispatch error details
-	N8NAPIKey      string        // N8N_FN_N8N_API_KEY; "" = no discovery, no dispatch from this sidecar
-	WebhookURL     string        // N8N_FN_WEBHOOK_URL, the base of the functions' webhook paths
-	TaskTimeout    time.Duration // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
-	MaxConcurrency int           // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
+	ID             string           // N8N_FN_ID: this sidecar's consumer name, heartbeat and log identity
+	Secret         string           // N8N_FN_SECRET: signs call references and contexts; "" turns the runtime off
+	RedisURL       string           // N8N_FN_REDIS_URL (also redis+cluster:// and redis+sentinel://)
+	Prefix         string           // N8N_FN_PREFIX of every Redis key
+	N8NAPIURL      string           // N8N_FN_N8N_API_URL, for discovery and dispatch error details
+	N8NAPIKey      string           // N8N_FN_N8N_API_KEY; "" = no discovery, no dispatch from this sidecar
+	WebhookURL     string           // N8N_FN_WEBHOOK_URL, the base of the functions' webhook paths
+	TaskTimeout    time.Duration    // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
+	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
+	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
 }
 
 // Deps are what the runtime gets from the process around it.
@@ -147,6 +146,9 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	log := deps.Log
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if cfg.Limits == (workflows.Limits{}) {
+		cfg.Limits = workflows.DefaultLimits()
 	}
 	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: tun}
 	f.lineage = f.traceLineage
