@@ -120,9 +120,11 @@ type FunctionRecord struct {
 	TimeoutMs      int64           `json:"timeoutMs,omitempty"`
 	MaxConcurrency int             `json:"maxConcurrency,omitempty"`
 	// GlobalConcurrency bounds the calls running at once across every sidecar (0 = no bound).
-	GlobalConcurrency int       `json:"globalConcurrency,omitempty"`
-	UpdatedAt         time.Time `json:"updatedAt"`
-	Owner             string    `json:"owner,omitempty"` // sidecar id that wrote it
+	GlobalConcurrency int `json:"globalConcurrency,omitempty"`
+	// Conflicts: other published definitions of this name (ambiguous: calls fail, naming them all).
+	Conflicts []string  `json:"conflicts,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Owner     string    `json:"owner,omitempty"` // sidecar id that wrote it
 }
 
 // DeadLetter is one entry of a function's dead-letter stream.

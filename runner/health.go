@@ -16,11 +16,16 @@ func (s *Sidecar) healthHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		problems := s.notReady(r.Context())
+		warnings := s.fns.Warnings()
 		if len(problems) > 0 {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "id": s.cfg.ID, "problems": problems})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "id": s.cfg.ID, "problems": problems, "warnings": warnings})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "id": s.cfg.ID, "running": s.runner.Running()})
+		body := map[string]any{"status": "ready", "id": s.cfg.ID, "running": s.runner.Running()}
+		if len(warnings) > 0 {
+			body["warnings"] = warnings // the sidecar works; some calls fail until an operator acts
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
 	if s.cfg.Pprof {
 		// Opt-in: profiles show task data in memory dumps, so this is for a trusted health address only.

@@ -22,6 +22,10 @@ type FunctionDef struct {
 	// LastNodeResponse: the Webhook answers when the execution ends, so the dispatcher learns about
 	// a function that failed or never reached return at once.
 	LastNodeResponse bool
+	// Conflicts lists the other definitions of the same function ("<workflow name> (<id>) node
+	// <node>"): a name defined twice is ambiguous, and calls to it fail until one is renamed,
+	// made workflow-scoped or unpublished.
+	Conflicts []string
 }
 
 // Problem is something discovery could not use or had to choose around.
@@ -88,12 +92,13 @@ func Discover(wfs [][]byte) ([]FunctionDef, []Problem) {
 	out := defs[:0]
 	for i, d := range defs {
 		if i > 0 && defs[i-1].Ref == d.Ref {
-			first := out[len(out)-1]
+			first := &out[len(out)-1]
 			problems = append(problems, Problem{
 				WorkflowID: d.WorkflowID, WorkflowName: d.WorkflowName, Node: d.Node, Skipped: true,
-				Message: fmt.Sprintf("function %s is also defined in workflow %q (%s) node %q, which is used; rename one of them or make it workflow-scoped",
+				Message: fmt.Sprintf("function %s is also defined in workflow %q (%s) node %q: the name is ambiguous and calls to it fail; rename one of them or make it workflow-scoped",
 					d.Ref.Display(), first.WorkflowName, first.WorkflowID, first.Node),
 			})
+			first.Conflicts = append(first.Conflicts, fmt.Sprintf("%q (%s) node %q", d.WorkflowName, d.WorkflowID, d.Node))
 			continue
 		}
 		out = append(out, d)

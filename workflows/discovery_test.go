@@ -110,6 +110,13 @@ func TestDiscover(t *testing.T) {
 	if add.WorkflowID != "aaaOther" || add.WebhookPath != "other/add" || add.WebhookMethod != "POST" || !add.LastNodeResponse {
 		t.Errorf("add %+v", add)
 	}
+	// ... and says it is ambiguous, naming every other definition: calls to it fail.
+	if len(add.Conflicts) != 2 || !strings.Contains(strings.Join(add.Conflicts, "|"), `"Bad functions" (badWf0000000001) node "dup add"`) {
+		t.Errorf("conflicts of add: %q", add.Conflicts)
+	}
+	if len(defs[0].Conflicts) != 0 {
+		t.Errorf("local has no conflict: %q", defs[0].Conflicts)
+	}
 	if defs[0].WebhookPath != "n8n-fn/wf/local" || defs[0].Function.TimeoutMs != DefaultFunctionTimeoutMs {
 		t.Errorf("local %+v", defs[0])
 	}

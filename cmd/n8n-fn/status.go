@@ -74,6 +74,7 @@ func printStatus(w io.Writer, st []registry.FunctionStatus, sidecars []registry.
 		fmt.Fprintln(w, "no functions registered (is a sidecar running with the same N8N_FN_PREFIX?)")
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var ambiguous []string
 	if len(st) > 0 {
 		fmt.Fprintln(tw, "FUNCTION\tREGISTERED\tLENGTH\tPENDING\tLAG\tOLDEST PENDING\tDEAD\tLIVE SIDECARS")
 	}
@@ -98,8 +99,17 @@ func printStatus(w io.Writer, st []registry.FunctionStatus, sidecars []registry.
 		for _, c := range s.Consumers {
 			fmt.Fprintf(tw, "  consumer %s\t\t\t%d\t\tidle %s\t\t\n", c.Name, c.Pending, c.Idle.Round(time.Millisecond))
 		}
+		if s.Record != nil && len(s.Record.Conflicts) > 0 {
+			ambiguous = append(ambiguous, fmt.Sprintf("%s: defined by %s", s.Function, strings.Join(s.Record.Conflicts, ", ")))
+		}
 	}
 	_ = tw.Flush()
+	if len(ambiguous) > 0 {
+		fmt.Fprintf(w, "\nAMBIGUOUS: calls to these functions fail until all but one definition are renamed, made workflow-scoped or unpublished:\n")
+		for _, a := range ambiguous {
+			fmt.Fprintf(w, "  %s\n", a)
+		}
+	}
 	fmt.Fprintf(w, "\n%d live sidecar(s)\n", len(sidecars))
 	for _, s := range sidecars {
 		names := make([]string, len(s.Serves))

@@ -259,3 +259,26 @@ func TestGlobalConcurrencyAcrossThreeSidecars(t *testing.T) {
 		return err == nil && n == 0
 	})
 }
+
+// A function name that two published workflows define is an error naming both, for new calls and
+// for calls already queued.
+func TestAmbiguousFunctionFailsNamingBoth(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	rec := h.rt.catalog.get(h.key).Record
+	rec.Conflicts = []string{`"Add A" (wfA) node "F"`, `"Add B" (wfB) node "F"`}
+	if err := h.rt.reg.RegisterFunction(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.catalog.replace(map[registry.FunctionKey]*served{h.key: {Key: h.key, Record: rec}})
+	_, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`, false, `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "is ambiguous") || !strings.Contains(err.Error(), "wfA") || !strings.Contains(err.Error(), "wfB") {
+		t.Fatalf("ambiguous call: %v", err)
+	}
+	if w := h.rt.Warnings(); len(w) != 1 || !strings.Contains(w[0], "wfA") {
+		t.Fatalf("warnings: %q", w)
+	}
+	if h.wf.ran.Load() != 0 {
+		t.Fatal("an ambiguous function ran")
+	}
+}

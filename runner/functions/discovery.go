@@ -66,7 +66,7 @@ func (c *catalog) replace(fns map[registry.FunctionKey]*served) bool {
 		old, ok := c.fns[k]
 		if !ok || old.Record.WebhookPath != s.Record.WebhookPath || old.Record.WebhookMethod != s.Record.WebhookMethod ||
 			old.Record.MaxConcurrency != s.Record.MaxConcurrency || old.Record.WorkflowID != s.Record.WorkflowID ||
-			old.Record.GlobalConcurrency != s.Record.GlobalConcurrency {
+			old.Record.GlobalConcurrency != s.Record.GlobalConcurrency || len(old.Record.Conflicts) != len(s.Record.Conflicts) {
 			same = false
 		}
 	}
@@ -203,6 +203,13 @@ func (d *discovery) round(ctx context.Context) error {
 			Params: params, TimeoutMs: int64(def.Function.TimeoutMs), MaxConcurrency: def.Function.MaxConcurrency,
 			GlobalConcurrency: def.Function.GlobalConcurrency,
 			UpdatedAt:         time.Now().UTC(), Owner: d.owner,
+		}
+		if len(def.Conflicts) > 0 {
+			rec.Conflicts = append([]string{fmt.Sprintf("%q (%s) node %q", def.WorkflowName, def.WorkflowID, def.Node)}, def.Conflicts...)
+			if old := d.catalog.get(key); old == nil || len(old.Record.Conflicts) != len(rec.Conflicts) {
+				d.log.WithFields(map[string]any{"function": key.String(), "definitions": rec.Conflicts}).
+					Error("function name defined by several published workflows: calls to it fail until one is renamed, made workflow-scoped or unpublished")
+			}
 		}
 		if err := d.reg.RegisterFunction(ctx, rec); err != nil {
 			return fmt.Errorf("discovery: %w", err)

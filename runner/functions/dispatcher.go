@@ -304,6 +304,10 @@ func (d *dispatcher) dispatch(ctx context.Context, dl registry.Delivery) {
 	if !j.prepare(ctx) {
 		return
 	}
+	if err := ambiguous(dl.Function, s.Record); err != nil {
+		j.fail(ctx, registry.ErrorKindFailed, strings.TrimPrefix(err.Error(), "n8n-fn call: "))
+		return
+	}
 	rctx, cancel := context.WithDeadline(ctx, j.deadline.Add(webhookGrace))
 	defer cancel()
 	if !j.acquireGlobal(rctx) {

@@ -470,6 +470,9 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 	if err := f.stillPublished(ctx, key, rec); err != nil {
 		return nil, err
 	}
+	if err := ambiguous(key, rec); err != nil {
+		return nil, err
+	}
 	waitUntil := time.Now().Add(time.Duration(d.WaitForLiveMs) * time.Millisecond)
 	for {
 		live, err := f.reg.HasLiveConsumer(ctx, key)
@@ -513,6 +516,21 @@ func (f *Runtime) stillPublished(ctx context.Context, key registry.FunctionKey, 
 		Description: "Publish the workflow again, or, if it was imported as a new workflow, call the function with the new workflow id as scope " +
 			"(`n8n-fn migrate --id-map` rewrites the scopes of converted workflows) and check with `n8n-fn lint --api`.",
 		Err: registry.ErrNotFound,
+	}
+}
+
+// ambiguous refuses a call to a function name that several published workflows define: running
+// whichever one sorts first would be a silent hijack.
+func ambiguous(key registry.FunctionKey, rec registry.FunctionRecord) error {
+	if len(rec.Conflicts) == 0 {
+		return nil
+	}
+	return &OpError{
+		Message: fmt.Sprintf("n8n-fn call: function %s is ambiguous: %d published workflows define it: %s; nothing was queued",
+			display(key), len(rec.Conflicts), strings.Join(rec.Conflicts, ", ")),
+		Description: "A global function name must be unique among published workflows. Rename one of the function nodes, make it \"scope\":\"workflow\", " +
+			"or unpublish the workflow that should not serve it. `n8n-fn lint --api` and `n8n-fn status` list them.",
+		Err: registry.ErrInvalid,
 	}
 }
 

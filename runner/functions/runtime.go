@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -272,6 +273,18 @@ func (f *Runtime) Ready(ctx context.Context) error {
 		return fmt.Errorf("function registry: %w", err)
 	}
 	return nil
+}
+
+// Warnings lists what an operator must fix although the sidecar works: function names that several
+// published workflows define (calls to them fail). /readyz shows them without failing.
+func (f *Runtime) Warnings() []string {
+	var out []string
+	for _, k := range f.catalog.keys() {
+		if s := f.catalog.get(k); s != nil && len(s.Record.Conflicts) > 0 {
+			out = append(out, fmt.Sprintf("function %s is ambiguous (calls fail): defined by %s", display(k), strings.Join(s.Record.Conflicts, ", ")))
+		}
+	}
+	return out
 }
 
 // errNoSecret is the failure of every function op on a sidecar without N8N_FN_SECRET.
