@@ -528,7 +528,7 @@ func functionCodeJS(params []Param, code string) string {
 	b.WriteString("// n8n-fn migrate: the Function node's \"Code\" option, run once per item. Review it.\n")
 	b.WriteString("// As in the origin: params are variables, `item` is the item's json (changes to it are kept),\n")
 	b.WriteString("// a returned object is merged into the item, another value is stored as \"result\", an error\n")
-	b.WriteString("// as \"_codeError\". Keep _functionCall on the item.\n")
+	b.WriteString("// as \"_codeError\".\n")
 	b.WriteString("const item = { ...$json };\n")
 	if len(names) > 0 {
 		fmt.Fprintf(&b, "const { %s } = item;\n", strings.Join(names, ", "))
@@ -854,7 +854,7 @@ func returnCodeJS(code string, era OriginEra) string {
 		b.WriteString("if (__value === undefined) __value = null;\n")
 	}
 	b.WriteString("const __json = (__value !== null && typeof __value === 'object' && !Array.isArray(__value)) ? { ...__value } : { " + MigrateValueField + ": __value };\n")
-	b.WriteString("if ($json._functionCall !== undefined) __json._functionCall = $json._functionCall; // the return node answers the caller with it\n")
+	b.WriteString("if ($json._functionCall !== undefined) __json._functionCall = $json._functionCall; // kept as the origin did (informational)\n")
 	b.WriteString("return { json: __json };\n")
 	return b.String()
 }

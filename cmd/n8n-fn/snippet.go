@@ -13,7 +13,7 @@ import (
 
 const snippetUsage = `Usage:
   n8n-fn snippet function NAME [--param name:type[:required][=default]]... [--scope global|workflow]
-                 [--timeout MS] [--max-concurrency N] [--description TEXT] [--with-return] [--workflow TITLE]
+                 [--timeout MS] [--max-concurrency N] [--global-concurrency N] [--description TEXT] [--with-return] [--workflow TITLE]
   n8n-fn snippet call NAME [--scope global|workflow|WORKFLOW_ID] [--mode eachItem|allItems] [--timeout MS]
                  [--retries N] [--backoff MS] [--result-field FIELD] [--idempotency-key FIELD.PATH]
                  [--wait-for-live MS] [--workflow TITLE]
@@ -49,10 +49,11 @@ func snippetCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		scope := fs.String("scope", workflows.ScopeGlobal, "global or workflow")
 		timeout := fs.Int("timeout", workflows.DefaultFunctionTimeoutMs, "function timeout in ms")
 		maxConc := fs.Int("max-concurrency", 0, "calls of this function each sidecar dispatches at once (0 = the dispatcher default)")
+		globalConc := fs.Int("global-concurrency", 0, "calls of this function that run at once across every sidecar (0 = no global bound)")
 		desc := fs.String("description", "", "what the function does")
 		withReturn := fs.Bool("with-return", false, "add a return node after the function node")
 		frag = func(name string) (*workflows.Fragment, error) {
-			fn := &workflows.FunctionDirective{Name: name, Scope: *scope, Params: params, TimeoutMs: *timeout, MaxConcurrency: *maxConc, Description: *desc}
+			fn := &workflows.FunctionDirective{Name: name, Scope: *scope, Params: params, TimeoutMs: *timeout, MaxConcurrency: *maxConc, GlobalConcurrency: *globalConc, Description: *desc}
 			return workflows.FunctionSnippet(fn, workflows.SnippetOptions{WithReturn: *withReturn})
 		}
 	case workflows.OpCall:
