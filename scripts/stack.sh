@@ -279,12 +279,14 @@ n8n_env() {
 	export N8N_RUNNERS_TASK_TIMEOUT=300 # explicit: n8n warns its default will drop to 60
 	# n8n 1.x runs Code nodes in-process unless task runners are switched on (2.x always uses them and
 	# no longer reads the variable).
-	if [ "${N8N_VERSION%%.*}" = 1 ]; then export N8N_RUNNERS_ENABLED=true; fi
+	if [ "${N8N_VERSION%%.*}" = 1 ]; then export N8N_RUNNERS_ENABLED=true; else unset N8N_RUNNERS_ENABLED; fi
 	# OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS stays unset: with it, main opens no task broker.
 	unset OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS
 	export N8N_DIAGNOSTICS_ENABLED=false N8N_VERSION_NOTIFICATIONS_ENABLED=false N8N_TEMPLATES_ENABLED=false
 	export N8N_PERSONALIZATION_ENABLED=false N8N_HIRING_BANNER_ENABLED=false N8N_DYNAMIC_BANNERS_ENABLED=false
-	export N8N_DISABLED_MODULES=mcp-registry # its startup fetch of api.n8n.io fails offline with a stack trace
+	# mcp-registry's startup fetch of api.n8n.io fails offline with a stack trace; n8n 1.x has no such
+	# module and refuses to start on an unknown one.
+	if [ "${N8N_VERSION%%.*}" != 1 ]; then export N8N_DISABLED_MODULES=mcp-registry; fi
 	export N8N_SECURE_COOKIE=false GENERIC_TIMEZONE=UTC N8N_LOG_OUTPUT=console N8N_LOG_LEVEL=${N8N_LOG_LEVEL:-info}
 	export CODE_ENABLE_STDOUT=true # Code-node console.log reaches the stdout of the n8n process that ran it
 	export WEBHOOK_URL=$BASE_URL/ N8N_GRACEFUL_SHUTDOWN_TIMEOUT=15
@@ -484,7 +486,14 @@ api_key_works() { [ -n "$1" ] && [ "$(http_code -H "X-N8N-API-KEY: $1" "$BASE_UR
 
 ensure_api_key() {
 	API_KEY=$(cat "$STACK/api-key" 2>/dev/null || true)
-	api_key_works "$API_KEY" && return 0
+	# A stored key gets a few seconds: right after readiness n8n 1.x may not serve /api/v1 yet, and
+	# the login fallback then fails too.
+	local i
+	for ((i = 0; i < 10; i++)); do
+		api_key_works "$API_KEY" && return 0
+		[ -n "$API_KEY" ] || break
+		sleep 0.5
+	done
 	local jar=$STACK/cookies.txt body scopes
 	# Owner: the first call creates it; on a DB that has one it fails with 400, which is fine.
 	body=$(printf '{"email":"%s","firstName":"Stack","lastName":"Owner","password":"%s"}' "$OWNER_EMAIL" "$OWNER_PASSWORD")
