@@ -14,7 +14,8 @@
 #
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
 #   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info), N8N_FN_PPROF (false),
-#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one.
+#   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
+#   N8N_FN_STACK_FN_REDIS_URL (n8n's Redis) for the sidecars' function Redis (e.g. a redis+cluster:// URL).
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -48,6 +49,9 @@ PORT_BASE=${N8N_FN_STACK_PORT_BASE:-5678}
 MAIN_PORT=$PORT_BASE
 MAIN_BROKER_PORT=$((PORT_BASE + 1))
 REDIS_PORT=${REDIS_PORT:-6379}
+# The sidecars' Redis for function calls: by default n8n's queue Redis; any N8N_FN_REDIS_URL form
+# (redis+cluster://, redis+sentinel://) to run the functions on a Cluster or through Sentinel.
+FN_REDIS_URL=${N8N_FN_STACK_FN_REDIS_URL:-redis://$HOST:$REDIS_PORT/0}
 BASE_URL=http://$HOST:$MAIN_PORT
 OWNER_EMAIL=owner@n8n-fn.local
 
@@ -417,7 +421,7 @@ start_sidecar() {
 			N8N_FN_BROKER_LISTEN="$HOST:$(sidecar_broker_port "$k")" \
 			N8N_FN_HEALTH_LISTEN="$HOST:$(sidecar_health_port "$k")" \
 			N8N_FN_RUNNER_MODE=spawn N8N_FN_RUNNER_COMMAND="$NODE" N8N_FN_RUNNER_DIR="$TASK_RUNNER_DIR" \
-			N8N_FN_REDIS_URL="redis://$HOST:$REDIS_PORT/0" N8N_FN_SECRET="$N8N_FN_SECRET" \
+			N8N_FN_REDIS_URL="$FN_REDIS_URL" N8N_FN_SECRET="$N8N_FN_SECRET" \
 			N8N_FN_N8N_API_URL="$BASE_URL" N8N_FN_N8N_API_KEY="$API_KEY" N8N_FN_WEBHOOK_URL="$BASE_URL/webhook" \
 			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
 			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
@@ -527,6 +531,7 @@ N8N_BASE_URL=$BASE_URL
 N8N_WEBHOOK_URL=$BASE_URL/webhook
 N8N_API_KEY=$API_KEY
 REDIS_URL=redis://$HOST:$REDIS_PORT/0
+N8N_FN_REDIS_URL=$FN_REDIS_URL
 N8N_RUNNERS_AUTH_TOKEN=$N8N_RUNNERS_AUTH_TOKEN
 N8N_FN_SECRET=$N8N_FN_SECRET
 N8N_MAIN_BROKER_PORT=$MAIN_BROKER_PORT
@@ -672,7 +677,7 @@ status) do_status ;;
 logs) do_logs "$@" ;;
 restart-runners) do_restart_runners ;;
 *)
-	sed -n '2,17p' "$0"
+	sed -n '2,18p' "$0"
 	exit 2
 	;;
 esac
