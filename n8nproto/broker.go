@@ -285,7 +285,7 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(b.cfg.MaxPayload)
 	rc := &runnerConn{
-		b: b, id: id, conn: newWSConn(ws), done: make(chan struct{}),
+		b: b, id: id, grant: strings.TrimSpace(authz[7:]), conn: newWSConn(ws), done: make(chan struct{}),
 		log:     b.log.WithField("runner_id", id),
 		accepts: map[string]chan acceptResult{},
 		tasks:   map[string]*DownstreamTask{},
@@ -312,11 +312,12 @@ type acceptResult struct {
 
 // runnerConn is one runner (or launcher) connection. Its maps are guarded by Broker.mu.
 type runnerConn struct {
-	b    *Broker
-	id   string
-	conn *wsConn
-	log  *logrus.Entry
-	done chan struct{} // closed when the connection is gone
+	b     *Broker
+	id    string
+	grant string // the (used up) grant token it connected with
+	conn  *wsConn
+	log   *logrus.Entry
+	done  chan struct{} // closed when the connection is gone
 
 	name        string
 	types       []string
@@ -525,11 +526,18 @@ func (b *Broker) dropOffersLocked(rc *runnerConn) {
 	b.offers = kept
 }
 
-// Registered reports whether a runner with this id is registered right now.
-func (b *Broker) Registered(runnerID string) bool {
+// RegisteredWithGrant reports whether the runner that connected with this grant token is registered
+// right now. A supervisor knows the grant it gave its process, whatever id the runner registers
+// under (1.x runners ignore N8N_RUNNERS_ID).
+func (b *Broker) RegisteredWithGrant(grant string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.runners[runnerID] != nil
+	for _, rc := range b.runners {
+		if rc.grant == grant && !rc.gone {
+			return true
+		}
+	}
+	return false
 }
 
 // HasRunner reports whether a runner registered for taskType, an offer of it is open, or a launcher just

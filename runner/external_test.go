@@ -2,8 +2,10 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -155,7 +157,7 @@ func TestRunCodeTaskIsNotHandedOn(t *testing.T) {
 // TestSpawnKillsHungRunner: a spawned runner whose connection is gone (the broker dropped it for
 // missed heartbeats) but whose process lives on is hung; the spawner kills it so that it can start a
 // working one. The "runner" is a process that never exits by itself, registered by a scripted client
-// under the spawned runner's id.
+// with the process's grant token.
 func TestSpawnKillsHungRunner(t *testing.T) {
 	b, err := n8nproto.NewBroker(n8nproto.BrokerConfig{Logger: testLogger(t)})
 	if err != nil {
@@ -182,8 +184,20 @@ func TestSpawnKillsHungRunner(t *testing.T) {
 	first := sp.cmd.Process.Pid
 	sp.mu.Unlock()
 
-	hdr := http.Header{"Authorization": []string{"Bearer " + b.MintGrant()}}
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/runners/_ws?id="+sp.runnerID(), hdr)
+	// Connect with the grant the spawner gave the process, under an id of our own (as a 1.x runner,
+	// which ignores N8N_RUNNERS_ID, would).
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first))
+	if err != nil {
+		t.Skipf("needs /proc: %v", err)
+	}
+	var grant string
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "N8N_RUNNERS_GRANT_TOKEN="); ok {
+			grant = v
+		}
+	}
+	hdr := http.Header{"Authorization": []string{"Bearer " + grant}}
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/runners/_ws?id=random-id-1x", hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +211,7 @@ func TestSpawnKillsHungRunner(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "runner registered", 5*time.Second, func() bool { return b.Registered(sp.runnerID()) })
+	waitFor(t, "runner registered", 5*time.Second, func() bool { return b.RegisteredWithGrant(grant) })
 	time.Sleep(time.Second) // longer than hungAfter: a registered runner is never killed
 	sp.mu.Lock()
 	alive := sp.cmd != nil && sp.cmd.Process.Pid == first

@@ -24,7 +24,8 @@ const maxRehands = 3
 // relay hands an ordinary task to a runner behind the sidecar and pumps every message of it both
 // ways, verbatim, until the runner ends it, n8n cancels it or the sidecar gives up. A runner that
 // disconnects (crashed, or dropped for missing heartbeats) before it started the task does not fail
-// it: the task goes to the next runner, as n8n's broker would offer a task nobody had started.
+// it: the task goes to the next runner. n8n's own broker fails every in-flight task of a lost runner;
+// handing it on is safe here because no code of it can have run (startsWithRequest).
 func (s *Sidecar) relay(ctx context.Context, t *n8nproto.UpstreamTask) {
 	log := s.log.WithFields(logrus.Fields{"task": t.ID, "type": t.TaskType, "path": "relay"})
 	rehandable := startsWithRequest(t)

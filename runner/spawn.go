@@ -106,7 +106,8 @@ func (sp *spawner) loop(ctx context.Context) {
 func (sp *spawner) runOnce(ctx context.Context) (int, error) {
 	cmd := exec.Command(sp.cfg.RunnerCommand, sp.cfg.RunnerArgs...)
 	cmd.Dir = sp.cfg.RunnerDir
-	cmd.Env = sp.env(sp.broker.MintGrant())
+	grant := sp.broker.MintGrant()
+	cmd.Env = sp.env(grant)
 	// Own process group so signals reach node only, and SIGKILL if the sidecar dies without shutdown.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
@@ -132,7 +133,7 @@ func (sp *spawner) runOnce(ctx context.Context) (int, error) {
 	log := sp.log.WithField("pid", cmd.Process.Pid)
 	log.Info("official runner started")
 
-	go sp.killIfHung(ctx, cmd, exited, sp.runnerID())
+	go sp.killIfHung(ctx, cmd, exited, grant)
 
 	var pipes sync.WaitGroup
 	pipes.Add(2)
@@ -179,10 +180,11 @@ func (sp *spawner) env(grant string) []string {
 // runnerID is the id the spawned runner registers with at our broker.
 func (sp *spawner) runnerID() string { return sp.cfg.ID + "-js" }
 
-// killIfHung watches one runner process: once it has registered, losing its registration while the
-// process stays alive for hungAfter means its event loop is stuck (the official runner exits
-// as soon as its connection closes), so it is killed and the loop starts a new one.
-func (sp *spawner) killIfHung(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}, id string) {
+// killIfHung watches one runner process (known to the broker by the grant it was started with):
+// once it has registered, losing its registration while the process stays alive for hungAfter means
+// its event loop is stuck (the official runner exits as soon as its connection closes), so it is
+// killed and the loop starts a new one.
+func (sp *spawner) killIfHung(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}, grant string) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var registered bool
@@ -197,7 +199,7 @@ func (sp *spawner) killIfHung(ctx context.Context, cmd *exec.Cmd, exited <-chan 
 			switch {
 			case sp.stopping.Load():
 				return
-			case sp.broker.Registered(id):
+			case sp.broker.RegisteredWithGrant(grant):
 				registered, lostAt = true, time.Time{}
 			case !registered:
 			case lostAt.IsZero():

@@ -15,7 +15,8 @@
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
 #   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info), N8N_FN_PPROF (false),
 #   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
-#   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it).
+#   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it),
+#   N8N_FN_STACK_FN_REDIS_URL (n8n's Redis) for the sidecars' function Redis (e.g. a redis+cluster:// URL).
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -49,6 +50,9 @@ PORT_BASE=${N8N_FN_STACK_PORT_BASE:-5678}
 MAIN_PORT=$PORT_BASE
 MAIN_BROKER_PORT=$((PORT_BASE + 1))
 REDIS_PORT=${REDIS_PORT:-6379}
+# The sidecars' Redis for function calls: by default n8n's queue Redis; any N8N_FN_REDIS_URL form
+# (redis+cluster://, redis+sentinel://) to run the functions on a Cluster or through Sentinel.
+FN_REDIS_URL=${N8N_FN_STACK_FN_REDIS_URL:-redis://$HOST:$REDIS_PORT/0}
 BASE_URL=http://$HOST:$MAIN_PORT
 OWNER_EMAIL=owner@n8n-fn.local
 
@@ -294,12 +298,14 @@ n8n_env() {
 	export N8N_RUNNERS_TASK_TIMEOUT=300 # explicit: n8n warns its default will drop to 60
 	# n8n 1.x runs Code nodes in-process unless task runners are switched on (2.x always uses them and
 	# no longer reads the variable).
-	if [ "${N8N_VERSION%%.*}" = 1 ]; then export N8N_RUNNERS_ENABLED=true; fi
+	if [ "${N8N_VERSION%%.*}" = 1 ]; then export N8N_RUNNERS_ENABLED=true; else unset N8N_RUNNERS_ENABLED; fi
 	# OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS stays unset: with it, main opens no task broker.
 	unset OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS
 	export N8N_DIAGNOSTICS_ENABLED=false N8N_VERSION_NOTIFICATIONS_ENABLED=false N8N_TEMPLATES_ENABLED=false
 	export N8N_PERSONALIZATION_ENABLED=false N8N_HIRING_BANNER_ENABLED=false N8N_DYNAMIC_BANNERS_ENABLED=false
-	export N8N_DISABLED_MODULES=mcp-registry # its startup fetch of api.n8n.io fails offline with a stack trace
+	# mcp-registry's startup fetch of api.n8n.io fails offline with a stack trace; n8n 1.x has no such
+	# module and refuses to start on an unknown one.
+	if [ "${N8N_VERSION%%.*}" != 1 ]; then export N8N_DISABLED_MODULES=mcp-registry; fi
 	export N8N_SECURE_COOKIE=false GENERIC_TIMEZONE=UTC N8N_LOG_OUTPUT=console N8N_LOG_LEVEL=${N8N_LOG_LEVEL:-info}
 	export CODE_ENABLE_STDOUT=true # Code-node console.log reaches the stdout of the n8n process that ran it
 	export WEBHOOK_URL=$BASE_URL/ N8N_GRACEFUL_SHUTDOWN_TIMEOUT=15
@@ -430,7 +436,7 @@ start_sidecar() {
 			N8N_FN_BROKER_LISTEN="$HOST:$(sidecar_broker_port "$k")" \
 			N8N_FN_HEALTH_LISTEN="$HOST:$(sidecar_health_port "$k")" \
 			N8N_FN_RUNNER_MODE=spawn N8N_FN_RUNNER_COMMAND="$NODE" N8N_FN_RUNNER_DIR="$TASK_RUNNER_DIR" \
-			N8N_FN_REDIS_URL="redis://$HOST:$REDIS_PORT/0" N8N_FN_SECRET="$N8N_FN_SECRET" \
+			N8N_FN_REDIS_URL="$FN_REDIS_URL" N8N_FN_SECRET="$N8N_FN_SECRET" \
 			N8N_FN_N8N_API_URL="$BASE_URL" N8N_FN_N8N_API_KEY="$API_KEY" N8N_FN_WEBHOOK_URL="$BASE_URL/webhook" \
 			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
 			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
@@ -499,7 +505,14 @@ api_key_works() { [ -n "$1" ] && [ "$(http_code -H "X-N8N-API-KEY: $1" "$BASE_UR
 
 ensure_api_key() {
 	API_KEY=$(cat "$STACK/api-key" 2>/dev/null || true)
-	api_key_works "$API_KEY" && return 0
+	# A stored key gets a few seconds: right after readiness n8n 1.x may not serve /api/v1 yet, and
+	# the login fallback then fails too.
+	local i
+	for ((i = 0; i < 10; i++)); do
+		api_key_works "$API_KEY" && return 0
+		[ -n "$API_KEY" ] || break
+		sleep 0.5
+	done
 	local jar=$STACK/cookies.txt body scopes
 	# Owner: the first call creates it; on a DB that has one it fails with 400, which is fine.
 	body=$(printf '{"email":"%s","firstName":"Stack","lastName":"Owner","password":"%s"}' "$OWNER_EMAIL" "$OWNER_PASSWORD")
@@ -533,6 +546,7 @@ N8N_BASE_URL=$BASE_URL
 N8N_WEBHOOK_URL=$BASE_URL/webhook
 N8N_API_KEY=$API_KEY
 REDIS_URL=redis://$HOST:$REDIS_PORT/0
+N8N_FN_REDIS_URL=$FN_REDIS_URL
 N8N_RUNNERS_AUTH_TOKEN=$N8N_RUNNERS_AUTH_TOKEN
 N8N_FN_SECRET=$N8N_FN_SECRET
 N8N_MAIN_BROKER_PORT=$MAIN_BROKER_PORT

@@ -12,18 +12,19 @@
 #                              missing); --protocol: the protocol tests only (what CI runs for the oldest
 #                              version); --replay: also a stack of that version (its own cache, ports and
 #                              Redis; needs the full install) and `n8n-fn replay test-workflows` on it
+#   replay VERSION             only the replay on a stack of that version (needs the full install)
 #   matrix [--replay]          test every version in $N8N_FN_VERSIONS (default: the supported range)
 #
 # Settings: N8N_FN_CACHE (~/.cache/n8n-fn), N8N_FN_VERSIONS ("1.123.81 2.39.10 2.40.7 2.41.1"),
-#   VERSIONS_PORT_BASE (7678) and VERSIONS_REDIS_PORT (6391) for the --replay stack.
+#   VERSIONS_PORT_BASE (8678) and VERSIONS_REDIS_PORT (6392) for the --replay stack.
 # Every run appends one line per version to $N8N_FN_CACHE/versions/results.txt.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${N8N_FN_CACHE:-$HOME/.cache/n8n-fn}
 VERSIONS=${N8N_FN_VERSIONS:-1.123.81 2.39.10 2.40.7 2.41.1}
-PORT_BASE=${VERSIONS_PORT_BASE:-7678}
-RPORT=${VERSIONS_REDIS_PORT:-6391}
+PORT_BASE=${VERSIONS_PORT_BASE:-8678}
+RPORT=${VERSIONS_REDIS_PORT:-6392}
 GO=${GO:-go}
 RESULTS=$CACHE/versions/results.txt
 # The runner package's cases that relay real Code-node tasks through the sidecar (runner/*_test.go).
@@ -156,6 +157,20 @@ do_test() {
 	return $rc
 }
 
+do_replay() {
+	local v=${1:-} t0 rep=FAIL rc=0
+	[ -n "$v" ] || die "replay VERSION"
+	valid "$v"
+	t0=$(date +%s)
+	if replay_stack "$v"; then rep=ok; else rc=1; fi
+	mkdir -p "$(dirname "$RESULTS")"
+	local line
+	line="$(date -u +%FT%TZ) n8n $v: replay $rep ($(($(date +%s) - t0)) s)"
+	echo "$line" >>"$RESULTS"
+	say "$line"
+	return $rc
+}
+
 do_matrix() {
 	local v failed=()
 	for v in $VERSIONS; do do_test "$v" "$@" || failed+=("$v"); done
@@ -172,9 +187,10 @@ installed) do_installed ;;
 install) do_install "$@" ;;
 install-runner) do_install_runner "$@" ;;
 test) do_test "$@" ;;
+replay) do_replay "$@" ;;
 matrix) do_matrix "$@" ;;
 *)
-	sed -n '2,20p' "$0"
+	sed -n '2,21p' "$0"
 	exit 2
 	;;
 esac
