@@ -507,6 +507,10 @@ func classify(status int, body []byte, key string, n int) (outcome, kind string)
 	}
 	var items []map[string]any
 	if err := json.Unmarshal(body, &items); err != nil {
+		// n8n main answers 200 with this text while it starts, before it runs any webhook.
+		if strings.Contains(string(body), "n8n is starting up") {
+			return OutcomeError, "main starting up: " + normalize(string(body))
+		}
 		return OutcomeWrong, "not a JSON array of items: " + normalize(string(body))
 	}
 	if len(items) != 1 {
