@@ -110,12 +110,16 @@ func isOutage(err error) bool {
 	if errors.As(err, &oe) {
 		return true
 	}
-	msg := err.Error()
-	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
-		if strings.HasPrefix(msg, p) {
-			return true
+	// Redis error replies start with their code; look at every error of the chain, since ours wrap them.
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		m := e.Error()
+		for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+			if strings.HasPrefix(m, p) {
+				return true
+			}
 		}
 	}
+	msg := err.Error()
 	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "broken pipe") ||
 		strings.Contains(msg, "connection reset")
 }

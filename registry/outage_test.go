@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // waitResult is the outcome of a WaitReplies run in the background.
@@ -205,4 +207,38 @@ func TestWaitRepliesOutageLastsPastDeadline(t *testing.T) {
 		t.Fatalf("empty reply key = %v, want ErrInvalid", err)
 	}
 	srv.Resume()
+}
+
+// A transaction that a loading Redis discarded (MULTI accepted, each queued command refused with
+// LOADING, EXEC answering EXECABORT) is an outage, retried like one; one discarded for a bad
+// command is not.
+func TestTxOutageSeesLoadingBehindExecAbort(t *testing.T) {
+	abort := errors.New("EXECABORT Transaction discarded because of previous errors.")
+	loading := redis.NewStatusCmd(context.Background(), "rpush", "k", "v")
+	loading.SetErr(errors.New("LOADING Redis is loading the dataset in memory"))
+	wrongType := redis.NewStatusCmd(context.Background(), "rpush", "k", "v")
+	wrongType.SetErr(errors.New("WRONGTYPE Operation against a key holding the wrong kind of value"))
+	ok := redis.NewStatusCmd(context.Background(), "pexpire", "k", "1")
+
+	err := txOutage([]redis.Cmder{loading, ok}, abort)
+	if !isOutage(err) || !strings.Contains(err.Error(), "LOADING") {
+		t.Fatalf("EXECABORT after LOADING = %v, want an outage naming LOADING", err)
+	}
+	if err := txOutage([]redis.Cmder{wrongType, ok}, abort); isOutage(err) || err != abort {
+		t.Fatalf("EXECABORT after WRONGTYPE = %v, want it unchanged and not an outage", err)
+	}
+	if err := txOutage([]redis.Cmder{loading}, nil); err != nil {
+		t.Fatalf("no error = %v", err)
+	}
+	// And retryOutage waits it out.
+	n := 0
+	err = retryOutage(context.Background(), time.Now().Add(5*time.Second), func() error {
+		if n++; n < 3 {
+			return txOutage([]redis.Cmder{loading}, abort)
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("retryOutage = %v after %d attempts, want success on the third", err, n)
+	}
 }

@@ -29,12 +29,11 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 		return wrapName(op, "", fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err))
 	}
 	err = retryOutage(ctx, outageDeadline(ctx), func() error {
-		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return txOutage(r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.RPush(ctx, replyKey, b)
 			p.PExpire(ctx, replyKey, r.cfg.ReplyTTL)
 			return nil
-		})
-		return err
+		}))
 	})
 	return wrapName(op, "", err)
 }
@@ -65,16 +64,32 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 		return errorf(op, d.Function, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
 	}
 	err = retryOutage(ctx, until, func() error {
-		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return txOutage(r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.RPush(ctx, d.Call.ReplyKey, b)
 			p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
 			p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
 			p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
 			return nil
-		})
-		return err
+		}))
 	})
 	return wrap(op, d.Function, err)
+}
+
+// txOutage returns the outage behind a transaction Redis discarded. A Redis that is loading its data
+// after a restart accepts MULTI but refuses each queued command with LOADING, and EXEC then fails
+// with EXECABORT: nothing was applied, and the cause (kept on the commands) is an outage worth
+// waiting out, not a bad command. Seen in the chaos suite's redis-restart: "complete call:
+// EXECABORT Transaction discarded because of previous errors" failed the return node.
+func txOutage(cmds []redis.Cmder, err error) error {
+	if err == nil || !redisErrPrefix(err, "EXECABORT") {
+		return err
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && isOutage(e) {
+			return fmt.Errorf("transaction discarded: %w", e)
+		}
+	}
+	return err
 }
 
 // WaitReplies waits until a reply for every id in callIDs arrived or deadline passed, and returns the

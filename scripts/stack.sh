@@ -314,6 +314,10 @@ n8n_env() {
 	# then waits for an event that has passed) leaves the webhook call hanging for ever: seen on
 	# about 1 call in 200 here, on 2 in 25 with debug logging on main.
 	export N8N_EXECUTIONS_QUEUE_KEEP_LAST_COMPLETED=1000 N8N_EXECUTIONS_QUEUE_KEEP_LAST_FAILED=1000
+	# n8n exits when it cannot reach Redis for QUEUE_BULL_REDIS_TIMEOUT_THRESHOLD ms (10000 by default,
+	# process.exit(1) in its Redis retry strategy): a 10 s Redis outage took main and both workers down
+	# (n8n-fn chaos, redis-outage), and they came back only after a 45 s restart. 60 s rides it out.
+	export QUEUE_BULL_REDIS_TIMEOUT_THRESHOLD=${QUEUE_BULL_REDIS_TIMEOUT_THRESHOLD:-60000}
 	if [ "$DB" = postgres ]; then
 		export DB_TYPE=postgresdb DB_POSTGRESDB_HOST=$HOST DB_POSTGRESDB_PORT=5432 DB_POSTGRESDB_DATABASE=n8nfn
 		export DB_POSTGRESDB_USER=n8nfn DB_POSTGRESDB_PASSWORD=$PG_PASSWORD

@@ -432,19 +432,18 @@ func (r *run) experiment(ctx context.Context, e Experiment) ([]string, error) {
 			r.client(ctx, e.Name, c, end)
 		}()
 	}
-	injErr := make(chan error, 1)
+	injDone := make(chan struct{})
 	go func() {
+		defer close(injDone)
 		if !sleepCtx(ctx, r.cfg.FaultAt) {
-			injErr <- ctx.Err()
 			return
 		}
-		injErr <- e.Inject(ctx, r)
+		if err := e.Inject(ctx, r); err != nil {
+			r.fault("fault failed: %v", err)
+		}
 	}()
 	wg.Wait()
-	ierr := <-injErr
-	if ierr != nil {
-		r.fault("fault failed: %v", ierr)
-	}
+	<-injDone
 	// Whatever the fault left down comes back, as a supervisor would bring it.
 	if err := r.stack.Up(ctx); err != nil {
 		return r.faultLog(), err
@@ -508,6 +507,10 @@ func classify(status int, body []byte, key string, n int) (outcome, kind string)
 	}
 	var items []map[string]any
 	if err := json.Unmarshal(body, &items); err != nil {
+		// n8n main answers 200 with this text while it starts, before it runs any webhook.
+		if strings.Contains(string(body), "n8n is starting up") {
+			return OutcomeError, "main starting up: " + normalize(string(body))
+		}
 		return OutcomeWrong, "not a JSON array of items: " + normalize(string(body))
 	}
 	if len(items) != 1 {
@@ -611,7 +614,17 @@ func (r *run) busiestWorker() string {
 func (r *run) killAndRestart(ctx context.Context, name string, sig syscall.Signal, down time.Duration) error {
 	running := r.counter.running(time.Now(), r.cfg.BodyMax+5*time.Second)
 	sigName := map[syscall.Signal]string{syscall.SIGKILL: "kill -9", syscall.SIGTERM: "SIGTERM"}[sig]
-	pid, _ := r.stack.Pid(name)
+	pid, ok := r.stack.Pid(name)
+	if !ok {
+		// Not ours (or something else stopped it): a supervisor starts it; the fault is skipped.
+		r.fault("%s is not running: starting what is missing instead of the fault", name)
+		t0 := time.Now()
+		if err := r.stack.Up(ctx); err != nil {
+			return err
+		}
+		r.fault("stack back (stack.sh up took %.1fs)", time.Since(t0).Seconds())
+		return nil
+	}
 	if err := r.stack.Signal(name, sig); err != nil {
 		return err
 	}
