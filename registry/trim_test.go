@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +137,51 @@ func TestAnsweredCallLeavesRedis(t *testing.T) {
 	}
 	if _, err := r.LoadCall(ctx, fn, ds[2].EntryID); err != nil {
 		t.Fatalf("the unanswered call must stay: %v", err)
+	}
+}
+
+// TestRedisMemoryReturnsAfterAnsweredCalls: N answered 1 MB calls leave Redis's used_memory within a
+// few MB of where it started (the entries go with their acknowledgement, the replies are read).
+// N is 200 here; N8N_FN_MEMORY_CALLS=1000 runs the issue's measurement.
+func TestRedisMemoryReturnsAfterAnsweredCalls(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{})
+	ctx := ctxT(t)
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("N8N_FN_MEMORY_CALLS")); err == nil && v > 0 {
+		n = v
+	}
+	fn := fnKey("mem")
+	mustEnsure(t, r, fn)
+	used := func() int64 {
+		info, err := r.rdb.Info(ctx, "memory").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+				m, _ := strconv.ParseInt(v, 10, 64)
+				return m
+			}
+		}
+		t.Fatal("no used_memory in INFO")
+		return 0
+	}
+	before := used()
+	params := `{"blob":"` + strings.Repeat("x", 1<<20) + `"}`
+	for i := 0; i < n; i++ {
+		c := newCall(r, fn, "mem-caller", params)
+		mustAdd(t, r, c)
+		ds := mustRead(t, r, "w", []FunctionKey{fn}, 1)
+		if err := r.Complete(ctx, ds[0], Reply{CallID: c.ID, OK: true, Items: []byte(`[{"ok":true}]`)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.WaitReplies(ctx, c.ReplyKey, []string{c.ID}, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := used()
+	t.Logf("used_memory before %d B, after %d answered 1 MB calls %d B (%+d B)", before, n, after, after-before)
+	if after-before > 4<<20 {
+		t.Fatalf("Redis holds %d MB more after %d answered 1 MB calls", (after-before)>>20, n)
 	}
 }
