@@ -93,10 +93,11 @@ type discovery struct {
 	kick   chan struct{}
 	cancel context.CancelFunc // set by start
 
-	mu      sync.Mutex
-	running chan struct{} // non-nil while a round runs; closed when it ends
-	lastErr error
-	rounds  int
+	mu           sync.Mutex
+	running      chan struct{} // non-nil while a round runs; closed when it ends
+	runningSince time.Time     // when the running round started
+	lastErr      error
+	rounds       int
 }
 
 type discoveryParams struct {
@@ -142,33 +143,39 @@ func (d *discovery) shutdown() {
 	}
 }
 
-// refreshNow runs one discovery round, or waits for the one already running (so a burst of calls
-// to an unknown function causes one round, not one each).
+// refreshNow runs a discovery round that starts after it was called, or joins one that did (so a
+// burst of calls to an unknown function causes one round, not one each). A round already running
+// when it is called may have listed the workflows before a function was published: it is waited
+// for, not trusted.
 func (d *discovery) refreshNow(ctx context.Context) error {
-	d.mu.Lock()
-	if ch := d.running; ch != nil {
+	asked := time.Now()
+	for {
+		d.mu.Lock()
+		ch, since := d.running, d.runningSince
+		if ch == nil {
+			ch = make(chan struct{})
+			d.running, d.runningSince = ch, time.Now()
+			d.mu.Unlock()
+			err := d.round(ctx)
+			d.mu.Lock()
+			d.running, d.lastErr = nil, err
+			d.rounds++
+			d.mu.Unlock()
+			close(ch)
+			return err
+		}
 		d.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.lastErr
+		if !since.Before(asked) {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return d.lastErr
+		}
 	}
-	ch := make(chan struct{})
-	d.running = ch
-	d.mu.Unlock()
-
-	err := d.round(ctx)
-
-	d.mu.Lock()
-	d.running, d.lastErr = nil, err
-	d.rounds++
-	d.mu.Unlock()
-	close(ch)
-	return err
 }
 
 // succeeded says whether the last discovery round listed n8n's published workflows.

@@ -502,7 +502,8 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 // the last discovery saw it, and a call queued for it would wait its whole timeout. Only a sidecar
 // that discovers (it reads n8n's API) can tell; the others queue as before.
 func (f *Runtime) stillPublished(ctx context.Context, key registry.FunctionKey, rec registry.FunctionRecord) error {
-	if f.disc == nil || f.api == nil || f.catalog.get(key) != nil {
+	if f.disc == nil || f.api == nil || f.catalog.get(key) != nil || time.Since(rec.UpdatedAt) < 2*time.Second {
+		// Known here, or another sidecar's discovery saw it a moment ago (this one lags behind).
 		return nil
 	}
 	dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
