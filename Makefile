@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 CACHE ?= $(or $(N8N_FN_CACHE),$(HOME)/.cache/n8n-fn)
 
-.PHONY: up down status logs restart-runners install test unit e2e build vet fmt bench-baseline bench docker-check versions version-test help
+.PHONY: up down status logs restart-runners install test unit e2e build vet fmt bench-baseline bench docker-check versions version-test redis-topologies help
 
 up:               ## install what is missing, start Redis + n8n main + workers + runners, write stack.env
 	scripts/stack.sh up
@@ -46,6 +46,9 @@ versions:         ## protocol tests + relay cases against every supported n8n ve
 version-test:     ## the same for one version: make version-test V=1.123.81 (scripts/versions.sh test V)
 	@[ -n "$(V)" ] || { echo "usage: make version-test V=<n8n version>"; exit 2; }
 	scripts/versions.sh test $(V)
+
+redis-topologies: ## replay test-workflows with the functions on a real Redis Cluster and through Sentinel with a failover (scripts/redis-topologies.sh)
+	scripts/redis-topologies.sh all
 
 help:
 	@grep -E '^[a-z-]+:.*##' Makefile | sed -E 's/:.*## /\t/'
