@@ -217,7 +217,14 @@ func (c *Client) ListWorkflows(ctx context.Context, activeOnly bool) ([]Workflow
 
 // PublishWorkflow makes the workflow's current version live (webhooks registered at once).
 func (c *Client) PublishWorkflow(ctx context.Context, id string) error {
-	return c.do(ctx, "publish workflow "+id, http.MethodPost, "/api/v1/workflows/"+url.PathEscape(id)+"/publish", nil, []byte(`{}`), nil)
+	op := "publish workflow " + id
+	err := c.do(ctx, op, http.MethodPost, "/api/v1/workflows/"+url.PathEscape(id)+"/publish", nil, []byte(`{}`), nil)
+	var apiErr *Error
+	if errors.As(err, &apiErr) && (apiErr.Status == http.StatusMethodNotAllowed || apiErr.Status == http.StatusNotFound) {
+		// n8n 1.x has no /publish: it activates a workflow with /activate.
+		return c.do(ctx, op, http.MethodPost, "/api/v1/workflows/"+url.PathEscape(id)+"/activate", nil, []byte(`{}`), nil)
+	}
+	return err
 }
 
 // UnpublishWorkflow takes the workflow offline.
