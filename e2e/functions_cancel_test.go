@@ -122,3 +122,52 @@ func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool)
 		}
 	}
 }
+
+// TestTimedOutCallStopsItsRunningFunction: a caller that gives up (its call's timeout) stops the
+// function execution already running for it, and that execution's own nested call stops the
+// execution it waits for in turn: cancellation goes down the call tree.
+func TestTimedOutCallStopsItsRunningFunction(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("SKIP: the stack runs RUNNER_KIND=%s; functions need the n8n-fn sidecars", s.Env.RunnerKind)
+	}
+	name := UniqueName(t, "tree")
+	leafWF := s.Deploy(t, Chain("n8n-fn tree "+name+" leaf", spread(
+		WebhookNode(name+"/leaf"),
+		fnDirective("Function", map[string]any{"op": "function", "name": name + "-leaf", "timeoutMs": 120000}),
+		codeNodeMode("Slow body", "runOnceForAllItems",
+			"await new Promise(r => setTimeout(r, 60000));\nreturn $input.all();"),
+		fnDirective("Return", map[string]any{"op": "return"}),
+	)...))
+	midWF := s.Deploy(t, Chain("n8n-fn tree "+name+" middle", spread(
+		WebhookNode(name+"/mid"),
+		fnDirective("Function", map[string]any{"op": "function", "name": name + "-mid", "timeoutMs": 120000}),
+		fnDirective("Call leaf", map[string]any{"op": "call", "function": name + "-leaf", "timeoutMs": 110000}),
+		fnDirective("Return", map[string]any{"op": "return"}),
+	)...))
+	s.Deploy(t, Chain("n8n-fn tree "+name+" caller", spread(
+		WebhookNode(name+"/call"),
+		fnDirective("Call mid", map[string]any{"op": "call", "function": name + "-mid", "timeoutMs": 6000}),
+	)...))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = s.Client.CallWebhook(Ctx(t, 60*time.Second), http.MethodPost, name+"/call", []byte(`{}`))
+	}()
+	midExec := waitRunning(t, s, midWF, 30*time.Second)
+	leafExec := waitRunning(t, s, leafWF, 30*time.Second)
+	<-done // the caller timed out after 6 s
+	gaveUp := time.Now()
+	ctx := Ctx(t, 60*time.Second)
+	for _, ex := range []struct{ what, id string }{{"middle", midExec}, {"leaf", leafExec}} {
+		waitUntil(t, ctx, "the "+ex.what+" execution to stop", func() bool {
+			e, err := s.Client.GetExecution(ctx, ex.id, false)
+			return err == nil && e.Status != "running" && e.Status != "new"
+		})
+		e, _ := s.Client.GetExecution(ctx, ex.id, false)
+		t.Logf("%s execution %s: %s, %s after the caller gave up", ex.what, ex.id, e.Status, time.Since(gaveUp).Round(100*time.Millisecond))
+	}
+	if took := time.Since(gaveUp); took > 20*time.Second {
+		t.Errorf("the call tree stopped only %s after the caller gave up (the leaf's body takes 60 s)", took.Round(time.Second))
+	}
+}

@@ -294,6 +294,17 @@ func (c *Client) WaitWebhook(ctx context.Context, method, path string) error {
 	}
 }
 
+// StopExecution stops a running execution (n8n cancels its running node's task, so a call node in
+// it stops waiting too). An execution that already ended is not an error.
+func (c *Client) StopExecution(ctx context.Context, id string) error {
+	err := c.do(ctx, "stop execution "+id, http.MethodPost, "/api/v1/executions/"+url.PathEscape(id)+"/stop", nil, []byte(`{}`), nil)
+	var apiErr *Error
+	if errors.As(err, &apiErr) && (apiErr.Status == http.StatusNotFound || apiErr.Status == http.StatusConflict) {
+		return nil // gone or finished already
+	}
+	return err
+}
+
 // GetExecution returns one execution; includeData adds its run data (can be large).
 func (c *Client) GetExecution(ctx context.Context, id string, includeData bool) (Execution, error) {
 	op := "get execution " + id

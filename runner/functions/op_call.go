@@ -237,20 +237,42 @@ var errNoRetry = errors.New("not retryable")
 // withdraw cancels the calls nobody waits for any more (timed out, or the task was cancelled),
 // so that a call still queued is not run later for nothing (or run twice, next to its retry).
 func (f *Runtime) withdraw(ctx context.Context, key registry.FunctionKey, ids []string, replies map[string]registry.Reply, entryOf map[string]string) {
-	var gone []string
+	var gone, goneIDs []string
 	for _, id := range ids {
 		if _, ok := replies[id]; !ok {
 			gone = append(gone, entryOf[id])
+			goneIDs = append(goneIDs, id)
 		}
 	}
 	if len(gone) == 0 {
 		return
 	}
 	// The task's context may be what ended: the withdrawal gets its own short one.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	if err := f.reg.CancelCalls(cctx, key, gone...); err != nil {
 		f.log.WithError(err).WithField("function", key.String()).Warn("could not withdraw calls nobody waits for; they may still run")
+	}
+	f.stopRunning(cctx, key, goneIDs)
+}
+
+// stopRunning stops the function executions already running for calls nobody waits for: the
+// execution that claimed each call is stopped through n8n's API, and n8n cancels its running
+// task, so a call node inside it withdraws and stops its own calls in turn, down the call tree.
+func (f *Runtime) stopRunning(ctx context.Context, key registry.FunctionKey, callIDs []string) {
+	if f.api == nil {
+		return
+	}
+	for _, id := range callIDs {
+		execID, _, _, err := f.reg.ClaimOf(ctx, key, id)
+		if err != nil || execID == "" {
+			continue // not started (withdrawn above) or Redis is busy
+		}
+		if err := f.api.StopExecution(ctx, execID); err != nil {
+			f.log.WithError(err).WithFields(map[string]any{"function": key.String(), "execution": execID}).Warn("could not stop the function execution of a call nobody waits for")
+			continue
+		}
+		f.log.WithFields(map[string]any{"function": key.String(), "call": id, "execution": execID}).Info("stopped the function execution of a call nobody waits for")
 	}
 }
 
