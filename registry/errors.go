@@ -235,3 +235,15 @@ func retryOutage(ctx context.Context, until time.Time, do func() error) error {
 		}
 	}
 }
+
+// RetryOutage runs do until it succeeds, fails with something other than a Redis outage (see
+// ErrUnavailable), ctx ends or until passes (zero: ctx's deadline, else 30 s from now), waiting
+// 50 ms doubling to 1 s between attempts. For operations that are safe to repeat (reads such as
+// LookupFunction, HasLiveConsumer or LoadCall, and Ack): not for AddCall, which a repeat after a
+// lost reply would queue twice. The error is do's last one, with how long the outage lasted.
+func RetryOutage(ctx context.Context, until time.Time, do func() error) error {
+	if until.IsZero() {
+		until = outageDeadline(ctx)
+	}
+	return retryOutage(ctx, until, do)
+}

@@ -242,3 +242,37 @@ func TestTxOutageSeesLoadingBehindExecAbort(t *testing.T) {
 		t.Fatalf("retryOutage = %v after %d attempts, want success on the third", err, n)
 	}
 }
+
+// RetryOutage (for the runtime's own repeatable reads) waits out a real Redis restart, and does not
+// retry an error that is not an outage.
+func TestRetryOutageAcrossRestart(t *testing.T) {
+	r, srv := newTestRegistry(t, Config{})
+	if !srv.CanRestart() {
+		t.Skip("Redis is shared (REDIS_URL): cannot restart it")
+	}
+	fn := fnKey("retried")
+	mustEnsure(t, r, fn)
+	srv.Stop()
+	go func() {
+		time.Sleep(2 * time.Second)
+		srv.Resume()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	attempts := 0
+	var live bool
+	err := RetryOutage(ctx, time.Time{}, func() error {
+		attempts++
+		var err error
+		live, err = r.HasLiveConsumer(ctx, fn)
+		return err
+	})
+	if err != nil || attempts < 2 || live {
+		t.Fatalf("RetryOutage = %v after %d attempts (live %v), want success after Redis came back", err, attempts, live)
+	}
+	attempts = 0
+	err = RetryOutage(ctx, time.Time{}, func() error { attempts++; return ErrInvalid })
+	if !errors.Is(err, ErrInvalid) || attempts != 1 {
+		t.Fatalf("a non-outage error: %v after %d attempts, want it once", err, attempts)
+	}
+}
