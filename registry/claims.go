@@ -79,9 +79,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {'ok', ''}
 `)
 
+// The same execution may answer again (a retry after a Redis blip lost the first answer's reply):
+// the caller de-duplicates by call id.
 var answerScript = redis.NewScript(`
 if not redis.call('HGET', KEYS[1], 'x' .. ARGV[1]) then return 'notclaimant' end
-if redis.call('HGET', KEYS[1], 'a') then return 'answered' end
+local a = redis.call('HGET', KEYS[1], 'a')
+if a and a ~= ARGV[1] then return 'answered' end
 redis.call('HSET', KEYS[1], 'a', ARGV[1])
 return 'ok'
 `)
@@ -182,7 +185,8 @@ func (r *Registry) ClaimOf(ctx context.Context, fn FunctionKey, callID string) (
 
 // CompleteClaimed answers a call on behalf of execution execID: only an execution that claimed
 // some dispatch of the call may answer it (ErrNotClaimant otherwise), and only the first answer
-// is published (ErrAnswered for later ones). Then it is Complete: reply, acknowledge.
+// is published (ErrAnswered for other executions' answers; the same execution may answer again,
+// so a retry after a Redis blip is safe). Then it is Complete: reply, acknowledge.
 func (r *Registry) CompleteClaimed(ctx context.Context, c ExecCall, execID string, rep Reply) error {
 	const op = "answer call"
 	if err := checkCall(c.Function, c.CallID, time.Second); err != nil {

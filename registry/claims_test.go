@@ -60,6 +60,10 @@ func TestClaimBindsOneExecutionPerDispatch(t *testing.T) {
 	if err := r.CompleteClaimed(ctx, call, "exec-2", Reply{CallID: c.ID, OK: true}); !errors.Is(err, ErrAnswered) {
 		t.Fatalf("second answer: got %v, want ErrAnswered", err)
 	}
+	// The first execution answering again (a retry after a lost reply) is allowed.
+	if err := r.CompleteClaimed(ctx, call, "exec-1", Reply{CallID: c.ID, OK: true, Items: []byte(`[{"r":1}]`)}); err != nil {
+		t.Fatalf("the answering execution retries: %v", err)
+	}
 	if err := r.ClaimCall(ctx, fn, c.ID, 2, "exec-3", "sc-c", time.Minute); !errors.Is(err, ErrAnswered) {
 		t.Fatalf("claim of an answered call: got %v", err)
 	}

@@ -447,7 +447,12 @@ func (j *dispatchJob) releaseGlobal(ctx context.Context) {
 // classifies what came back.
 func (j *dispatchJob) trigger(ctx context.Context) roundTrip {
 	f := j.d.f
-	n, err := f.reg.NextDispatch(ctx, j.dl.Function, j.dl.Call.ID, claimTTL(j.deadline, time.Now()))
+	var n int64
+	// Safe to repeat: a number lost with its reply is simply skipped.
+	err := registry.RetryOutage(ctx, j.deadline, func() (err error) {
+		n, err = f.reg.NextDispatch(ctx, j.dl.Function, j.dl.Call.ID, claimTTL(j.deadline, time.Now()))
+		return err
+	})
 	if err != nil {
 		return roundTrip{kind: outUnreachable, err: fmt.Errorf("start a dispatch: %w", err)}
 	}

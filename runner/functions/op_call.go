@@ -196,7 +196,12 @@ func anyRetryable(reqs []*callReq) bool {
 // to (nil entries: the caller is not a function body). Nested calls take their depth and chain
 // from it; a _functionCall field in the items is just data.
 func (f *Runtime) parentCalls(ctx context.Context, data *taskData) ([]*registry.ExecCall, error) {
-	calls, err := f.reg.ExecutionCalls(ctx, data.ExecutionID)
+	var calls []registry.ExecCall
+	// A short retry: with Redis down for longer, the call fails before anything is queued.
+	err := registry.RetryOutage(ctx, time.Now().Add(2*time.Second), func() (err error) {
+		calls, err = f.reg.ExecutionCalls(ctx, data.ExecutionID)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("find the call execution %s serves: %w", data.ExecutionID, err)
 	}

@@ -67,7 +67,11 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	if cref.Function != key.String() {
 		return nil, notRef(fmt.Sprintf("it is for function %s, this node defines %s", cref.Function, key.String()), nil)
 	}
-	call, err := f.reg.LoadCall(ctx, key, cref.EntryID)
+	var call registry.Call
+	err = registry.RetryOutage(ctx, time.UnixMilli(cref.Exp), func() (err error) {
+		call, err = f.reg.LoadCall(ctx, key, cref.EntryID)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return nil, &OpError{
@@ -103,7 +107,9 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 		// A call queued by something other than our call op: keep the chain we can vouch for.
 		ec.Depth = len(ec.Stack) + 1
 	}
-	if err := f.reg.BindExecution(ctx, data.ExecutionID, []registry.ExecCall{ec}, claimTTL(call.Deadline, now)); err != nil {
+	if err := registry.RetryOutage(ctx, call.Deadline, func() error {
+		return f.reg.BindExecution(ctx, data.ExecutionID, []registry.ExecCall{ec}, claimTTL(call.Deadline, now))
+	}); err != nil {
 		return nil, fmt.Errorf("n8n-fn function %s: record call %s for execution %s: %w", name, call.ID, data.ExecutionID, err)
 	}
 	// _functionCall stays on the item as a signed, readable description of the call; nothing
@@ -150,7 +156,9 @@ func (f *Runtime) claim(ctx context.Context, key registry.FunctionKey, name stri
 			Description: "n8n passes the execution id to task runners in every real execution; this n8n version may not be supported.",
 		}
 	}
-	err := f.reg.ClaimCall(ctx, key, cref.CallID, cref.Dispatch, execID, f.cfg.ID, claimTTL(deadline, time.Now()))
+	err := registry.RetryOutage(ctx, deadline, func() error {
+		return f.reg.ClaimCall(ctx, key, cref.CallID, cref.Dispatch, execID, f.cfg.ID, claimTTL(deadline, time.Now()))
+	})
 	var why, what string
 	switch {
 	case err == nil:

@@ -34,7 +34,12 @@ func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *wor
 // runReturn is returnOp after the data request: the items are the result of the call(s) this
 // execution claimed (registry.ExecutionCalls), whatever fields they carry.
 func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.ReturnDirective) (json.RawMessage, error) {
-	calls, err := f.reg.ExecutionCalls(ctx, data.ExecutionID)
+	// A Redis blip costs time only: every step here is safe to repeat.
+	var calls []registry.ExecCall
+	err := registry.RetryOutage(ctx, time.Time{}, func() (err error) {
+		calls, err = f.reg.ExecutionCalls(ctx, data.ExecutionID)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn return: find the call of execution %s: %w", data.ExecutionID, err)
 	}
@@ -64,7 +69,7 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 			r = registry.Reply{CallID: c.CallID, ErrorKind: registry.ErrorKindFailed,
 				Error: fmt.Sprintf("function %s: %v", display(c.Function), tooBig)}
 		}
-		err := f.reg.CompleteClaimed(ctx, c, data.ExecutionID, r)
+		err := registry.RetryOutage(ctx, c.Deadline, func() error { return f.reg.CompleteClaimed(ctx, c, data.ExecutionID, r) })
 		switch {
 		case errors.Is(err, registry.ErrAnswered):
 			// A duplicate execution (the call was re-run after its worker looked dead): the first
