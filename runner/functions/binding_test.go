@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -281,4 +282,43 @@ func TestAmbiguousFunctionFailsNamingBoth(t *testing.T) {
 	if h.wf.ran.Load() != 0 {
 		t.Fatal("an ambiguous function ran")
 	}
+}
+
+// One blocking read per sidecar for every function it serves: with 150 served functions the
+// sidecar holds one XREADGROUP (not 150) and a call still answers promptly.
+func TestOneReadForAllFunctions(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t, rs, addFunction, 0, nil)
+	for i := range 149 {
+		serve(t, h.rt, registry.FunctionKey{Scope: "global", Name: fmt.Sprintf("idle-%03d", i)}, "wfIdle", 0)
+	}
+	start := time.Now()
+	out, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":10000} */`, false, `{"a":2,"b":3}`)
+	if err != nil || gjson.GetBytes(out, "result.0.json.sum").Float() != 5 {
+		t.Fatalf("call with 150 served functions: %s %v", out, err)
+	}
+	t.Logf("answered in %s with 150 functions served", time.Since(start).Round(time.Millisecond))
+	waitFor(t, "the reader to block again", 3*time.Second, func() bool { return blockedReads(t, h.rt) == 1 })
+	for range 10 { // the per-function readers of before held 150 at any moment
+		if n := blockedReads(t, h.rt); n > 1 {
+			t.Fatalf("%d connections of one sidecar are blocked in XREADGROUP for 150 functions, want 1", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// blockedReads counts the Redis clients blocked in XREADGROUP now (CLIENT LIST flag b).
+func blockedReads(t *testing.T, rt *Runtime) int {
+	t.Helper()
+	list, err := rt.rdb.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, "cmd=xreadgroup") && strings.Contains(line, " flags=b ") {
+			n++
+		}
+	}
+	return n
 }

@@ -41,7 +41,8 @@ type dispatcher struct {
 	inflight map[registry.FunctionKey]map[string]bool // entry ids being dispatched, for KeepAlive
 	slots    map[registry.FunctionKey]map[string]bool // call ids holding a global slot, for RefreshSlots
 	wg       sync.WaitGroup                           // running dispatches
-	loopsWG  sync.WaitGroup                           // read loops and hand-offs waiting for a slot
+	loopsWG  sync.WaitGroup                           // hand-offs waiting for a slot
+	freed    chan struct{}                            // a dispatch ended and gave its slot back
 	stopRead context.CancelFunc
 }
 
@@ -57,19 +58,22 @@ type dispatchDeps struct {
 	tun     *tunables
 }
 
-// fnLoop reads one function's stream.
+// fnLoop is one served function's pool of dispatch slots (its maxConcurrency).
 type fnLoop struct {
-	key    registry.FunctionKey
-	max    int
-	slots  chan struct{} // one token per in-flight dispatch
-	cancel context.CancelFunc
+	key   registry.FunctionKey
+	max   int
+	slots chan struct{} // one token per in-flight dispatch
 }
+
+// starvedReadBlock bounds a read while some function has no free slot, so that a slot given back
+// is used within this time instead of after the whole read block.
+const starvedReadBlock = 100 * time.Millisecond
 
 func newDispatcher(f dispatchDeps) *dispatcher {
 	return &dispatcher{
 		f: f, http: webhookClient(), consumer: f.cfg.ID,
 		loops: map[registry.FunctionKey]*fnLoop{}, inflight: map[registry.FunctionKey]map[string]bool{},
-		slots: map[registry.FunctionKey]map[string]bool{},
+		slots: map[registry.FunctionKey]map[string]bool{}, freed: make(chan struct{}, 1),
 	}
 }
 
@@ -79,22 +83,8 @@ func (d *dispatcher) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			changed := d.f.catalog.watch()
-			d.sync(readCtx)
-			select {
-			case <-readCtx.Done():
-				d.mu.Lock()
-				for k, l := range d.loops {
-					l.cancel()
-					delete(d.loops, k)
-				}
-				d.mu.Unlock()
-				d.loopsWG.Wait()
-				return
-			case <-changed:
-			}
-		}
+		d.readAll(readCtx)
+		d.loopsWG.Wait() // hand-offs waiting for a slot
 	}()
 	every(ctx, wg, d.f.tun.keepAliveInterval, d.keepAlive)
 }
@@ -117,8 +107,9 @@ func (d *dispatcher) shutdown(ctx context.Context) {
 	}
 }
 
-// sync starts a read loop for every served function and stops the loops of functions no longer served.
-func (d *dispatcher) sync(ctx context.Context) {
+// sync makes the slot pools match the served functions: one pool per function, sized by its
+// maxConcurrency (a changed size gets a new pool; dispatches in flight give back to the old one).
+func (d *dispatcher) sync() {
 	want := map[registry.FunctionKey]int{}
 	for _, k := range d.f.catalog.keys() {
 		s := d.f.catalog.get(k)
@@ -135,58 +126,91 @@ func (d *dispatcher) sync(ctx context.Context) {
 	defer d.mu.Unlock()
 	for k, l := range d.loops {
 		if n, ok := want[k]; !ok || n != l.max {
-			l.cancel()
 			delete(d.loops, k)
 		}
 	}
 	for k, n := range want {
-		if _, ok := d.loops[k]; ok {
-			continue
+		if _, ok := d.loops[k]; !ok {
+			d.loops[k] = &fnLoop{key: k, max: n, slots: make(chan struct{}, n)}
 		}
-		lctx, cancel := context.WithCancel(ctx)
-		l := &fnLoop{key: k, max: n, slots: make(chan struct{}, n), cancel: cancel}
-		d.loops[k] = l
-		d.loopsWG.Add(1)
-		go func() {
-			defer d.loopsWG.Done()
-			d.readLoop(lctx, l)
-		}()
 	}
 }
 
-// readLoop reads calls of one function while it has free slots.
-func (d *dispatcher) readLoop(ctx context.Context, l *fnLoop) {
-	log := d.f.log.WithField("function", l.key.String())
-	backoff := time.Second
-	for {
-		// Take one slot (blocks while all are busy), then as many more as are free.
+// takeSlots takes one free slot of every served function that has one; starved says whether some
+// function had none (its calls wait until a dispatch ends).
+func (d *dispatcher) takeSlots() (fns []registry.FunctionKey, taken map[registry.FunctionKey]*fnLoop, starved bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	taken = make(map[registry.FunctionKey]*fnLoop, len(d.loops))
+	for k, l := range d.loops {
 		select {
 		case l.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
+			fns = append(fns, k)
+			taken[k] = l
+		default:
+			starved = true
 		}
-		free := 1
-	more:
-		for free < l.max {
+	}
+	return fns, taken, starved
+}
+
+// readAll is the sidecar's one reader of every served function's stream: one blocking
+// XREADGROUP for all of them (one per hash slot on Redis Cluster), one call per function with a
+// free slot per round, so Redis connections do not grow with the number of functions.
+func (d *dispatcher) readAll(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		changed := d.f.catalog.watch()
+		d.sync()
+		fns, taken, starved := d.takeSlots()
+		if len(fns) == 0 {
+			// Nothing served, or every function busy: wait for a free slot or a change.
 			select {
-			case l.slots <- struct{}{}:
-				free++
-			default:
-				break more
-			}
-		}
-		ds, err := d.f.reg.ReadCalls(ctx, d.consumer, []registry.FunctionKey{l.key}, int64(free), d.f.tun.readBlock)
-		for i := len(ds); i < free; i++ {
-			<-l.slots
-		}
-		for _, dl := range ds {
-			d.launch(ctx, l, dl)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
+			case <-ctx.Done():
 				return
+			case <-d.freed:
+			case <-changed:
+			case <-time.After(d.f.tun.readBlock):
 			}
-			log.WithError(err).Warn("reading calls failed; retrying")
+			continue
+		}
+		block := d.f.tun.readBlock
+		if starved {
+			// A busy function gets a free slot back at any moment: come back for it soon.
+			block = min(block, starvedReadBlock)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		stopWatch := make(chan struct{})
+		go func() { // a newly served function must not wait for the current read to time out
+			select {
+			case <-changed:
+				cancel()
+			case <-stopWatch:
+			}
+		}()
+		ds, err := d.f.reg.ReadCalls(rctx, d.consumer, fns, 1, block)
+		close(stopWatch)
+		interrupted := rctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		got := make(map[registry.FunctionKey]bool, len(ds))
+		for _, dl := range ds {
+			if l := taken[dl.Function]; l != nil && !got[dl.Function] {
+				got[dl.Function] = true
+				d.launch(ctx, l, dl)
+			}
+		}
+		for k, l := range taken {
+			if !got[k] {
+				<-l.slots
+			}
+		}
+		switch {
+		case err == nil || interrupted:
+			backoff = time.Second
+		case ctx.Err() != nil:
+			return
+		default:
+			d.f.log.WithError(err).Warn("reading calls failed; retrying")
 			select {
 			case <-ctx.Done():
 				return
@@ -194,9 +218,7 @@ func (d *dispatcher) readLoop(ctx context.Context, l *fnLoop) {
 			}
 			// Short: a Redis restart must not leave the calls unread for long.
 			backoff = min(2*backoff, 5*time.Second)
-			continue
 		}
-		backoff = time.Second
 	}
 }
 
@@ -206,12 +228,21 @@ func (d *dispatcher) launch(_ context.Context, l *fnLoop, dl registry.Delivery) 
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		defer d.slotFreed()
 		defer func() { <-l.slots }()
 		defer d.track(dl, false)
 		// In-flight dispatches outlive a stopped read loop (their execution is already running);
 		// each is bounded by its call's deadline, and shutdown waits for them within its grace.
 		d.dispatch(context.Background(), dl)
 	}()
+}
+
+// slotFreed wakes the reader when it waits because every function was busy.
+func (d *dispatcher) slotFreed() {
+	select {
+	case d.freed <- struct{}{}:
+	default:
+	}
 }
 
 // handoff dispatches a reclaimed delivery once its function has a free slot.
