@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -107,6 +108,14 @@ func TestCallToDeletedFunctionFailsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	deleted := false
+	t.Cleanup(func() { // when the test stops before it deletes the workflow itself
+		if !deleted {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = s.Client.DeleteWorkflow(cctx, fnWF)
+		}
+	})
 	if err := s.Client.PublishWorkflow(ctx, fnWF); err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +144,7 @@ func TestCallToDeletedFunctionFailsAtOnce(t *testing.T) {
 	if err := s.Client.DeleteWorkflow(ctx, fnWF); err != nil {
 		t.Fatal(err)
 	}
+	deleted = true
 	start := time.Now()
 	r, err := s.Client.CallWebhook(ctx, http.MethodPost, name+"/call", []byte(`{"x":1}`))
 	took := time.Since(start)
