@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +160,73 @@ func TestSentinel(t *testing.T) {
 	if n, err := srv.Client().Exists(ctx, r.k.calls(fn)).Result(); err != nil || n != 1 {
 		t.Fatalf("stream not on the monitored master: %d, %v", n, err)
 	}
+}
+
+// TestWaitReplicas: with WaitReplicas a queued call and a reply are on the replica before AddCall and
+// Complete return (Redis WAIT), so a failover to that replica cannot lose them.
+func TestWaitReplicas(t *testing.T) {
+	master := redistest.Start(t)
+	replica := redistest.Start(t)
+	if !master.CanRestart() || !replica.CanRestart() {
+		t.Skip("SKIP: needs two redis-server processes of its own")
+	}
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	ctx := ctxT(t)
+	if err := replica.Client().Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = replica.Client().Do(context.Background(), "REPLICAOF", "NO", "ONE").Err() })
+	waitReplicaLink(t, master)
+	r, err := New(master.Client(), Config{Prefix: master.Prefix(), WaitReplicas: 1, WaitTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waits := func() int64 { return commandCalls(t, master, "wait") }
+	before := waits()
+	fn := fnKey("replicated")
+	mustEnsure(t, r, fn)
+	c := newCall(r, fn, "caller", `{"a":1}`)
+	id := mustAdd(t, r, c)
+	if n, err := replica.Client().XLen(ctx, r.k.calls(fn)).Result(); err != nil || n != 1 {
+		t.Fatalf("the call is not on the replica when AddCall returns: %d, %v", n, err)
+	}
+	ds := mustRead(t, r, "s1", []FunctionKey{fn}, 1)
+	if err := r.Complete(ctx, ds[0], Reply{OK: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := replica.Client().LLen(ctx, c.ReplyKey).Result(); err != nil || n != 1 {
+		t.Fatalf("the reply of %s is not on the replica when Complete returns: %d, %v", id, n, err)
+	}
+	if got := waits() - before; got < 2 {
+		t.Fatalf("WAIT ran %d times for a call and its reply, want 2", got)
+	}
+}
+
+func waitReplicaLink(t *testing.T, master *redistest.Server) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		info, err := master.Client().Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("the replica did not come online")
+}
+
+// commandCalls reads how often the server ran a command (INFO commandstats).
+func commandCalls(t *testing.T, s *redistest.Server, cmd string) int64 {
+	t.Helper()
+	info, err := s.Client().Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -34,6 +34,11 @@ type Config struct {
 	ReplayDeadline time.Duration
 	// TrimBatch bounds the entries one Trim removes by length in one step (default 10000).
 	TrimBatch int64
+	// WaitReplicas: after queueing a call or publishing a reply, wait (Redis WAIT) until this many
+	// replicas have it, at most WaitTimeout (default 200ms), so a Sentinel failover does not lose a
+	// call the old master acknowledged but had not replicated. 0 (default): do not wait.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 // Defaults.
@@ -57,6 +62,7 @@ func (c *Config) setDefaults() {
 		c.Prefix = DefaultPrefix
 	}
 	setDur(&c.ReplyTTL, DefaultReplyTTL)
+	setDur(&c.WaitTimeout, 200*time.Millisecond)
 	setDur(&c.RegistrationTTL, DefaultRegistrationTTL)
 	setDur(&c.HeartbeatTTL, DefaultHeartbeatTTL)
 	setDur(&c.MaxAge, DefaultMaxAge)

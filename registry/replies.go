@@ -35,6 +35,9 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 			return nil
 		}))
 	})
+	if err == nil {
+		r.replicate(ctx)
+	}
 	return wrapName(op, "", err)
 }
 
@@ -72,6 +75,9 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 			return nil
 		}))
 	})
+	if err == nil {
+		r.replicate(ctx)
+	}
 	return wrap(op, d.Function, err)
 }
 

@@ -59,7 +59,17 @@ func (r *Registry) AddCall(ctx context.Context, call Call) (string, error) {
 	case err != nil:
 		return "", wrap(op, fn, err)
 	}
+	r.replicate(ctx)
 	return id, nil
+}
+
+// replicate waits (bounded by WaitTimeout) until WaitReplicas replicas have the writes made so
+// far on this connection's master. Best effort: a missing replica costs the timeout, not the call.
+func (r *Registry) replicate(ctx context.Context) {
+	if r.cfg.WaitReplicas <= 0 {
+		return
+	}
+	_ = r.rdb.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds()).Err()
 }
 
 func lastField(s string) string {

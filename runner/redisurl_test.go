@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,15 +71,15 @@ func TestSidecarOnRedisCluster(t *testing.T) {
 	})
 	rdb := cl.Client()
 	waitFor(t, "the sidecar's keys on the cluster", 20*time.Second, func() bool {
-		found := false
+		var found atomic.Bool // ForEachMaster calls the masters at once
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 			if keys, err := m.Keys(ctx, prefix+"*").Result(); err == nil && len(keys) > 0 {
-				found = true
+				found.Store(true)
 			}
 			return nil
 		})
-		return found
+		return found.Load()
 	})
 }

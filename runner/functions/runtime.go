@@ -168,7 +168,11 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("N8N_FN_REDIS_URL: %w", err)
 	}
-	reg, err := registry.New(f.rdb, registry.Config{Prefix: cfg.Prefix})
+	rcfg := registry.Config{Prefix: cfg.Prefix}
+	if strings.Contains(strings.SplitN(cfg.RedisURL, "://", 2)[0], "+sentinel") {
+		rcfg.WaitReplicas = 1 // a failover must not lose a call the old master had not replicated
+	}
+	reg, err := registry.New(f.rdb, rcfg)
 	if err != nil {
 		_ = f.rdb.Close()
 		return nil, fmt.Errorf("function registry: %w", err)
