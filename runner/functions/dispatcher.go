@@ -136,41 +136,69 @@ func (d *dispatcher) sync() {
 	}
 }
 
-// takeSlots takes one free slot of every served function that has one; starved says whether some
+// takeSlots takes one free slot of every function of fns that has one; starved says whether some
 // function had none (its calls wait until a dispatch ends).
-func (d *dispatcher) takeSlots() (fns []registry.FunctionKey, taken map[registry.FunctionKey]*fnLoop, starved bool) {
+func (d *dispatcher) takeSlots(fns []registry.FunctionKey) (free []registry.FunctionKey, taken map[registry.FunctionKey]*fnLoop, starved bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	taken = make(map[registry.FunctionKey]*fnLoop, len(d.loops))
-	for k, l := range d.loops {
+	taken = make(map[registry.FunctionKey]*fnLoop, len(fns))
+	for _, k := range fns {
+		l := d.loops[k]
+		if l == nil {
+			continue
+		}
 		select {
 		case l.slots <- struct{}{}:
-			fns = append(fns, k)
+			free = append(free, k)
 			taken[k] = l
 		default:
 			starved = true
 		}
 	}
-	return fns, taken, starved
+	return free, taken, starved
 }
 
-// readAll is the sidecar's one reader of every served function's stream: one blocking
-// XREADGROUP for all of them (one per hash slot on Redis Cluster), one call per function with a
-// free slot per round, so Redis connections do not grow with the number of functions.
+// readAll keeps one reader per hash-slot group of the served functions: on a standalone or
+// Sentinel Redis that is one blocking XREADGROUP for every function (so Redis connections do not
+// grow with the number of functions); on Cluster one per slot (a command cannot span slots).
+// When the served set changes, the readers are replaced.
 func (d *dispatcher) readAll(ctx context.Context) {
-	backoff := time.Second
 	for ctx.Err() == nil {
 		changed := d.f.catalog.watch()
 		d.sync()
-		fns, taken, starved := d.takeSlots()
-		if len(fns) == 0 {
-			// Nothing served, or every function busy: wait for a free slot or a change.
+		gctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		if keys := d.f.catalog.keys(); len(keys) > 0 {
+			for _, g := range d.f.reg.SlotGroups(keys) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d.readGroup(gctx, g)
+				}()
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		}
+		cancel()
+		wg.Wait()
+	}
+}
+
+// readGroup reads the calls of one slot group's functions: one call per function with a free slot
+// per round.
+func (d *dispatcher) readGroup(ctx context.Context, fns []registry.FunctionKey) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		free, taken, starved := d.takeSlots(fns)
+		if len(free) == 0 {
+			// Every function of the group is busy: look again soon (a dispatch ending frees a slot).
 			select {
 			case <-ctx.Done():
 				return
 			case <-d.freed:
-			case <-changed:
-			case <-time.After(d.f.tun.readBlock):
+			case <-time.After(starvedReadBlock):
 			}
 			continue
 		}
@@ -179,19 +207,7 @@ func (d *dispatcher) readAll(ctx context.Context) {
 			// A busy function gets a free slot back at any moment: come back for it soon.
 			block = min(block, starvedReadBlock)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		stopWatch := make(chan struct{})
-		go func() { // a newly served function must not wait for the current read to time out
-			select {
-			case <-changed:
-				cancel()
-			case <-stopWatch:
-			}
-		}()
-		ds, err := d.f.reg.ReadCalls(rctx, d.consumer, fns, 1, block)
-		close(stopWatch)
-		interrupted := rctx.Err() != nil && ctx.Err() == nil
-		cancel()
+		ds, err := d.f.reg.ReadCalls(ctx, d.consumer, free, 1, block)
 		got := make(map[registry.FunctionKey]bool, len(ds))
 		for _, dl := range ds {
 			if l := taken[dl.Function]; l != nil && !got[dl.Function] {
@@ -205,7 +221,7 @@ func (d *dispatcher) readAll(ctx context.Context) {
 			}
 		}
 		switch {
-		case err == nil || interrupted:
+		case err == nil:
 			backoff = time.Second
 		case ctx.Err() != nil:
 			return
