@@ -604,6 +604,27 @@ func (j *dispatchJob) decide(ctx context.Context, rt roundTrip, attempt int) act
 	return actDone
 }
 
+// moved rediscovers and reports whether the function's webhook is now somewhere else (then the
+// job triggers the new path).
+func (j *dispatchJob) moved(ctx context.Context) bool {
+	f := j.d.f
+	if f.disc == nil || f.api == nil {
+		return false
+	}
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := f.disc.refreshNow(dctx); err != nil {
+		return false
+	}
+	s := f.catalog.get(j.dl.Function)
+	if s == nil || (s.Record.WebhookPath == j.s.Record.WebhookPath && s.Record.WorkflowID == j.s.Record.WorkflowID) {
+		return false
+	}
+	j.log.WithField("path", s.Record.WebhookPath).Info("the function's webhook moved; triggering it at its new path")
+	j.s = s
+	return true
+}
+
 // notFound: the webhook path is not registered. The workflow may have been edited (a new path)
 // or unpublished: rediscover at once and try the current path.
 func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
@@ -613,25 +634,18 @@ func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 		return actRetry
 	}
 	if attempt < 2 && f.disc != nil && f.api != nil {
-		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := f.disc.refreshNow(dctx)
-		cancel()
-		if err == nil {
-			if s := f.catalog.get(j.dl.Function); s != nil && (s.Record.WebhookPath != j.s.Record.WebhookPath || s.Record.WorkflowID != j.s.Record.WorkflowID) {
-				j.log.WithField("path", s.Record.WebhookPath).Info("the function's webhook moved; triggering it at its new path")
-				j.s = s
-				return actRetry
-			}
-			if f.catalog.get(j.dl.Function) == nil {
-				j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s is no longer published: workflow %s was unpublished, deleted or its function node removed (its webhook answered HTTP 404)",
-					j.name, j.s.Record.WorkflowID))
-				return actDone
-			}
-			if !j.wait404 {
-				// The path is current: n8n may still be registering it.
-				j.wait404 = true
-				return actRetry
-			}
+		if j.moved(ctx) {
+			return actRetry
+		}
+		if f.catalog.get(j.dl.Function) == nil {
+			j.fail(ctx, registry.ErrorKindNotFound, fmt.Sprintf("function %s is no longer published: workflow %s was unpublished, deleted or its function node removed (its webhook answered HTTP 404)",
+				j.name, j.s.Record.WorkflowID))
+			return actDone
+		}
+		if !j.wait404 {
+			// The path is current: n8n may still be registering it.
+			j.wait404 = true
+			return actRetry
 		}
 	}
 	method := j.s.Record.WebhookMethod
@@ -648,6 +662,11 @@ func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 func (j *dispatchJob) failed(ctx context.Context, rt roundTrip, attempt int) action {
 	msg, execStatus := j.d.executionError(ctx, j.dl.Function, j.dl.Call.ID)
 	again := time.Now().Add(time.Second).Before(j.deadline) && j.d.f.api != nil
+	if msg == "" && attempt < 2 && j.moved(ctx) {
+		// Nothing ran, and the function's webhook has moved: n8n answers an edited workflow's old
+		// path with an internal error for a while (2.41: "Cannot read properties of undefined").
+		return actRetry
+	}
 	switch {
 	case msg == "" && again && attempt < 2:
 		// No failed execution holds this call: n8n could not start one (e.g. its database was
