@@ -39,11 +39,10 @@ import (
 const corpusDir = "../../test-workflows/migration"
 
 type corpusCase struct {
-	file     string
-	origin   string
-	wfs      [][]byte
-	suite    Suite
-	inputRaw json.RawMessage
+	file   string
+	origin string
+	wfs    [][]byte
+	suite  Suite
 }
 
 func loadCorpus(t *testing.T) []corpusCase {
