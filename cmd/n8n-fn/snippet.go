@@ -23,7 +23,7 @@ Prints n8n JSON: copy it and paste it into the n8n editor (Ctrl+V on the canvas)
 TITLE the output is a whole workflow, importable with "Import from File" or n8n's API.
 A function snippet is the Webhook node (POST, "When Last Node Finishes", all entries) and the
 function node after it; --with-return adds a return node. Param types: string, number, boolean,
-object, array. Example:
+object, array, any (unchecked). Example:
   n8n-fn snippet function add --param a:number:required --param b:number=0 --with-return
 `
 
