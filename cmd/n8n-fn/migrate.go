@@ -63,93 +63,146 @@ Options:
 Exit status: 0 all converted, 1 some nodes left unconverted (files are still written), 2 bad usage.
 `
 
+// migrateArgs are migrate's flags and files.
+type migrateArgs struct {
+	global, toStdout, asJSON, typed, useAPI, dryRun, publish bool
+	outDir, outFile, origin, idMapPath, backup               string
+	files                                                    []string
+}
+
+// migrateSource is one input file: where its workflows sit among all converted ones.
+type migrateSource struct {
+	path  string
+	array bool
+	count int
+}
+
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a, err := parseMigrateArgs(args, stderr)
+	if err != nil || a == nil {
+		return err
+	}
+	opts, err := a.options()
+	if err != nil {
+		return err
+	}
+	if a.useAPI {
+		return migrateAPI(ctx, opts, a.backup, a.dryRun, a.publish, a.asJSON, stdout)
+	}
+	// Every workflow of every file goes into one Migrate call (cross-workflow scopes).
+	sources, all, err := readMigrateSources(a.files)
+	if err != nil {
+		return err
+	}
+	if a.toStdout && len(all) != 1 {
+		return fmt.Errorf("%w: --stdout takes exactly one workflow, got %d", errUsage, len(all))
+	}
+	ms, err := workflows.Migrate(all, opts)
+	if err != nil {
+		return err
+	}
+	report := stdout
+	switch {
+	case a.toStdout:
+		report = stderr
+		if _, err := stdout.Write(ms[0].Workflow); err != nil {
+			return fmt.Errorf("migrate: write: %w", err)
+		}
+	case a.outFile != "":
+		err = a.writeOneFile(sources, ms, report)
+	default:
+		err = a.writeBesideOrInDir(sources, ms, report)
+	}
+	if err != nil {
+		return err
+	}
+	return writeMigrateReport(report, ms, a.asJSON)
+}
+
+// parseMigrateArgs reads the flags (before or after the files) and checks they fit together; nil
+// and no error after --help.
+func parseMigrateArgs(args []string, stderr io.Writer) (*migrateArgs, error) {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, migrateUsage) }
-	global := fs.Bool("global", false, "make every migrated function global")
-	outDir := fs.String("out", "", "write migrated workflows into this directory")
-	outFile := fs.String("o", "", "write the migrated workflow(s) to this file")
-	toStdout := fs.Bool("stdout", false, "print the migrated workflow (one workflow only)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	origin := fs.String("origin", "", "origin package version the workflows ran on")
-	typed := fs.Bool("typed", false, "declare params with their origin types")
-	idMapPath := fs.String("id-map", "", "JSON file mapping old workflow ids to new ones")
-	useAPI := fs.Bool("api", false, "convert the workflows of the n8n instance in place")
-	backup := fs.String("backup", "", "with --api: directory for the backup of every workflow")
-	dryRun := fs.Bool("dry-run", false, "with --api: back up and report, change nothing")
-	publish := fs.Bool("publish", false, "with --api: publish updated workflows that were published")
+	a := &migrateArgs{}
+	fs.BoolVar(&a.global, "global", false, "make every migrated function global")
+	fs.StringVar(&a.outDir, "out", "", "write migrated workflows into this directory")
+	fs.StringVar(&a.outFile, "o", "", "write the migrated workflow(s) to this file")
+	fs.BoolVar(&a.toStdout, "stdout", false, "print the migrated workflow (one workflow only)")
+	fs.BoolVar(&a.asJSON, "json", false, "print the report as JSON")
+	fs.StringVar(&a.origin, "origin", "", "origin package version the workflows ran on")
+	fs.BoolVar(&a.typed, "typed", false, "declare params with their origin types")
+	fs.StringVar(&a.idMapPath, "id-map", "", "JSON file mapping old workflow ids to new ones")
+	fs.BoolVar(&a.useAPI, "api", false, "convert the workflows of the n8n instance in place")
+	fs.StringVar(&a.backup, "backup", "", "with --api: directory for the backup of every workflow")
+	fs.BoolVar(&a.dryRun, "dry-run", false, "with --api: back up and report, change nothing")
+	fs.BoolVar(&a.publish, "publish", false, "with --api: publish updated workflows that were published")
 	// Flags may come after the files too (n8n-fn migrate IN.json -o OUT.json).
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
+	files, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	a.files = files
 	outputs := 0
-	for _, set := range []bool{*toStdout, *outDir != "", *outFile != ""} {
+	for _, set := range []bool{a.toStdout, a.outDir != "", a.outFile != ""} {
 		if set {
 			outputs++
 		}
 	}
 	switch {
 	case outputs > 1:
-		return fmt.Errorf("%w: -o, --out and --stdout exclude each other", errUsage)
-	case *useAPI && (len(files) > 0 || outputs > 0 || *idMapPath != ""):
-		return fmt.Errorf("%w: --api converts in place: no files, -o, --out, --stdout or --id-map with it", errUsage)
-	case *useAPI && *backup == "":
-		return fmt.Errorf("%w: --api needs --backup DIR (every workflow is saved there before anything changes)", errUsage)
-	case !*useAPI && (*backup != "" || *dryRun || *publish):
-		return fmt.Errorf("%w: --backup, --dry-run and --publish only go with --api", errUsage)
-	case !*useAPI && len(files) == 0:
+		return nil, fmt.Errorf("%w: -o, --out and --stdout exclude each other", errUsage)
+	case a.useAPI && (len(files) > 0 || outputs > 0 || a.idMapPath != ""):
+		return nil, fmt.Errorf("%w: --api converts in place: no files, -o, --out, --stdout or --id-map with it", errUsage)
+	case a.useAPI && a.backup == "":
+		return nil, fmt.Errorf("%w: --api needs --backup DIR (every workflow is saved there before anything changes)", errUsage)
+	case !a.useAPI && (a.backup != "" || a.dryRun || a.publish):
+		return nil, fmt.Errorf("%w: --backup, --dry-run and --publish only go with --api", errUsage)
+	case !a.useAPI && len(files) == 0:
 		fs.Usage()
-		return fmt.Errorf("%w: no workflow files given", errUsage)
+		return nil, fmt.Errorf("%w: no workflow files given", errUsage)
 	}
-	opts := workflows.MigrateOptions{Global: *global, Origin: *origin, Typed: *typed}
-	if *origin != "" {
-		if _, err := workflows.ParseOriginVersion(*origin); err != nil {
-			return fmt.Errorf("%w: --origin: %v", errUsage, err)
+	return a, nil
+}
+
+// options are the conversion options the flags ask for (the --id-map file read).
+func (a *migrateArgs) options() (workflows.MigrateOptions, error) {
+	opts := workflows.MigrateOptions{Global: a.global, Origin: a.origin, Typed: a.typed}
+	if a.origin != "" {
+		if _, err := workflows.ParseOriginVersion(a.origin); err != nil {
+			return opts, fmt.Errorf("%w: --origin: %v", errUsage, err)
 		}
 	}
-	if *idMapPath != "" {
-		b, err := os.ReadFile(*idMapPath)
+	if a.idMapPath != "" {
+		b, err := os.ReadFile(a.idMapPath)
 		if err != nil {
-			return fmt.Errorf("migrate: %w", err)
+			return opts, fmt.Errorf("migrate: %w", err)
 		}
 		if opts.IDMap, err = workflows.ParseIDMap(b); err != nil {
-			return fmt.Errorf("migrate: %s: %w", *idMapPath, err)
+			return opts, fmt.Errorf("migrate: %s: %w", a.idMapPath, err)
 		}
 	}
-	if *useAPI {
-		return migrateAPI(ctx, opts, *backup, *dryRun, *publish, *asJSON, stdout)
-	}
+	return opts, nil
+}
 
-	// Every workflow of every file goes into one Migrate call (cross-workflow scopes).
-	type source struct {
-		path  string
-		array bool
-		count int
-	}
-	var sources []source
+// readMigrateSources reads every file: one workflow, or an array of them.
+func readMigrateSources(files []string) ([]migrateSource, [][]byte, error) {
+	var sources []migrateSource
 	var all [][]byte
 	for _, path := range files {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("migrate: %w", err)
+			return nil, nil, fmt.Errorf("migrate: %w", err)
 		}
 		if !gjson.ValidBytes(b) {
-			return fmt.Errorf("migrate: %s: not valid JSON", path)
+			return nil, nil, fmt.Errorf("migrate: %s: not valid JSON", path)
 		}
 		v := gjson.ParseBytes(b)
-		src := source{path: path}
+		src := migrateSource{path: path}
 		if v.IsArray() {
 			src.array = true
 			for _, w := range v.Array() {
@@ -162,72 +215,66 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		sources = append(sources, src)
 	}
-	if *toStdout && len(all) != 1 {
-		return fmt.Errorf("%w: --stdout takes exactly one workflow, got %d", errUsage, len(all))
-	}
-	ms, err := workflows.Migrate(all, opts)
-	if err != nil {
-		return err
-	}
+	return sources, all, nil
+}
 
-	// Write results.
-	report := stdout
-	switch {
-	case *toStdout:
-		report = stderr
-		if _, err := stdout.Write(ms[0].Workflow); err != nil {
-			return fmt.Errorf("migrate: write: %w", err)
+// writeOneFile writes every converted workflow to -o (an array when there are several, or when the
+// one input was an array).
+func (a *migrateArgs) writeOneFile(sources []migrateSource, ms []workflows.Migration, report io.Writer) error {
+	for _, src := range sources {
+		if abs(a.outFile) == abs(src.path) {
+			return fmt.Errorf("migrate: refusing to overwrite the input %s; choose another -o", src.path)
 		}
-	case *outFile != "":
-		for _, src := range sources {
-			if abs(*outFile) == abs(src.path) {
-				return fmt.Errorf("migrate: refusing to overwrite the input %s; choose another -o", src.path)
-			}
+	}
+	body := ms[0].Workflow
+	if len(ms) > 1 || (len(sources) == 1 && sources[0].array) {
+		var err error
+		if body, err = workflowArray(ms); err != nil {
+			return fmt.Errorf("migrate: %s: %w", a.outFile, err)
 		}
-		body := ms[0].Workflow
-		if len(ms) > 1 || (len(sources) == 1 && sources[0].array) {
-			if body, err = workflowArray(ms); err != nil {
-				return fmt.Errorf("migrate: %s: %w", *outFile, err)
-			}
-		}
-		if err := os.WriteFile(*outFile, body, 0o644); err != nil {
+	}
+	if err := os.WriteFile(a.outFile, body, 0o644); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if !a.asJSON {
+		fmt.Fprintf(report, "%s -> %s\n", strings.Join(a.files, ", "), a.outFile)
+	}
+	return nil
+}
+
+// writeBesideOrInDir writes each input's conversion next to it (X.n8n-fn.json) or into --out.
+func (a *migrateArgs) writeBesideOrInDir(sources []migrateSource, ms []workflows.Migration, report io.Writer) error {
+	if a.outDir != "" {
+		if err := os.MkdirAll(a.outDir, 0o755); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
-		if !*asJSON {
-			fmt.Fprintf(report, "%s -> %s\n", strings.Join(files, ", "), *outFile)
+	}
+	i := 0
+	for _, src := range sources {
+		part := ms[i : i+src.count]
+		i += src.count
+		target := strings.TrimSuffix(src.path, filepath.Ext(src.path)) + ".n8n-fn.json"
+		if a.outDir != "" {
+			target = filepath.Join(a.outDir, filepath.Base(src.path))
 		}
-	default:
-		if *outDir != "" {
-			if err := os.MkdirAll(*outDir, 0o755); err != nil {
-				return fmt.Errorf("migrate: %w", err)
+		if abs(target) == abs(src.path) {
+			return fmt.Errorf("migrate: refusing to overwrite the input %s; choose another --out", src.path)
+		}
+		body := part[0].Workflow
+		if src.array {
+			var err error
+			if body, err = workflowArray(part); err != nil {
+				return fmt.Errorf("migrate: %s: %w", src.path, err)
 			}
 		}
-		i := 0
-		for _, src := range sources {
-			part := ms[i : i+src.count]
-			i += src.count
-			target := strings.TrimSuffix(src.path, filepath.Ext(src.path)) + ".n8n-fn.json"
-			if *outDir != "" {
-				target = filepath.Join(*outDir, filepath.Base(src.path))
-			}
-			if abs(target) == abs(src.path) {
-				return fmt.Errorf("migrate: refusing to overwrite the input %s; choose another --out", src.path)
-			}
-			body := part[0].Workflow
-			if src.array {
-				if body, err = workflowArray(part); err != nil {
-					return fmt.Errorf("migrate: %s: %w", src.path, err)
-				}
-			}
-			if err := os.WriteFile(target, body, 0o644); err != nil {
-				return fmt.Errorf("migrate: %w", err)
-			}
-			if !*asJSON {
-				fmt.Fprintf(report, "%s -> %s\n", src.path, target)
-			}
+		if err := os.WriteFile(target, body, 0o644); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if !a.asJSON {
+			fmt.Fprintf(report, "%s -> %s\n", src.path, target)
 		}
 	}
-	return writeMigrateReport(report, ms, *asJSON)
+	return nil
 }
 
 // workflowArray writes migrated workflows as one indented JSON array.
