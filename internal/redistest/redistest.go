@@ -314,7 +314,20 @@ func (s *Server) launch(first bool) {
 func (s *Server) checkPID(pid int) error {
 	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
 	defer c.Close()
-	info, err := c.Info(context.Background(), "server").Result()
+	// A server that has just answered PING can still drop the next connection (seen in CI as EOF
+	// right after a restart on the same port while other clients redial it): retry briefly, and
+	// fail only on a persistent error or on a server that is not ours.
+	var info string
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err = c.Info(ctx, "server").Result()
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return err
 	}
