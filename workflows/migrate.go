@@ -384,44 +384,14 @@ func (m *migrator) function(n *Node) error {
 		m.review(n.Name, "workflow-scoped function in a workflow without an id: callers in other workflows must name this workflow's id once n8n assigns one")
 	}
 	seen := map[string]bool{}
-	// The origin checked required params and applied defaults up to 0.1.11; 0.1.12 on, its
-	// queue-mode consumer passed the params on as they came.
-	applies := m.era == EraMemory || m.era == EraStreams
 	var ignored []string
 	for i, p := range n.Param("parameters.parameter").Array() {
-		prm := Param{Name: p.Get("name").String(), Type: orString(p.Get("type").String(), TypeString),
-			Required: p.Get("required").Bool(), Description: p.Get("description").String()}
-		if prm.Name == "" || prm.Name == ContextField || seen[prm.Name] || len(prm.Name) > MaxNameLength {
-			m.review(n.Name, fmt.Sprintf("parameter #%d (%q) dropped: empty, reserved, too long or declared twice", i+1, prm.Name))
+		prm, ok, ignoredRules := m.functionParam(n.Name, i, p, seen)
+		if !ok {
 			continue
 		}
-		seen[prm.Name] = true
-		switch prm.Type {
-		case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray:
-		default:
-			m.review(n.Name, fmt.Sprintf("parameter %q had type %q; declared as string", prm.Name, prm.Type))
-			prm.Type = TypeString
-		}
-		originType := prm.Type
-		if !m.opts.Typed {
-			prm.Type = TypeAny
-		}
-		dv := p.Get("defaultValue")
-		hasDefault := dv.Exists() && dv.String() != ""
-		switch {
-		case !applies && (prm.Required || hasDefault):
+		if ignoredRules {
 			ignored = append(ignored, prm.Name)
-			prm.Required = false
-		case prm.Required && hasDefault:
-			// the origin checked "required" before it looked at the default: the default never applied
-			m.review(n.Name, fmt.Sprintf("parameter %q: required with default %q; the origin failed a call without it (the default never applied), so does n8n-fn", prm.Name, dv.String()))
-		case hasDefault:
-			d, err := originDefault(originType, dv.String(), m.opts.Typed)
-			if err != nil {
-				m.review(n.Name, fmt.Sprintf("parameter %q: default %q dropped: %v (the origin passed the raw string on)", prm.Name, dv.String(), err))
-			} else {
-				prm.Default = d
-			}
 		}
 		fn.Params = append(fn.Params, prm)
 	}
@@ -447,22 +417,72 @@ func (m *migrator) function(n *Node) error {
 	m.converted(n.Name, fmt.Sprintf("Function trigger -> Webhook %q + function node (function %q, scope %s, %d params)", hook, dec.name, dec.scope, len(fn.Params)))
 	m.review(n.Name, fmt.Sprintf("the function now has a timeout of %d ms (the origin waited forever); change timeoutMs in the header if it needs longer", fn.TimeoutMs))
 
-	hasCode := n.Param("enableCode").Bool() && strings.TrimSpace(n.Param("jsCode").String()) != ""
-	if hasCode && (m.era == EraParamsOnly || m.era == EraPrefixed) {
+	m.functionCodeOption(n, fn)
+	return nil
+}
+
+// functionParam converts the origin's parameter #i of Function node node. ok is false when the
+// parameter is dropped (a review line says why); ignoredRules is true when the origin's era ignored
+// its "required" flag and default, so they are left out as the origin behaved.
+func (m *migrator) functionParam(node string, i int, p gjson.Result, seen map[string]bool) (prm Param, ok, ignoredRules bool) {
+	prm = Param{Name: p.Get("name").String(), Type: orString(p.Get("type").String(), TypeString),
+		Required: p.Get("required").Bool(), Description: p.Get("description").String()}
+	if prm.Name == "" || prm.Name == ContextField || seen[prm.Name] || len(prm.Name) > MaxNameLength {
+		m.review(node, fmt.Sprintf("parameter #%d (%q) dropped: empty, reserved, too long or declared twice", i+1, prm.Name))
+		return prm, false, false
+	}
+	seen[prm.Name] = true
+	switch prm.Type {
+	case TypeString, TypeNumber, TypeBoolean, TypeObject, TypeArray:
+	default:
+		m.review(node, fmt.Sprintf("parameter %q had type %q; declared as string", prm.Name, prm.Type))
+		prm.Type = TypeString
+	}
+	originType := prm.Type
+	if !m.opts.Typed {
+		prm.Type = TypeAny
+	}
+	// The origin checked required params and applied defaults up to 0.1.11; 0.1.12 on, its
+	// queue-mode consumer passed the params on as they came.
+	applies := m.era == EraMemory || m.era == EraStreams
+	dv := p.Get("defaultValue")
+	hasDefault := dv.Exists() && dv.String() != ""
+	switch {
+	case !applies && (prm.Required || hasDefault):
+		prm.Required = false
+		return prm, true, true
+	case prm.Required && hasDefault:
+		// the origin checked "required" before it looked at the default: the default never applied
+		m.review(node, fmt.Sprintf("parameter %q: required with default %q; the origin failed a call without it (the default never applied), so does n8n-fn", prm.Name, dv.String()))
+	case hasDefault:
+		d, err := originDefault(originType, dv.String(), m.opts.Typed)
+		if err != nil {
+			m.review(node, fmt.Sprintf("parameter %q: default %q dropped: %v (the origin passed the raw string on)", prm.Name, dv.String(), err))
+		} else {
+			prm.Default = d
+		}
+	}
+	return prm, true, false
+}
+
+// functionCodeOption converts the Function node's "Code" option (up to 0.1.11 the trigger ran it
+// with eval) into a Code node right after the function node, where the origin's era ran it.
+func (m *migrator) functionCodeOption(n *Node, fn *FunctionDirective) {
+	if !n.Param("enableCode").Bool() || strings.TrimSpace(n.Param("jsCode").String()) == "" {
+		return
+	}
+	if m.era == EraParamsOnly || m.era == EraPrefixed {
 		// 0.1.12 dropped the option: a workflow saved by an older version keeps the parameters,
 		// but the origin no longer ran the code.
 		m.review(n.Name, fmt.Sprintf("its \"Code\" option (up to 0.1.11) was not run by origin %s and is not converted; pass --origin 0.1.x if the workflows ran on a version that ran it", m.era))
-		hasCode = false
+		return
 	}
-	if hasCode {
-		name := m.addNode(n.Name+" code", TypeCode, CodeTypeVersion,
-			codeNodeParams("runOnceForEachItem", functionCodeJS(fn.Params, n.Param("jsCode").String())),
-			[2]float64{n.Position[0] + nodeSpacing/2, n.Position[1] + 160}, "")
-		m.insertAfter(n.Name, name)
-		m.converted(n.Name, fmt.Sprintf("its \"Code\" option -> Code node %q after the function node", name))
-		m.review(name, "generated from the Function node's code option (it ran with eval inside the trigger): check it, it now runs in n8n's task runner")
-	}
-	return nil
+	name := m.addNode(n.Name+" code", TypeCode, CodeTypeVersion,
+		codeNodeParams("runOnceForEachItem", functionCodeJS(fn.Params, n.Param("jsCode").String())),
+		[2]float64{n.Position[0] + nodeSpacing/2, n.Position[1] + 160}, "")
+	m.insertAfter(n.Name, name)
+	m.converted(n.Name, fmt.Sprintf("its \"Code\" option -> Code node %q after the function node", name))
+	m.review(name, "generated from the Function node's code option (it ran with eval inside the trigger): check it, it now runs in n8n's task runner")
 }
 
 // originDefault applies the origin's default coercion (Function.node.ts up to 0.1.11): number ->
@@ -644,47 +664,9 @@ func (m *migrator) callScope(n *Node, fnName string) (string, *migrationFunction
 	case strings.HasPrefix(id, "="):
 		return "", nil, fmt.Sprintf("the target workflow is an expression (%s); set the call's scope by hand", excerpt(id))
 	case id == "" && m.era == EraMemory:
-		// 0.1.0/0.1.1 found a non-global function of that name in any active workflow.
-		if hasOwn && own.scope == ScopeWorkflow {
-			return ScopeWorkflow, &own, ""
-		}
-		var found []migrationFunction
-		for _, k := range m.sortedFuncKeys() {
-			if d, ok := m.funcs[k][fnName]; ok && d.scope == ScopeWorkflow {
-				found = append(found, d)
-			}
-		}
-		if len(found) == 0 {
-			return "", nil, fmt.Sprintf("no workflow in this run defines a non-global function %q (origin 0.1.0/0.1.1 called it in whichever active workflow had it): migrate that workflow in the same run", fnName)
-		}
-		d := found[0]
-		if d.wfID == "" {
-			return "", nil, fmt.Sprintf("function %q is defined in a workflow without an id; give it one (export it from n8n) and migrate again", fnName)
-		}
-		note := ""
-		if len(found) > 1 {
-			note = fmt.Sprintf("%d workflows define a non-global function %q; the origin called the one activated last, the call now names workflow %s", len(found), fnName, d.wfID)
-		}
-		return d.wfID, &d, note
+		return m.memoryEraScope(fnName, own, hasOwn)
 	case id == "" || id == m.wf.ID:
-		if id == "" && hasOwn {
-			// 0.1.2 on, a call without a workflow failed ("Please select a workflow first.")
-			scope := ScopeWorkflow
-			if own.scope == ScopeGlobal {
-				scope = ScopeGlobal
-			}
-			return scope, &own, fmt.Sprintf("no target workflow selected: origin %s failed this call every time; it now calls this workflow's %q", m.era, fnName)
-		}
-		if hasOwn && own.scope == ScopeGlobal {
-			return ScopeGlobal, &own, ""
-		}
-		if id == "" && !hasOwn {
-			return "", nil, "no target workflow selected and this workflow defines no function of that name; set the call's scope by hand"
-		}
-		if hasOwn {
-			return ScopeWorkflow, &own, ""
-		}
-		return ScopeWorkflow, nil, ""
+		return m.ownWorkflowScope(id, fnName, own, hasOwn)
 	}
 	if d, ok := m.funcs[id][fnName]; ok {
 		if d.scope == ScopeGlobal {
@@ -696,6 +678,55 @@ func (m *migrator) callScope(n *Node, fnName string) (string, *migrationFunction
 		return "", nil, fmt.Sprintf("target workflow id %q is not an id; set the call's scope by hand", excerpt(id))
 	}
 	return id, nil, "" // target workflow not in this run: keep addressing it by id
+}
+
+// memoryEraScope is callScope for origin 0.1.0/0.1.1 without a target workflow: those found a
+// non-global function of that name in any active workflow.
+func (m *migrator) memoryEraScope(fnName string, own migrationFunction, hasOwn bool) (string, *migrationFunction, string) {
+	// 0.1.0/0.1.1 found a non-global function of that name in any active workflow.
+	if hasOwn && own.scope == ScopeWorkflow {
+		return ScopeWorkflow, &own, ""
+	}
+	var found []migrationFunction
+	for _, k := range m.sortedFuncKeys() {
+		if d, ok := m.funcs[k][fnName]; ok && d.scope == ScopeWorkflow {
+			found = append(found, d)
+		}
+	}
+	if len(found) == 0 {
+		return "", nil, fmt.Sprintf("no workflow in this run defines a non-global function %q (origin 0.1.0/0.1.1 called it in whichever active workflow had it): migrate that workflow in the same run", fnName)
+	}
+	d := found[0]
+	if d.wfID == "" {
+		return "", nil, fmt.Sprintf("function %q is defined in a workflow without an id; give it one (export it from n8n) and migrate again", fnName)
+	}
+	note := ""
+	if len(found) > 1 {
+		note = fmt.Sprintf("%d workflows define a non-global function %q; the origin called the one activated last, the call now names workflow %s", len(found), fnName, d.wfID)
+	}
+	return d.wfID, &d, note
+}
+
+// ownWorkflowScope is callScope for a call without a target workflow or naming its own.
+func (m *migrator) ownWorkflowScope(id, fnName string, own migrationFunction, hasOwn bool) (string, *migrationFunction, string) {
+	if id == "" && hasOwn {
+		// 0.1.2 on, a call without a workflow failed ("Please select a workflow first.")
+		scope := ScopeWorkflow
+		if own.scope == ScopeGlobal {
+			scope = ScopeGlobal
+		}
+		return scope, &own, fmt.Sprintf("no target workflow selected: origin %s failed this call every time; it now calls this workflow's %q", m.era, fnName)
+	}
+	if hasOwn && own.scope == ScopeGlobal {
+		return ScopeGlobal, &own, ""
+	}
+	if id == "" && !hasOwn {
+		return "", nil, "no target workflow selected and this workflow defines no function of that name; set the call's scope by hand"
+	}
+	if hasOwn {
+		return ScopeWorkflow, &own, ""
+	}
+	return ScopeWorkflow, nil, ""
 }
 
 // findFunction finds the function of that origin name in the run; global only when asked.
