@@ -199,6 +199,7 @@ func (f *Runtime) buildDuties(deps Deps) {
 		log: f.log, api: f.api, reg: f.reg, owner: f.cfg.ID, catalog: f.catalog,
 		changed:  f.hb.beatNow, // make new functions callable at once instead of at the next heartbeat
 		interval: f.tun.discoveryInterval,
+		shared:   true, // one sidecar per interval lists n8n's workflows, the others read its snapshot
 	})
 	f.disp = newDispatcher(dispatchDeps{cfg: f.cfg, log: f.log, reg: f.reg, catalog: f.catalog, signer: f.signer, api: f.api, disc: f.disc, tun: &f.tun})
 	f.rec = newRecoverer(recovererParams{
