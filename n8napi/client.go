@@ -187,8 +187,9 @@ func (c *Client) ListWorkflows(ctx context.Context, activeOnly bool) ([]Workflow
 // active, tags, name, projectId, excludePinnedData; no field selection and no "changed since":
 // every listed workflow comes with its nodes and those of its published version).
 type ListOptions struct {
-	ActiveOnly        bool // active=true: published workflows only
-	ExcludePinnedData bool // excludePinnedData=true: leave out the editor's pinned test data
+	ActiveOnly        bool   // active=true: published workflows only
+	ExcludePinnedData bool   // excludePinnedData=true: leave out the editor's pinned test data
+	Tag               string // tags=<Tag>: only workflows with this tag (one name: n8n ANDs a comma list)
 }
 
 // listPageSize is the largest page n8n's public API serves (limit is capped at 250).
@@ -206,6 +207,9 @@ func (c *Client) ListWorkflowsWith(ctx context.Context, o ListOptions) ([]Workfl
 		}
 		if o.ExcludePinnedData {
 			q.Set("excludePinnedData", "true")
+		}
+		if o.Tag != "" {
+			q.Set("tags", o.Tag)
 		}
 		if cursor != "" {
 			q.Set("cursor", cursor)

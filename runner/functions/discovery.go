@@ -98,6 +98,7 @@ type discovery struct {
 	changed  func()   // called when a round changed the catalog (the heartbeat announces it at once)
 	interval time.Duration
 	shared   bool
+	tag      string // list only the workflows with this n8n tag ("" = all published)
 
 	kick   chan struct{}
 	cancel context.CancelFunc // set by start
@@ -121,11 +122,12 @@ type discoveryParams struct {
 	changed  func()
 	interval time.Duration
 	shared   bool
+	tag      string
 }
 
 func newDiscovery(p discoveryParams) *discovery {
 	return &discovery{log: p.log, api: p.api, reg: p.reg, owner: p.owner, catalog: p.catalog, changed: p.changed,
-		interval: p.interval, shared: p.shared, kick: make(chan struct{}, 1)}
+		interval: p.interval, shared: p.shared, tag: p.tag, kick: make(chan struct{}, 1)}
 }
 
 // start runs a round at once and then every interval until shutdown; its goroutine is counted in wg.
@@ -266,7 +268,7 @@ func (d *discovery) useSnapshot(ctx context.Context) (bool, error) {
 // list reads every published workflow from n8n, registers the functions found, and (shared)
 // stores the workflows that define them as the snapshot for the other sidecars.
 func (d *discovery) list(ctx context.Context, at time.Time) error {
-	wfs, err := d.api.ListWorkflowsWith(ctx, n8napi.ListOptions{ActiveOnly: true, ExcludePinnedData: true})
+	wfs, err := d.api.ListWorkflowsWith(ctx, n8napi.ListOptions{ActiveOnly: true, ExcludePinnedData: true, Tag: d.tag})
 	if err != nil {
 		return fmt.Errorf("discovery: list published workflows: %w", err)
 	}

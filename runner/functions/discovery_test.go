@@ -151,3 +151,23 @@ func TestSharedDiscoveryListsItselfWithoutAFreshSnapshot(t *testing.T) {
 		t.Fatalf("stale snapshot: lists %d, want 1 and function one served", api.lists.Load())
 	}
 }
+
+// TestDiscoveryTagNarrowsTheListing: with N8N_FN_DISCOVERY_TAG the listing asks n8n for the
+// tagged workflows only.
+func TestDiscoveryTagNarrowsTheListing(t *testing.T) {
+	rs := redistest.Start(t)
+	api := &fakeList{}
+	api.set(functionWorkflow("w1", "one"))
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	d := newTestDiscovery(t, rs, "a", srv.URL, time.Second)
+	d.tag = "n8n fn"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.refreshNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(api.query, "tags=n8n+fn") {
+		t.Errorf("listing query %q lacks tags=n8n+fn", api.query)
+	}
+}
