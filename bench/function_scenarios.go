@@ -18,6 +18,10 @@ const ScenarioFunctionCall = "fn-call"
 // errors in the function surfacing only at the caller's timeout.
 const ScenarioFunctionCallImmediate = "fn-call-immediate"
 
+// ScenarioFunctionCallBatch is fn-call with call batching on the function ("batch":{"max":16,
+// "waitMs":5}): concurrent calls share executions.
+const ScenarioFunctionCallBatch = "fn-call-batch"
+
 // Fan-out: one request becomes FanOutItems items and each item calls a sub-workflow / function
 // whose body waits FanOutWaitMs, like a call to an outside API. n8n's Execute Workflow runs the
 // items one after another on the caller's worker; n8n-fn's call runs them at once on any worker.
@@ -41,6 +45,9 @@ func functionScenarios() []Scenario {
 				"same work as "+ScenarioSubWorkflow+", but the function runs as its own queued execution on any worker"),
 		functionCallScenario(ScenarioFunctionCallImmediate, "onReceived",
 			"as "+ScenarioFunctionCall+", with the function's Webhook set to respond immediately (main does not wait for the function's execution)"),
+		functionCallScenarioWith(ScenarioFunctionCallBatch, "lastNode",
+			"as "+ScenarioFunctionCall+", with call batching on the function (batch max 16, waitMs 5): concurrent calls share one execution",
+			map[string]any{"batch": map[string]any{"max": 16, "waitMs": 5}}),
 		subWorkflowFanOutScenario(),
 		functionFanOutScenario(),
 	}
@@ -132,6 +139,11 @@ func functionFanOutScenario() Scenario {
 }
 
 func functionCallScenario(name, fnResponseMode, description string) Scenario {
+	return functionCallScenarioWith(name, fnResponseMode, description, nil)
+}
+
+// functionCallScenarioWith is functionCallScenario with more fields in the function directive.
+func functionCallScenarioWith(name, fnResponseMode, description string, extra map[string]any) Scenario {
 	var fnName string // set when the function workflow is built: the run's path
 	return Scenario{
 		Name:        name,
@@ -142,8 +154,12 @@ func functionCallScenario(name, fnResponseMode, description string) Scenario {
 				fnName = path
 				hook := webhookNode(path + "-fn")
 				hook["parameters"].(map[string]any)["responseMode"] = fnResponseMode
+				fn := map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": 15000}
+				for k, v := range extra {
+					fn[k] = v
+				}
 				return chain("bench "+path+" function", hook,
-					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": 15000}),
+					directiveNode("Function", fn),
 					codeNode("Code", "return $input.all().map(item => ({ json: { ...item.json, fn: true } }));"),
 					directiveNode("Return", map[string]any{"op": "return"}))
 			},

@@ -92,3 +92,29 @@ func FuzzParseCallRefs(f *testing.F) {
 		}
 	})
 }
+
+func TestLintBatchRules(t *testing.T) {
+	wf := func(dir string, extra string) []byte {
+		return []byte(`{"id":"w1","name":"batched","nodes":[
+		{"name":"W","type":"n8n-nodes-base.webhook","typeVersion":2.1,"parameters":{"httpMethod":"POST","path":"fn-b","responseMode":"lastNode","responseData":"allEntries"}},
+		{"name":"F","type":"n8n-nodes-base.code","typeVersion":2,"parameters":{"jsCode":"/* @n8n-fn ` + dir + ` */"}},
+		{"name":"Agg","type":"n8n-nodes-base.aggregate","typeVersion":1,"parameters":{}},
+		{"name":"Once","type":"n8n-nodes-base.set","typeVersion":3,"executeOnce":` + extra + `,"parameters":{}},
+		{"name":"R","type":"n8n-nodes-base.code","typeVersion":2,"parameters":{"jsCode":"/* @n8n-fn {\"op\":\"return\"} */"}}],
+		"connections":{"W":{"main":[[{"node":"F","type":"main","index":0}]]},"F":{"main":[[{"node":"Agg","type":"main","index":0}]]},
+		"Agg":{"main":[[{"node":"Once","type":"main","index":0}]]},"Once":{"main":[[{"node":"R","type":"main","index":0}]]}}}`)
+	}
+	got := map[string]string{}
+	for _, f := range Lint(wf(`{\"op\":\"function\",\"name\":\"b\",\"batch\":{\"max\":8}}`, "true")) {
+		got[f.Node] += f.Message + "|"
+	}
+	if !strings.Contains(got["Agg"], "aggregates the items of every call") || !strings.Contains(got["Once"], "Execute Once") {
+		t.Fatalf("batch findings: %v", got)
+	}
+	// Without batch the same body is fine: one call per execution.
+	for _, f := range Lint(wf(`{\"op\":\"function\",\"name\":\"b\"}`, "true")) {
+		if strings.Contains(f.Message, "batch") {
+			t.Errorf("finding about batch without batch: %v", f)
+		}
+	}
+}
