@@ -26,14 +26,17 @@ const ScenarioFunctionCallBatch = "fn-call-batch"
 // whose body waits FanOutWaitMs, like a call to an outside API. n8n's Execute Workflow runs the
 // items one after another on the caller's worker; n8n-fn's call runs them at once on any worker.
 const (
-	ScenarioSubWorkflowFanOut   = "webhook-subworkflow-fanout"
-	ScenarioFunctionCallFanOut  = "fn-call-fanout"
-	FanOutItems                 = 8
-	FanOutWaitMs                = 100
-	fanOutMaxSequential         = 40
-	fanOutSplitJS               = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
-	fanOutBodyJS                = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
-	fanOutFunctionTimeoutMillis = 30000
+	ScenarioSubWorkflowFanOut  = "webhook-subworkflow-fanout"
+	ScenarioFunctionCallFanOut = "fn-call-fanout"
+	// ScenarioFunctionCallFanOutBatch is fn-call-fanout with batching on the function: the
+	// call node queues its calls together, so one execution serves them all.
+	ScenarioFunctionCallFanOutBatch = "fn-call-fanout-batch"
+	FanOutItems                     = 8
+	FanOutWaitMs                    = 100
+	fanOutMaxSequential             = 40
+	fanOutSplitJS                   = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
+	fanOutBodyJS                    = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
+	fanOutFunctionTimeoutMillis     = 30000
 )
 
 // functionScenarios returns the n8n-fn scenarios (a function call through the sidecars), measured
@@ -49,7 +52,8 @@ func functionScenarios() []Scenario {
 			"as "+ScenarioFunctionCall+", with call batching on the function (batch max 16, waitMs 5): concurrent calls share one execution",
 			map[string]any{"batch": map[string]any{"max": 16, "waitMs": 5}}),
 		subWorkflowFanOutScenario(),
-		functionFanOutScenario(),
+		functionFanOutScenario(ScenarioFunctionCallFanOut, nil),
+		functionFanOutScenario(ScenarioFunctionCallFanOutBatch, map[string]any{"max": 32, "waitMs": 5}),
 	}
 }
 
@@ -110,17 +114,25 @@ func decodeWorkflow(wf WorkflowFunc, path string, ids []string) (map[string]any,
 	return w, nodes, nil
 }
 
-func functionFanOutScenario() Scenario {
+func functionFanOutScenario(name string, batch map[string]any) Scenario {
 	var fnName string
+	desc := fmt.Sprintf("Webhook -> %d items -> n8n-fn call (one call per item, in parallel) -> function (Webhook -> function -> Code waiting %d ms -> return) on any worker",
+		FanOutItems, FanOutWaitMs)
+	if batch != nil {
+		desc = fmt.Sprintf("as %s, with call batching on the function (batch max %v): the %d calls share one execution", ScenarioFunctionCallFanOut, batch["max"], FanOutItems)
+	}
 	return Scenario{
-		Name: ScenarioFunctionCallFanOut,
-		Description: fmt.Sprintf("Webhook -> %d items -> n8n-fn call (one call per item, in parallel) -> function (Webhook -> function -> Code waiting %d ms -> return) on any worker",
-			FanOutItems, FanOutWaitMs),
+		Name:        name,
+		Description: desc,
 		Workflows: []WorkflowFunc{
 			func(path string, _ []string) ([]byte, error) {
 				fnName = path
+				fn := map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": fanOutFunctionTimeoutMillis}
+				if batch != nil {
+					fn["batch"] = batch
+				}
 				return chain("bench "+path+" function", webhookNode(path+"-fn"),
-					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": fanOutFunctionTimeoutMillis}),
+					directiveNode("Function", fn),
 					codeNode("Code", fmt.Sprintf(fanOutBodyJS, FanOutWaitMs, "fn")),
 					directiveNode("Return", map[string]any{"op": "return"}))
 			},

@@ -61,13 +61,42 @@ func (d *dispatcher) gather(ctx context.Context, l *fnLoop, dl registry.Delivery
 		return false
 	}
 	if l == nil {
-		// No batch holds a slot for it any more: it waits for a slot like a reclaimed call.
-		trackIn(d.inflight, dl.Function, dl.EntryID, false)
-		d.mu.Unlock()
-		d.handoff(ctx, dl)
-		return false
+		// Read into a batch that was dispatched meanwhile: open a new one with a free slot, or,
+		// with every slot busy, wait for one like a reclaimed call.
+		if loop := d.loops[dl.Function]; loop != nil {
+			select {
+			case loop.slots <- struct{}{}:
+				l = loop
+			default:
+			}
+		}
+		if l == nil {
+			trackIn(d.inflight, dl.Function, dl.EntryID, false)
+			d.mu.Unlock()
+			d.handoff(ctx, dl)
+			return false
+		}
 	}
 	pb := &pendingBatch{l: l, calls: []registry.Delivery{dl}, max: b.Max}
+	d.mu.Unlock()
+	// Take what is queued already in one read (a call node queues all its calls at once), so the
+	// batch does not depend on the reader's one-call-per-round pace.
+	if b.Max > 1 {
+		more, err := d.f.reg.ReadCalls(ctx, d.consumer, []registry.FunctionKey{dl.Function}, int64(b.Max-1), 0)
+		if err != nil && ctx.Err() == nil {
+			d.f.log.WithError(err).WithField("function", dl.Function.String()).Warn("reading the queued calls for a batch failed; the batch takes what comes next")
+		}
+		pb.calls = append(pb.calls, more...)
+	}
+	d.mu.Lock()
+	for _, m := range pb.calls[1:] {
+		trackIn(d.inflight, m.Function, m.EntryID, true)
+	}
+	if len(pb.calls) >= pb.max {
+		d.mu.Unlock()
+		d.launchBatch(pb)
+		return true
+	}
 	d.batches[dl.Function] = pb
 	fn := dl.Function
 	pb.timer = time.AfterFunc(time.Duration(b.WaitMs)*time.Millisecond, func() {
