@@ -18,18 +18,25 @@ const ScenarioFunctionCall = "fn-call"
 // errors in the function surfacing only at the caller's timeout.
 const ScenarioFunctionCallImmediate = "fn-call-immediate"
 
+// ScenarioFunctionCallBatch is fn-call with call batching on the function ("batch":{"max":16,
+// "waitMs":5}): concurrent calls share executions.
+const ScenarioFunctionCallBatch = "fn-call-batch"
+
 // Fan-out: one request becomes FanOutItems items and each item calls a sub-workflow / function
 // whose body waits FanOutWaitMs, like a call to an outside API. n8n's Execute Workflow runs the
 // items one after another on the caller's worker; n8n-fn's call runs them at once on any worker.
 const (
-	ScenarioSubWorkflowFanOut   = "webhook-subworkflow-fanout"
-	ScenarioFunctionCallFanOut  = "fn-call-fanout"
-	FanOutItems                 = 8
-	FanOutWaitMs                = 100
-	fanOutMaxSequential         = 40
-	fanOutSplitJS               = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
-	fanOutBodyJS                = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
-	fanOutFunctionTimeoutMillis = 30000
+	ScenarioSubWorkflowFanOut  = "webhook-subworkflow-fanout"
+	ScenarioFunctionCallFanOut = "fn-call-fanout"
+	// ScenarioFunctionCallFanOutBatch is fn-call-fanout with batching on the function: the
+	// call node queues its calls together, so one execution serves them all.
+	ScenarioFunctionCallFanOutBatch = "fn-call-fanout-batch"
+	FanOutItems                     = 8
+	FanOutWaitMs                    = 100
+	fanOutMaxSequential             = 40
+	fanOutSplitJS                   = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
+	fanOutBodyJS                    = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
+	fanOutFunctionTimeoutMillis     = 30000
 )
 
 // functionScenarios returns the n8n-fn scenarios (a function call through the sidecars), measured
@@ -41,8 +48,12 @@ func functionScenarios() []Scenario {
 				"same work as "+ScenarioSubWorkflow+", but the function runs as its own queued execution on any worker"),
 		functionCallScenario(ScenarioFunctionCallImmediate, "onReceived",
 			"as "+ScenarioFunctionCall+", with the function's Webhook set to respond immediately (main does not wait for the function's execution)"),
+		functionCallScenarioWith(ScenarioFunctionCallBatch, "lastNode",
+			"as "+ScenarioFunctionCall+", with call batching on the function (batch max 16, waitMs 5): concurrent calls share one execution",
+			map[string]any{"batch": map[string]any{"max": 16, "waitMs": 5}}),
 		subWorkflowFanOutScenario(),
-		functionFanOutScenario(),
+		functionFanOutScenario(ScenarioFunctionCallFanOut, nil),
+		functionFanOutScenario(ScenarioFunctionCallFanOutBatch, map[string]any{"max": 32, "waitMs": 5}),
 	}
 }
 
@@ -103,17 +114,25 @@ func decodeWorkflow(wf WorkflowFunc, path string, ids []string) (map[string]any,
 	return w, nodes, nil
 }
 
-func functionFanOutScenario() Scenario {
+func functionFanOutScenario(name string, batch map[string]any) Scenario {
 	var fnName string
+	desc := fmt.Sprintf("Webhook -> %d items -> n8n-fn call (one call per item, in parallel) -> function (Webhook -> function -> Code waiting %d ms -> return) on any worker",
+		FanOutItems, FanOutWaitMs)
+	if batch != nil {
+		desc = fmt.Sprintf("as %s, with call batching on the function (batch max %v): the %d calls share one execution", ScenarioFunctionCallFanOut, batch["max"], FanOutItems)
+	}
 	return Scenario{
-		Name: ScenarioFunctionCallFanOut,
-		Description: fmt.Sprintf("Webhook -> %d items -> n8n-fn call (one call per item, in parallel) -> function (Webhook -> function -> Code waiting %d ms -> return) on any worker",
-			FanOutItems, FanOutWaitMs),
+		Name:        name,
+		Description: desc,
 		Workflows: []WorkflowFunc{
 			func(path string, _ []string) ([]byte, error) {
 				fnName = path
+				fn := map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": fanOutFunctionTimeoutMillis}
+				if batch != nil {
+					fn["batch"] = batch
+				}
 				return chain("bench "+path+" function", webhookNode(path+"-fn"),
-					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": fanOutFunctionTimeoutMillis}),
+					directiveNode("Function", fn),
 					codeNode("Code", fmt.Sprintf(fanOutBodyJS, FanOutWaitMs, "fn")),
 					directiveNode("Return", map[string]any{"op": "return"}))
 			},
@@ -132,6 +151,11 @@ func functionFanOutScenario() Scenario {
 }
 
 func functionCallScenario(name, fnResponseMode, description string) Scenario {
+	return functionCallScenarioWith(name, fnResponseMode, description, nil)
+}
+
+// functionCallScenarioWith is functionCallScenario with more fields in the function directive.
+func functionCallScenarioWith(name, fnResponseMode, description string, extra map[string]any) Scenario {
 	var fnName string // set when the function workflow is built: the run's path
 	return Scenario{
 		Name:        name,
@@ -142,8 +166,12 @@ func functionCallScenario(name, fnResponseMode, description string) Scenario {
 				fnName = path
 				hook := webhookNode(path + "-fn")
 				hook["parameters"].(map[string]any)["responseMode"] = fnResponseMode
+				fn := map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": 15000}
+				for k, v := range extra {
+					fn[k] = v
+				}
 				return chain("bench "+path+" function", hook,
-					directiveNode("Function", map[string]any{"op": "function", "name": path, "scope": "global", "timeoutMs": 15000}),
+					directiveNode("Function", fn),
 					codeNode("Code", "return $input.all().map(item => ({ json: { ...item.json, fn: true } }));"),
 					directiveNode("Return", map[string]any{"op": "return"}))
 			},

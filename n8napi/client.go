@@ -180,13 +180,36 @@ func (c *Client) GetWorkflow(ctx context.Context, id string) (Workflow, error) {
 
 // ListWorkflows returns every workflow (all pages), or only the published ones when activeOnly.
 func (c *Client) ListWorkflows(ctx context.Context, activeOnly bool) ([]Workflow, error) {
+	return c.ListWorkflowsWith(ctx, ListOptions{ActiveOnly: activeOnly})
+}
+
+// ListOptions narrows a workflow listing with the filters n8n's public API offers (2.41:
+// active, tags, name, projectId, excludePinnedData; no field selection and no "changed since":
+// every listed workflow comes with its nodes and those of its published version).
+type ListOptions struct {
+	ActiveOnly        bool   // active=true: published workflows only
+	ExcludePinnedData bool   // excludePinnedData=true: leave out the editor's pinned test data
+	Tag               string // tags=<Tag>: only workflows with this tag (one name: n8n ANDs a comma list)
+}
+
+// listPageSize is the largest page n8n's public API serves (limit is capped at 250).
+const listPageSize = 250
+
+// ListWorkflowsWith returns every workflow that matches o (all pages).
+func (c *Client) ListWorkflowsWith(ctx context.Context, o ListOptions) ([]Workflow, error) {
 	const op = "list workflows"
 	var all []Workflow
 	cursor := ""
 	for page := 0; ; page++ {
-		q := url.Values{"limit": {"250"}}
-		if activeOnly {
+		q := url.Values{"limit": {fmt.Sprint(listPageSize)}}
+		if o.ActiveOnly {
 			q.Set("active", "true")
+		}
+		if o.ExcludePinnedData {
+			q.Set("excludePinnedData", "true")
+		}
+		if o.Tag != "" {
+			q.Set("tags", o.Tag)
 		}
 		if cursor != "" {
 			q.Set("cursor", cursor)

@@ -68,3 +68,12 @@ func (k keys) slots(fn FunctionKey) string { return k.tag(fn) + ":slots" }
 // idemRun marks an idempotency key whose first call is running (value: that call's id), so a
 // second call with the key waits for that result instead of running the function again.
 func (k keys) idemRun(fn FunctionKey, key string) string { return k.idem(fn, key) + ":run" }
+
+// discoveryLease is held (SET NX PX) by the one sidecar that lists n8n's workflows this discovery
+// interval; the others read discoverySnapshot instead of asking n8n too.
+func (k keys) discoveryLease() string { return k.prefix + "discovery:lease" }
+
+// discoverySnapshot is a hash written by the lease holder: "sum" (content hash of "data"),
+// "data" (JSON array of the published workflows that define functions), "at" (unix ms of the
+// listing) and "by" (the sidecar that listed).
+func (k keys) discoverySnapshot() string { return k.prefix + "discovery:snapshot" }

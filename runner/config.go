@@ -53,6 +53,7 @@ type Config struct {
 	Secret          string        // N8N_FN_SECRET
 	N8NAPIURL       string        // N8N_FN_N8N_API_URL
 	N8NAPIKey       string        // N8N_FN_N8N_API_KEY
+	DiscoveryTag    string        // N8N_FN_DISCOVERY_TAG
 	WebhookURL      string        // N8N_FN_WEBHOOK_URL
 	ShutdownGrace   time.Duration // N8N_FN_SHUTDOWN_GRACE
 	LogLevel        string        // N8N_FN_LOG_LEVEL
@@ -114,6 +115,9 @@ func (c *Config) Validate() error {
 	c.checkRunnerMode(&p)
 	c.checkURLs(&p)
 	c.checkLogging(&p)
+	if strings.Contains(c.DiscoveryTag, ",") {
+		p.add("N8N_FN_DISCOVERY_TAG=%q: one tag name, without commas (n8n's API reads a comma as a list of tags that must all be present)", c.DiscoveryTag)
+	}
 	if len(p) > 0 {
 		return configError(p)
 	}
@@ -255,7 +259,7 @@ func (c *Config) Logger() *logrus.Logger {
 func (c *Config) functionsConfig() functions.Config {
 	return functions.Config{
 		ID: c.ID, Secret: c.Secret, RedisURL: c.RedisURL, Prefix: c.Prefix,
-		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL,
+		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL, DiscoveryTag: c.DiscoveryTag,
 		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency, Limits: c.Limits,
 	}
 }

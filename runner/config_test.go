@@ -90,6 +90,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_TASK_TYPES": "python"}, []string{"must include javascript", "python tasks could never run"}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_LOG_FORMAT": "xml", "N8N_FN_LOG_LEVEL": "loud"}, []string{"N8N_FN_LOG_FORMAT", "N8N_FN_LOG_LEVEL"}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_BROKER_LISTEN": "5700"}, []string{"N8N_FN_BROKER_LISTEN"}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_DISCOVERY_TAG": "a,b"}, []string{`N8N_FN_DISCOVERY_TAG="a,b": one tag name`}},
 	}
 	for _, c := range cases {
 		_, err := ConfigFromEnv(envOf(c.env))

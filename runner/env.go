@@ -94,6 +94,8 @@ func envTable() []envVar {
 			derive: func(c *Config) { c.N8NAPIURL = strings.TrimRight(c.N8NAPIURL, "/") }},
 		{name: "N8N_FN_N8N_API_KEY", shown: "—", doc: "n8n public API key (function discovery)",
 			field: func(c *Config) any { return &c.N8NAPIKey }},
+		{name: "N8N_FN_DISCOVERY_TAG", shown: "(all published workflows)", doc: "discovery lists only the published workflows with this n8n tag (n8n's `tags` filter): in an installation with many workflows, tag the ones that define functions and n8n lists just those",
+			field: func(c *Config) any { return &c.DiscoveryTag }},
 		{name: "N8N_FN_WEBHOOK_URL", shown: "= N8N_FN_N8N_API_URL + /webhook", doc: "base URL that triggers function webhooks",
 			field: func(c *Config) any { return &c.WebhookURL },
 			derive: func(c *Config) {

@@ -366,6 +366,53 @@ func ParseCallRef(body []byte) (*CallRef, error) {
 	return &r, nil
 }
 
+// BatchField is the field of a webhook body that holds a batch of call references: a function
+// with "batch" is sent {"batch":[ref, ref, ...]}, one reference per call.
+const BatchField = "batch"
+
+// ParseCallRefs reads a webhook body holding one call reference or a batch of them
+// ({"batch":[...]}, at most MaxBatch), strictly: every reference as ParseCallRef reads one.
+// batched says whether the body was a batch (a function that did not ask for batches refuses one).
+func ParseCallRefs(body []byte) (refs []*CallRef, batched bool, err error) {
+	v := gjson.ParseBytes(body)
+	if v.Get("body").Exists() && v.Get("headers").Exists() {
+		v = v.Get("body")
+	}
+	b := v.Get(BatchField)
+	if !v.IsObject() || !b.Exists() {
+		r, err := ParseCallRef([]byte(v.Raw))
+		if err != nil {
+			return nil, false, err
+		}
+		return []*CallRef{r}, false, nil
+	}
+	if len(v.Raw) > MaxBatch*MaxCallRefBytes {
+		return nil, true, fmt.Errorf("%w: call batch: the body is %d bytes, a batch has at most %d", ErrMalformedSig, len(v.Raw), MaxBatch*MaxCallRefBytes)
+	}
+	var n int
+	v.ForEach(func(k, _ gjson.Result) bool { n++; return true })
+	if n != 1 || !b.IsArray() {
+		return nil, true, fmt.Errorf("%w: call batch: expected {\"batch\":[reference, ...]} and nothing else", ErrMalformedSig)
+	}
+	items := b.Array()
+	if len(items) == 0 || len(items) > MaxBatch {
+		return nil, true, fmt.Errorf("%w: call batch: %d references, want 1..%d", ErrMalformedSig, len(items), MaxBatch)
+	}
+	seen := make(map[string]bool, len(items))
+	for i, it := range items {
+		r, err := ParseCallRef([]byte(it.Raw))
+		if err != nil {
+			return nil, true, fmt.Errorf("call batch: reference %d: %w", i, err)
+		}
+		if seen[r.CallID] {
+			return nil, true, fmt.Errorf("%w: call batch: call %s appears twice", ErrMalformedSig, r.CallID)
+		}
+		seen[r.CallID] = true
+		refs = append(refs, r)
+	}
+	return refs, true, nil
+}
+
 // NewCallID returns a random call id (32 hex characters).
 func NewCallID() string {
 	var b [16]byte

@@ -177,7 +177,24 @@ type FunctionDirective struct {
 	// API that allows one call at a time); 0 = no global bound.
 	GlobalConcurrency int    `json:"globalConcurrency,omitempty"`
 	Description       string `json:"description,omitempty"`
+	// Batch, when set, lets one execution serve up to Batch.Max pending calls, one item per call
+	// (opt-in: a body written for one call never sees several).
+	Batch *Batch `json:"batch,omitempty"`
 }
+
+// Batch is a function's {"batch":{"max":16,"waitMs":5}}: the dispatcher hands up to Max pending
+// calls to one execution, waiting at most WaitMs after the first for more.
+type Batch struct {
+	Max    int `json:"max"`
+	WaitMs int `json:"waitMs"`
+}
+
+// Batch limits.
+const (
+	MaxBatch           = 256
+	DefaultBatchWaitMs = 5
+	MaxBatchWaitMs     = 1000
+)
 
 // CallDirective is {"op":"call",...}: it calls a function and waits for its return value.
 type CallDirective struct {
@@ -460,7 +477,7 @@ func ValidName(s string) bool { return checkName(s) == nil }
 
 // ParseFunction parses {"op":"function",...}.
 func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
-	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "globalConcurrency", "description")
+	f := newFields(node, OpFunction, h.Raw, "name", "scope", "params", "timeoutMs", "maxConcurrency", "globalConcurrency", "description", "batch")
 	f.lim = h.lim
 	d := &FunctionDirective{
 		Name:              f.name("name", true, "function name"),
@@ -479,10 +496,41 @@ func ParseFunction(node string, h *Header) (*FunctionDirective, error) {
 	if p, ok := f.vals["params"]; ok {
 		d.Params = parseParams(f, p)
 	}
+	if b, ok := f.vals["batch"]; ok && b.Type != gjson.Null {
+		d.Batch = parseBatch(f, b)
+		if d.Batch != nil && d.GlobalConcurrency > 0 {
+			f.fail("batch", "cannot be combined with globalConcurrency (a batch is one execution for many calls); drop one of them")
+		}
+	}
 	if err := f.err(); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// parseBatch reads {"max":N,"waitMs":M}; max 1 means no batching (nil).
+func parseBatch(f *fields, b gjson.Result) *Batch {
+	if !b.IsObject() {
+		f.fail("batch", fmt.Sprintf("expected an object {\"max\":16,\"waitMs\":5}, got %s", excerpt(b.Raw)))
+		return nil
+	}
+	bf := newFields(f.node, "", []byte(b.Raw), "max", "waitMs")
+	bf.lim = f.lim
+	out := &Batch{
+		Max:    bf.integer("max", 0, 1, MaxBatch, false, ""),
+		WaitMs: bf.integer("waitMs", DefaultBatchWaitMs, 0, MaxBatchWaitMs, true, " ms"),
+	}
+	if !bf.has("max") {
+		bf.fail("max", fmt.Sprintf("is required: how many calls one execution may serve (2..%d)", MaxBatch))
+	}
+	for _, e := range bf.errs {
+		e.Field = "batch." + e.Field
+		f.errs = append(f.errs, e)
+	}
+	if len(bf.errs) > 0 || out.Max <= 1 {
+		return nil
+	}
+	return out
 }
 
 func parseParams(f *fields, p gjson.Result) []Param {

@@ -298,6 +298,60 @@ func lintFunction(w *Workflow, n *Node, directives map[string]Directive) []Findi
 		add(SeverityWarning, "no return node after this function: callers get \"ended without return\"",
 			"end the function body with a return node (`n8n-fn snippet return`)")
 	}
+	if d, ok := directives[n.Name].(*FunctionDirective); ok && d.Batch != nil {
+		out = append(out, lintBatch(w, n, hook)...)
+	}
+	return out
+}
+
+// batchBreaker says why a node type breaks a batch: it combines or drops the items of a whole
+// batch, so its output cannot be given back call by call (n8n's lineage of an aggregate names
+// every item it aggregates).
+func batchBreaker(nodeType string) (string, bool) {
+	switch nodeType {
+	case "n8n-nodes-base.aggregate":
+		return "aggregates the items of every call in the batch into one", true
+	case "n8n-nodes-base.summarize":
+		return "summarizes the items of every call in the batch into one", true
+	case "n8n-nodes-base.itemLists":
+		return "can aggregate or limit the items of the whole batch", true
+	case "n8n-nodes-base.limit":
+		return "keeps the first items of the whole batch, dropping other calls' items", true
+	case "n8n-nodes-base.removeDuplicates":
+		return "compares items across the calls of the batch", true
+	case "n8n-nodes-base.splitInBatches":
+		return "loops over the items of the whole batch", true
+	case "n8n-nodes-base.merge":
+		return "can combine items of different calls (by position, or all combinations)", true
+	}
+	return "", false
+}
+
+// lintBatch warns about what breaks a batching function's one-item-per-call rule: nodes between
+// the function and its return that treat the batch as one set of items, nodes that run once for
+// the whole batch, and a Webhook that answers before the execution ends.
+func lintBatch(w *Workflow, fn *Node, hook *Node) []Finding {
+	var out []Finding
+	warn := func(node, msg, hint string) {
+		out = append(out, Finding{WorkflowID: w.ID, WorkflowName: w.Name, Node: node, Severity: SeverityWarning, Message: msg, Hint: hint})
+	}
+	if hook != nil && hook.Webhook().ResponseMode != ResponseLastNode {
+		warn(fn.Name, "function with batch, but its Webhook does not respond when the last node finishes: its calls are dispatched one by one",
+			"set the Webhook's Respond to \"When Last Node Finishes\"")
+	}
+	for _, dn := range w.Descendants(fn.Name) {
+		if dn.Disabled {
+			continue
+		}
+		if why, bad := batchBreaker(dn.Type); bad {
+			warn(dn.Name, fmt.Sprintf("in a function with batch, node %q %s", dn.Name, why),
+				"a batched execution gets one item per call and every item must derive from one call's item: move this node to the caller, or remove batch")
+		}
+		if dn.Raw.Get("executeOnce").Bool() {
+			warn(dn.Name, fmt.Sprintf("in a function with batch, node %q runs once (\"Execute Once\") for the whole batch, on the first call's item only", dn.Name),
+				"turn Execute Once off, or remove batch")
+		}
+	}
 	return out
 }
 

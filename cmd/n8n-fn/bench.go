@@ -33,10 +33,19 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Pause, "pause", 3*time.Second, "pause between concurrent phases (queue drain)")
 	fs.IntVar(&cfg.Rounds, "rounds", 1, "repeat both phases this often, flipping the scenario order each round; the table shows medians")
 	fs.StringVar(&cfg.Ref, "ref", bench.ScenarioSubWorkflow, "scenario the others are compared with (ratios)")
+	scale := fs.String("scale", "", "run the scale benchmark instead of the scenarios: comma-separated numbers of published functions, e.g. 1,100,500")
+	var scfg bench.ScaleConfig
+	fs.IntVar(&scfg.Plain, "scale-plain", 0, "scale: published workflows that are not functions, added before the first level")
+	fs.IntVar(&scfg.Calls, "scale-calls", 100, "scale: sequential calls measured per level")
+	fs.DurationVar(&scfg.Idle, "scale-idle", 20*time.Second, "scale: window over which idle CPU is measured")
+	fs.BoolVar(&scfg.SkipProbes, "scale-no-probe", false, "scale: do not measure how long a newly published function takes to become callable")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: n8n-fn bench [flags]\n\nImports its own workflows into the running stack through n8n's public API, measures\n"+
+		fmt.Fprintf(stderr, "Usage: n8n-fn bench [flags]\n       n8n-fn bench --scale 1,100,500 [--scale-plain N]\n\n"+
+			"Imports its own workflows into the running stack through n8n's public API, measures\n"+
 			"sequential latency and concurrent throughput of each scenario, prints a table, writes a JSON\n"+
-			"report and removes its workflows.\n\nFlags:\n")
+			"report and removes its workflows. With --scale it publishes that many functions level by level\n"+
+			"and reports per sidecar Redis connections, idle CPU and RSS, n8n main's idle CPU, a call's\n"+
+			"p50/p95 and how long a newly published function takes to answer.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -47,6 +56,13 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	if *scale != "" {
+		levels, err := bench.ParseLevels(*scale)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		scfg.Levels, scfg.Warmup, scfg.Timeout = levels, cfg.Warmup, cfg.RequestTimeout
 	}
 	if *list {
 		for _, s := range bench.All() {
@@ -67,6 +83,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("bench needs the running stack: %w", err)
 	}
+	if *scale != "" {
+		return benchScale(ctx, stack, scfg, *envPath, *out, stdout, stderr)
+	}
 	rep, runErr := bench.Run(ctx, bench.Env{Client: stack.Client(), Stack: stack}, selected, cfg, stderr)
 	if len(rep.Results) > 0 {
 		fmt.Fprintln(stdout)
@@ -79,19 +98,41 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("encode report: %w", err)
 	}
-	if *out == "-" {
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
+	return writeBenchReport(stdout, b, *out, *envPath, "bench-"+rep.StartedAt.Format("20060102T150405Z"))
+}
+
+// benchScale runs the scale benchmark and writes its table and JSON report.
+func benchScale(ctx context.Context, stack n8napi.StackEnv, cfg bench.ScaleConfig, envPath, out string, stdout, stderr io.Writer) error {
+	rep, runErr := bench.RunScale(ctx, bench.Env{Client: stack.Client(), Stack: stack}, cfg, stderr)
+	if len(rep.Levels) > 0 {
+		fmt.Fprintln(stdout)
+		rep.Table(stdout)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	return writeBenchReport(stdout, b, out, envPath, "scale-"+rep.StartedAt.Format("20060102T150405Z"))
+}
+
+// writeBenchReport writes a JSON report to out ('-': stdout; "": $N8N_FN_CACHE/bench/<name>.json).
+func writeBenchReport(stdout io.Writer, b []byte, out, envPath, name string) error {
+	if out == "-" {
+		_, err := fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	if *out == "" {
-		*out = filepath.Join(filepath.Dir(filepath.Dir(*envPath)), "bench", "bench-"+rep.StartedAt.Format("20060102T150405Z")+".json")
+	if out == "" {
+		out = filepath.Join(filepath.Dir(filepath.Dir(envPath)), "bench", name+".json")
 	}
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
-	if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
-	fmt.Fprintf(stdout, "\nreport: %s\n", *out)
+	fmt.Fprintf(stdout, "\nreport: %s\n", out)
 	return nil
 }

@@ -44,6 +44,7 @@ type dispatcher struct {
 	loopsWG  sync.WaitGroup                           // hand-offs waiting for a slot
 	freed    chan struct{}                            // a dispatch ended and gave its slot back
 	stopRead context.CancelFunc
+	batches  map[registry.FunctionKey]*pendingBatch // batches being gathered (batch.go)
 }
 
 // dispatchDeps is what the dispatcher uses of the runtime, given explicitly.
@@ -74,6 +75,7 @@ func newDispatcher(f dispatchDeps) *dispatcher {
 		f: f, http: webhookClient(), consumer: f.cfg.ID,
 		loops: map[registry.FunctionKey]*fnLoop{}, inflight: map[registry.FunctionKey]map[string]bool{},
 		slots: map[registry.FunctionKey]map[string]bool{}, freed: make(chan struct{}, 1),
+		batches: map[registry.FunctionKey]*pendingBatch{},
 	}
 }
 
@@ -95,6 +97,7 @@ func (d *dispatcher) shutdown(ctx context.Context) {
 	if d.stopRead != nil {
 		d.stopRead()
 	}
+	d.flushBatches() // a batch being gathered is dispatched now, not after shutdown waited
 	done := make(chan struct{})
 	go func() {
 		d.wg.Wait()
@@ -145,6 +148,11 @@ func (d *dispatcher) takeSlots(fns []registry.FunctionKey) (free []registry.Func
 	for _, k := range fns {
 		l := d.loops[k]
 		if l == nil {
+			continue
+		}
+		if pb := d.batches[k]; pb != nil && len(pb.calls) < pb.max {
+			// A batch being gathered holds the slot: read more calls into it without another.
+			free = append(free, k)
 			continue
 		}
 		select {
@@ -210,8 +218,19 @@ func (d *dispatcher) readGroup(ctx context.Context, fns []registry.FunctionKey) 
 		ds, err := d.f.reg.ReadCalls(ctx, d.consumer, free, 1, block)
 		got := make(map[registry.FunctionKey]bool, len(ds))
 		for _, dl := range ds {
-			if l := taken[dl.Function]; l != nil && !got[dl.Function] {
-				got[dl.Function] = true
+			if got[dl.Function] {
+				continue
+			}
+			got[dl.Function] = true
+			if b := d.batchOf(dl.Function); b != nil {
+				if l := taken[dl.Function]; l != nil && !d.gather(ctx, l, dl, b) {
+					<-l.slots // it joined a batch that holds a slot already
+				} else if l == nil {
+					d.gather(ctx, nil, dl, b)
+				}
+				continue
+			}
+			if l := taken[dl.Function]; l != nil {
 				d.launch(ctx, l, dl)
 			}
 		}

@@ -35,82 +35,157 @@ func (f *Runtime) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *w
 func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (json.RawMessage, error) {
 	key := keyOf(d.Ref(data.WorkflowID))
 	name := display(key)
-	notRef := func(why string, cause error) error {
-		return &OpError{
-			Message: fmt.Sprintf("n8n-fn function %s: the webhook body is not a valid n8n-fn call reference: %s", name, why),
-			Description: "This workflow is a function: its Webhook is triggered by the n8n-fn dispatcher with a signed reference to a queued call. " +
-				"Call the function with an n8n-fn call node instead of calling its webhook directly. If a dispatcher sent this, check that every sidecar has the same N8N_FN_SECRET.",
-			Err: cause,
-		}
-	}
 	if len(data.Items) == 0 {
-		return nil, notRef("the node received no item", nil)
+		return nil, notCallRef(name, "the node received no item", nil)
 	}
 	if len(data.Items) > 1 {
-		return nil, notRef(fmt.Sprintf("the node received %d items, a function call arrives as exactly one webhook item", len(data.Items)), nil)
+		return nil, notCallRef(name, fmt.Sprintf("the node received %d items, a function call arrives as exactly one webhook item", len(data.Items)), nil)
 	}
-	cref, err := workflows.ParseCallRef(data.Items[0].JSON)
+	crefs, batched, err := workflows.ParseCallRefs(data.Items[0].JSON)
 	if err != nil {
-		return nil, notRef(err.Error(), err)
+		return nil, notCallRef(name, err.Error(), err)
+	}
+	if batched && d.Batch == nil {
+		return nil, notCallRef(name, fmt.Sprintf("it is a batch of %d calls, and this function node does not take batches (it has no \"batch\" field)", len(crefs)), nil)
+	}
+	if batched && len(crefs) > d.Batch.Max {
+		return nil, notCallRef(name, fmt.Sprintf("it is a batch of %d calls, this function takes at most %d", len(crefs), d.Batch.Max), nil)
 	}
 	now := time.Now()
+	// Every reference must be genuine before anything runs: a forged one fails the execution.
+	for _, cref := range crefs {
+		if err := f.checkRef(name, key, cref, now); err != nil {
+			return nil, err
+		}
+	}
+	var (
+		out   []outItem
+		calls []registry.ExecCall
+		first *registry.Call
+	)
+	for _, cref := range crefs {
+		item, ec, call, err := f.startCall(ctx, data, d, key, name, cref, now)
+		if err != nil {
+			if !batched {
+				return nil, err
+			}
+			// One call of a batch that cannot run here (answered meanwhile, expired, bad params)
+			// does not hold up the others; the dispatcher sees it still queued afterwards and
+			// runs it on its own, which reports its error.
+			f.log.WithFields(map[string]any{"function": key.String(), "call": cref.CallID, "execution": data.ExecutionID}).
+				WithError(err).Info("a call of the batch is not served by this execution")
+			continue
+		}
+		if first == nil {
+			first = &call
+		}
+		out = append(out, item)
+		calls = append(calls, ec)
+	}
+	if len(calls) == 0 {
+		return nil, &OpError{Message: fmt.Sprintf("n8n-fn function %s: none of the %d calls of the batch can run here (answered, expired or rejected)", name, len(crefs))}
+	}
+	deadline := calls[0].Deadline
+	for _, c := range calls {
+		if c.Deadline.After(deadline) {
+			deadline = c.Deadline
+		}
+	}
+	if err := registry.RetryOutage(ctx, deadline, func() error {
+		return f.reg.BindExecution(ctx, data.ExecutionID, calls, claimTTL(deadline, now))
+	}); err != nil {
+		return nil, fmt.Errorf("n8n-fn function %s: record call %s for execution %s: %w", name, first.ID, data.ExecutionID, err)
+	}
+	custom := map[string]string{
+		"n8nfn_function": clipString(key.String(), 255),
+		"n8nfn_callId":   first.ID,
+		"n8nfn_servedBy": clipString(f.cfg.ID, 255),
+		"n8nfn_depth":    fmt.Sprint(calls[0].Depth),
+	}
+	if batched {
+		custom["n8nfn_batch"] = fmt.Sprint(len(calls))
+	}
+	// The execution's custom data (n8n shows it with the execution; a Code node reads it with
+	// $execution.customData.get(...)) says which call this is and which sidecar's worker runs it.
+	b, err := json.Marshal(map[string]any{"result": out, "customData": custom})
+	if err != nil {
+		return nil, fmt.Errorf("n8n-fn function %s: encode the output: %w", name, err)
+	}
+	return b, nil
+}
+
+// notCallRef is the error of a function node whose webhook item is no valid call reference.
+func notCallRef(name, why string, cause error) error {
+	return &OpError{
+		Message: fmt.Sprintf("n8n-fn function %s: the webhook body is not a valid n8n-fn call reference: %s", name, why),
+		Description: "This workflow is a function: its Webhook is triggered by the n8n-fn dispatcher with a signed reference to a queued call. " +
+			"Call the function with an n8n-fn call node instead of calling its webhook directly. If a dispatcher sent this, check that every sidecar has the same N8N_FN_SECRET.",
+		Err: cause,
+	}
+}
+
+// checkRef verifies a call reference's signature and expiry and that it is for this function.
+func (f *Runtime) checkRef(name string, key registry.FunctionKey, cref *workflows.CallRef, now time.Time) error {
 	if err := cref.Verify(f.signer, now); err != nil {
 		if errors.Is(err, workflows.ErrExpired) {
-			return nil, &OpError{
+			return &OpError{
 				Message:     fmt.Sprintf("n8n-fn function %s: %v; the caller has given up, the call is not run", name, err),
 				Description: "The call waited in the queue or in n8n's execution queue past its deadline. Raise the call's timeoutMs, the function's maxConcurrency, or add workers.",
 				Err:         err,
 			}
 		}
-		return nil, notRef(err.Error(), err)
+		return notCallRef(name, err.Error(), err)
 	}
 	if cref.Function != key.String() {
-		return nil, notRef(fmt.Sprintf("it is for function %s, this node defines %s", cref.Function, key.String()), nil)
+		return notCallRef(name, fmt.Sprintf("it is for function %s, this node defines %s", cref.Function, key.String()), nil)
 	}
+	return nil
+}
+
+// startCall loads a verified reference's call, claims it for this execution and binds its params:
+// the item the function node outputs for it and the record of the call for BindExecution.
+func (f *Runtime) startCall(ctx context.Context, data *taskData, d *workflows.FunctionDirective, key registry.FunctionKey, name string,
+	cref *workflows.CallRef, now time.Time) (outItem, registry.ExecCall, registry.Call, error) {
 	var call registry.Call
-	err = registry.RetryOutage(ctx, time.UnixMilli(cref.Exp), func() (err error) {
+	err := registry.RetryOutage(ctx, time.UnixMilli(cref.Exp), func() (err error) {
 		call, err = f.reg.LoadCall(ctx, key, cref.EntryID)
 		return err
 	})
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
-			return nil, &OpError{
+			return outItem{}, registry.ExecCall{}, call, &OpError{
 				Message:     fmt.Sprintf("n8n-fn function %s: call %s is no longer queued (entry %s): it was already answered, dead-lettered or trimmed", name, cref.CallID, cref.EntryID),
 				Description: "A call is run once per queued entry. This execution is a late duplicate and does nothing.",
 				Err:         err,
 			}
 		}
-		return nil, fmt.Errorf("n8n-fn function %s: load call %s: %w", name, cref.CallID, err)
+		return outItem{}, registry.ExecCall{}, call, fmt.Errorf("n8n-fn function %s: load call %s: %w", name, cref.CallID, err)
 	}
 	if call.ID != cref.CallID {
-		return nil, notRef(fmt.Sprintf("entry %s holds call %s, the reference names call %s", cref.EntryID, call.ID, cref.CallID), nil)
+		return outItem{}, registry.ExecCall{}, call, notCallRef(name, fmt.Sprintf("entry %s holds call %s, the reference names call %s", cref.EntryID, call.ID, cref.CallID), nil)
 	}
 	if !call.Deadline.IsZero() && now.After(call.Deadline) {
-		return nil, &OpError{
+		return outItem{}, registry.ExecCall{}, call, &OpError{
 			Message:     fmt.Sprintf("n8n-fn function %s: call %s passed its deadline %s ago; the caller has given up, the call is not run", name, call.ID, now.Sub(call.Deadline).Round(time.Millisecond)),
 			Description: "Raise the call's timeoutMs, the function's maxConcurrency, or add workers.",
 			Err:         workflows.ErrExpired,
 		}
 	}
 	if err := f.claim(ctx, key, name, cref, data.ExecutionID, call.Deadline); err != nil {
-		return nil, err
+		return outItem{}, registry.ExecCall{}, call, err
 	}
 	bound, err := f.cfg.Limits.BindParams(d, call.Params)
 	if err != nil {
-		// The caller gets the params error at once; this execution fails with the same message.
+		// The caller gets the params error at once; this execution fails with the same message
+		// (a batch leaves the call out instead).
 		f.answerNow(ctx, key, cref.EntryID, registry.Reply{CallID: call.ID, Error: err.Error(), ErrorKind: registry.ErrorKindParams}, call.ReplyKey)
-		return nil, &OpError{Message: "n8n-fn function " + name + ": " + err.Error(), Err: err}
+		return outItem{}, registry.ExecCall{}, call, &OpError{Message: "n8n-fn function " + name + ": " + err.Error(), Err: err}
 	}
 	ec := registry.ExecCall{Function: key, CallID: call.ID, EntryID: cref.EntryID, ReplyKey: call.ReplyKey,
 		Deadline: call.Deadline, Depth: max(call.Depth, 1), Stack: call.Stack, Dispatch: cref.Dispatch, Node: data.NodeName}
 	if ec.Depth != len(ec.Stack)+1 {
 		// A call queued by something other than our call op: keep the chain we can vouch for.
 		ec.Depth = len(ec.Stack) + 1
-	}
-	if err := registry.RetryOutage(ctx, call.Deadline, func() error {
-		return f.reg.BindExecution(ctx, data.ExecutionID, []registry.ExecCall{ec}, claimTTL(call.Deadline, now))
-	}); err != nil {
-		return nil, fmt.Errorf("n8n-fn function %s: record call %s for execution %s: %w", name, call.ID, data.ExecutionID, err)
 	}
 	// _functionCall stays on the item as a signed, readable description of the call; nothing
 	// needs it any more (the return node and nested calls find the call through the execution).
@@ -126,25 +201,13 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	cc.Sign(f.signer)
 	out, err := workflows.WithContext(bound, cc)
 	if err != nil {
-		return nil, fmt.Errorf("n8n-fn function %s: %w", name, err)
+		return outItem{}, registry.ExecCall{}, call, fmt.Errorf("n8n-fn function %s: %w", name, err)
 	}
 	f.log.WithFields(map[string]any{"function": key.String(), "call": call.ID, "execution": data.ExecutionID,
 		"dispatch": cref.Dispatch, "queued_ms": sinceEntry(cref.EntryID, now)}).Debug("function call started")
-	// The execution's custom data (n8n shows it with the execution; a Code node reads it with
-	// $execution.customData.get(...)) says which call this is and which sidecar's worker runs it.
-	b, err := json.Marshal(map[string]any{
-		"result": []outItem{{JSON: out, Binary: call.Binary}},
-		"customData": map[string]string{
-			"n8nfn_function": clipString(key.String(), 255),
-			"n8nfn_callId":   call.ID,
-			"n8nfn_servedBy": clipString(f.cfg.ID, 255),
-			"n8nfn_depth":    fmt.Sprint(cc.Depth),
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("n8n-fn function %s: encode the output: %w", name, err)
-	}
-	return b, nil
+	// Every item derives from the one webhook item: the return node tells the calls apart by
+	// the item index of the function node's output (ExecCall order).
+	return outItem{JSON: out, Binary: call.Binary, PairedItem: pairedItem{Item: 0}}, ec, call, nil
 }
 
 // claim binds the call's dispatch to this n8n execution, or says why this execution must not run

@@ -43,6 +43,7 @@ type Config struct {
 	N8NAPIURL      string           // N8N_FN_N8N_API_URL, for discovery and dispatch error details
 	N8NAPIKey      string           // N8N_FN_N8N_API_KEY; "" = no discovery, no dispatch from this sidecar
 	WebhookURL     string           // N8N_FN_WEBHOOK_URL, the base of the functions' webhook paths
+	DiscoveryTag   string           // N8N_FN_DISCOVERY_TAG: list only the published workflows with this tag ("" = all)
 	TaskTimeout    time.Duration    // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
 	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
 	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
@@ -199,6 +200,8 @@ func (f *Runtime) buildDuties(deps Deps) {
 		log: f.log, api: f.api, reg: f.reg, owner: f.cfg.ID, catalog: f.catalog,
 		changed:  f.hb.beatNow, // make new functions callable at once instead of at the next heartbeat
 		interval: f.tun.discoveryInterval,
+		shared:   true, // one sidecar per interval lists n8n's workflows, the others read its snapshot
+		tag:      f.cfg.DiscoveryTag,
 	})
 	f.disp = newDispatcher(dispatchDeps{cfg: f.cfg, log: f.log, reg: f.reg, catalog: f.catalog, signer: f.signer, api: f.api, disc: f.disc, tun: &f.tun})
 	f.rec = newRecoverer(recovererParams{
