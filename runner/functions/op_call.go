@@ -285,12 +285,14 @@ func (f *Runtime) stopRunning(ctx context.Context, key registry.FunctionKey, cal
 // deadline; each call gets its result or its error.
 func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
+	queued := time.Now()
 	waitIDs, byID, entryOf := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
 	if len(waitIDs) == 0 {
 		return nil
 	}
 	waitStart := time.Now()
 	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	f.observeCalls(ctx, key, waitIDs, replies, err, queued)
 	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
 		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
 	f.withdraw(ctx, key, waitIDs, replies, entryOf)
@@ -354,6 +356,7 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 		case err == nil:
 			waitIDs = append(waitIDs, ids[i])
 			entryOf[ids[i]] = entries[i]
+			f.met.CallStarted(key.String())
 		case errors.Is(err, registry.ErrBacklogFull):
 			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
 		case errors.Is(err, registry.ErrUnavailable):

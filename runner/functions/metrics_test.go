@@ -1,0 +1,89 @@
+package functions
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
+	"github.com/n8n-fn/n8n-fn/workflows"
+)
+
+// newMetricsHarness is newHarness with the runtime's metrics.
+func newMetricsHarness(t *testing.T, rs *redistest.Server, tweak func(*tunables)) (*harness, *metrics.Metrics) {
+	t.Helper()
+	m := metrics.New()
+	h := &harness{}
+	h.wf = &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
+	h.srv = httptest.NewServer(h.wf)
+	t.Cleanup(h.srv.Close)
+	h.rt = newRuntimeDeps(t, rs, "sidecar-a", h.srv.URL, tweak, Deps{Metrics: m})
+	h.wf.rt = h.rt
+	h.wf.dir = parseDirective(t, addFunction, workflows.ParseFunction)
+	h.key = keyOf(h.wf.dir.Ref("wfFn"))
+	serve(t, h.rt, h.key, "wfFn", 0)
+	startRuntime(t, h.rt)
+	return h, m
+}
+
+func scrapeOf(t *testing.T, m *metrics.Metrics) metrics.Scrape {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	s, err := metrics.ParseScrape(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func metricValue(s metrics.Scrape, name string, labels ...string) float64 {
+	v, _ := s.Value(name, labels...)
+	return v
+}
+
+// The runtime's hooks move the counters by what really happened on a real Redis: three calls
+// that succeed, one the function refuses, one that times out; the queue gauges come from Redis
+// at scrape time.
+func TestRuntimeMetricsCountCalls(t *testing.T) {
+	rs := redistest.Start(t)
+	h, m := newMetricsHarness(t, rs, nil)
+	fn := "function=" + h.key.String()
+	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`, false, `{"a":1}`, `{"a":2}`, `{"a":3}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`, false, `{"b":1}`); err == nil {
+		t.Fatal("a call without the required param worked")
+	}
+	h.wf.set(func(w *fnWorkflow) { w.delay = 700 * time.Millisecond })
+	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":300} */`, false, `{"a":1}`); err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("slow call: %v, want a timeout", err)
+	}
+	s := scrapeOf(t, m)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"n8n_fn_calls_started_total", []string{fn}, 5},
+		{"n8n_fn_calls_finished_total", []string{fn, "outcome=ok"}, 3},
+		{"n8n_fn_calls_finished_total", []string{fn, "outcome=params"}, 1},
+		{"n8n_fn_calls_finished_total", []string{fn, "outcome=timeout"}, 1},
+		{"n8n_fn_call_duration_seconds", []string{fn, "outcome=ok"}, 3},
+		{"n8n_fn_function_dispatches_total", []string{fn}, 5},
+		{"n8n_fn_call_queue_wait_seconds", []string{fn}, 5},
+		{"n8n_fn_function_reruns_total", []string{fn}, 0},
+		{"n8n_fn_function_live_sidecars", []string{fn}, 1},
+		{"n8n_fn_registry_up", nil, 1},
+	} {
+		if got := metricValue(s, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	// The timed-out call's execution is still running: it holds a pending entry.
+	if _, ok := s.Value("n8n_fn_queue_pending", fn); !ok {
+		t.Errorf("no queue gauges for the served function: %v", s.Names())
+	}
+}

@@ -1,0 +1,87 @@
+package functions
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
+)
+
+// queueStats is the metrics' scrape-time view of the queues: stream length, pending, oldest
+// pending age and dead letters of every function this sidecar serves, and the live sidecars of
+// every registered function (an alert fires when a published function has none).
+func (f *Runtime) queueStats(ctx context.Context) ([]metrics.QueueStat, error) {
+	served := map[registry.FunctionKey]bool{}
+	for _, k := range f.catalog.keys() {
+		served[k] = true
+	}
+	recs, err := f.reg.ListFunctions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []metrics.QueueStat
+	seen := map[registry.FunctionKey]bool{}
+	for _, rec := range recs {
+		seen[rec.Key] = true
+	}
+	for k := range served {
+		if !seen[k] {
+			recs = append(recs, registry.FunctionRecord{Key: k}) // served, its record not (yet) written
+		}
+	}
+	for _, rec := range recs {
+		k := rec.Key
+		st := metrics.QueueStat{Function: k.String(), Served: served[k]}
+		if st.Served {
+			fs, err := f.reg.FunctionStatus(ctx, k)
+			if err != nil {
+				return out, err
+			}
+			st.Length, st.Pending, st.OldestPendingAge, st.DeadLetters = fs.Length, fs.Pending, fs.OldestPendingAge, fs.DeadLetters
+			st.LiveSidecars = len(fs.LiveSidecars)
+		} else {
+			live, err := f.reg.LiveSidecars(ctx, k)
+			if err != nil {
+				return out, err
+			}
+			st.LiveSidecars = len(live)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// observeCalls counts the end of one attempt's calls (n8n_fn_calls_finished_total and the
+// caller-side latency): each call's outcome is its reply's, or why no reply came (waitErr).
+func (f *Runtime) observeCalls(ctx context.Context, key registry.FunctionKey, ids []string, replies map[string]registry.Reply, waitErr error, queued time.Time) {
+	if f.met == nil {
+		return
+	}
+	fn := key.String()
+	for _, id := range ids {
+		rep, ok := replies[id]
+		outcome, at := callOutcome(ctx, rep, ok, waitErr), time.Now()
+		if ok && !rep.Received.IsZero() {
+			at = rep.Received
+		}
+		f.met.CallFinished(fn, outcome, at.Sub(queued))
+	}
+}
+
+func callOutcome(ctx context.Context, rep registry.Reply, replied bool, waitErr error) string {
+	switch {
+	case replied && rep.OK:
+		return metrics.OutcomeOK
+	case replied && rep.ErrorKind != "":
+		return string(rep.ErrorKind) // a fixed set (registry.ErrorKind...)
+	case replied:
+		return metrics.OutcomeError
+	case ctx.Err() != nil:
+		return metrics.OutcomeCancelled
+	case waitErr == nil || errors.Is(waitErr, registry.ErrTimeout):
+		return metrics.OutcomeTimeout
+	}
+	return metrics.OutcomeRedis
+}
