@@ -3,6 +3,9 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -137,8 +140,44 @@ func TestMetricsCountRealCalls(t *testing.T) {
 	if v := sumOver(after, "n8n_fn_function_live_sidecars", fn) / float64(len(after)); v < 1 {
 		t.Errorf("live sidecars of the function: %v per scrape, want at least 1", v)
 	}
+	checkMonitoringNames(t, after)
 	t.Logf("5 calls: started %v, ok %v, params %v, dispatched %v, relayed %v across %d sidecars",
 		delta("n8n_fn_calls_started_total", fn), delta("n8n_fn_calls_finished_total", fn, "outcome=ok"),
 		delta("n8n_fn_calls_finished_total", fn, "outcome=params"), delta("n8n_fn_function_dispatches_total", fn),
 		delta("n8n_fn_relayed_tasks_total", "task_type=javascript"), len(after))
+}
+
+// checkMonitoringNames: every n8n-fn metric the shipped dashboard and alert rules read is in the
+// real sidecars' scrapes (after calls, so the per-function series exist). Redis errors are left
+// out: a healthy stack has none, and the metric's unit test covers it.
+func checkMonitoringNames(t *testing.T, scrapes map[string]metrics.Scrape) {
+	t.Helper()
+	have := map[string]bool{}
+	for _, sc := range scrapes {
+		for _, n := range sc.Names() {
+			have[n] = true
+		}
+	}
+	files, err := filepath.Glob("../docs/monitoring/*")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("docs/monitoring: %v %v", files, err)
+	}
+	re := regexp.MustCompile(`\bn8n_fn_[a-zA-Z0-9_]+`)
+	checked := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range re.FindAllString(string(b), -1) {
+			if n == "n8n_fn_redis_errors_total" {
+				continue
+			}
+			checked++
+			if !have[n] {
+				t.Errorf("%s uses %s, which no sidecar of the stack exports", filepath.Base(f), n)
+			}
+		}
+	}
+	t.Logf("the dashboard and alert rules name %d n8n-fn series, all in the stack's scrapes", checked)
 }

@@ -143,10 +143,15 @@ func (m *Metrics) Dispatched(function string, dispatch int64, queued time.Durati
 		return
 	}
 	m.dispatches.WithLabelValues(function).Inc()
+	// The function's other dispatcher counters start at 0 with its first dispatch, so that
+	// rate(), ratios and alerts on them see the series before the first re-run happens.
+	m.reclaimed.WithLabelValues(function)
+	m.deadLetters.WithLabelValues(function)
 	if dispatch > 1 {
 		m.reruns.WithLabelValues(function).Inc()
 		return
 	}
+	m.reruns.WithLabelValues(function)
 	m.queueWait.WithLabelValues(function).Observe(max(queued, 0).Seconds())
 }
 
