@@ -506,6 +506,7 @@ func (j *dispatchJob) trigger(ctx context.Context) roundTrip {
 		return roundTrip{kind: outUnreachable, err: fmt.Errorf("start a dispatch: %w", err)}
 	}
 	f.met.Dispatched(j.dl.Function.String(), n, time.Duration(sinceEntry(j.dl.EntryID, time.Now()))*time.Millisecond)
+	j.d.traceDispatched(ctx, j.dl.Call.ID)
 	ref := workflows.CallRef{Function: j.dl.Function.String(), EntryID: j.dl.EntryID, CallID: j.dl.Call.ID, Dispatch: n, Exp: j.deadline.UnixMilli()}
 	ref.Sign(f.signer)
 	body, err := json.Marshal(&ref)

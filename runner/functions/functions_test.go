@@ -228,7 +228,7 @@ func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak
 func newRuntimeDeps(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables), deps Deps) *Runtime {
 	t.Helper()
 	cfg := Config{ID: id, Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: webhookURL,
-		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
+		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10, TraceTTL: time.Minute}
 	tun := defaultTunables()
 	tun.readBlock = 200 * time.Millisecond
 	tun.heartbeatInterval = 200 * time.Millisecond
@@ -659,7 +659,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 	srv := httptest.NewServer(wf)
 	defer srv.Close()
 	cfg := Config{ID: "bench", Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: srv.URL,
-		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
+		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10, TraceTTL: time.Minute}
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
 	tun := defaultTunables()

@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"context"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -85,5 +86,42 @@ func TestRuntimeMetricsCountCalls(t *testing.T) {
 	// The timed-out call's execution is still running: it holds a pending entry.
 	if _, ok := s.Value("n8n_fn_queue_pending", fn); !ok {
 		t.Errorf("no queue gauges for the served function: %v", s.Names())
+	}
+}
+
+// The runtime writes each call's trace on the way (queued by the caller, dispatched, claimed by
+// the function execution, answered): the tree from the caller's execution shows both calls, the
+// executions that served them and their worker, on a real Redis.
+func TestRuntimeTracesCalls(t *testing.T) {
+	rs := redistest.Start(t)
+	h, _ := newMetricsHarness(t, rs, nil)
+	if _, err := h.callIn(t, "exec-root", `/* @n8n-fn {"op":"call","function":"add"} */`, false, `{"a":1}`, `{"a":2,"b":40}`); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := h.rt.reg.Trace(context.Background(), "exec-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tree.ID != "exec-root" || tree.WorkflowID != "wfCaller" || tree.Worker != "sidecar-a" || len(tree.CallTree) != 2 {
+		t.Fatalf("top of the tree: %+v", tree.TraceExecution)
+	}
+	execs := map[string]bool{}
+	for i, c := range tree.CallTree {
+		if c.Function != h.key.String() || c.Outcome != "ok" || c.Dispatches != 1 || c.ParamsBytes == 0 || c.CallerNode != "Call" ||
+			c.Queued.IsZero() || c.Dispatched.Before(c.Queued) || c.Finished.Before(c.Dispatched) {
+			t.Errorf("call %d: %+v", i, c.TraceCall)
+		}
+		if c.Served == nil || !strings.HasPrefix(c.Served.ID, "wfFn-exec-") || c.Served.WorkflowID != "wfFn" || c.Served.Worker != "sidecar-a" || c.Served.Served != c.ID {
+			t.Fatalf("call %d served by %+v", i, c.Served)
+		}
+		execs[c.Served.ID] = true
+		// From the function execution, the same tree.
+		up, err := h.rt.reg.Trace(context.Background(), c.Served.ID)
+		if err != nil || up.ID != "exec-root" || len(up.CallTree) != 2 {
+			t.Errorf("trace from %s: %+v %v", c.Served.ID, up, err)
+		}
+	}
+	if len(execs) != 2 {
+		t.Errorf("two calls served by %v", execs)
 	}
 }

@@ -85,3 +85,53 @@ func callOutcome(ctx context.Context, rep registry.Reply, replied bool, waitErr 
 	}
 	return metrics.OutcomeRedis
 }
+
+// errFunctionsOff answers the status page's reads on a sidecar without N8N_FN_SECRET.
+var errFunctionsOff = errors.New("the function runtime is off on this sidecar (N8N_FN_SECRET is not set)")
+
+// Status is every registered function's queue and the live sidecars, as `n8n-fn status` shows
+// them (the status page).
+func (f *Runtime) Status(ctx context.Context) ([]registry.FunctionStatus, []registry.SidecarInfo, error) {
+	if f.reg == nil {
+		return nil, nil, errFunctionsOff
+	}
+	st, err := f.reg.Status(ctx)
+	if err != nil {
+		return st, nil, err
+	}
+	sc, err := f.reg.ListSidecars(ctx)
+	return st, sc, err
+}
+
+// RecentCalls returns the trace records of up to n of the latest calls, newest first.
+func (f *Runtime) RecentCalls(ctx context.Context, n int64) ([]registry.TraceCall, error) {
+	if f.reg == nil {
+		return nil, errFunctionsOff
+	}
+	ids, err := f.reg.RecentCalls(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]registry.TraceCall, 0, len(ids))
+	for _, id := range ids {
+		c, ok, err := f.reg.TracedCall(ctx, id)
+		if err != nil {
+			return out, err
+		}
+		if ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Trace is the call tree of a call or execution id (registry.Trace), with links into n8n's UI at
+// N8N_FN_N8N_API_URL.
+func (f *Runtime) Trace(ctx context.Context, id string) (*registry.TraceNode, error) {
+	if f.reg == nil {
+		return nil, errFunctionsOff
+	}
+	n, err := f.reg.Trace(ctx, id)
+	n.SetLinks(f.cfg.N8NAPIURL)
+	return n, err
+}

@@ -47,6 +47,7 @@ type Config struct {
 	TaskTimeout    time.Duration    // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
 	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
 	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
+	TraceTTL       time.Duration    // N8N_FN_TRACE_TTL: how long call trace records live; 0 = none
 }
 
 // Deps are what the runtime gets from the process around it.
