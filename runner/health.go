@@ -29,6 +29,9 @@ func (s *Sidecar) healthHandler() http.Handler {
 		writeJSON(w, http.StatusOK, body)
 	})
 	mux.Handle("GET /metrics", s.met.Handler())
+	if s.cfg.StatusPage {
+		s.statusHandlers(mux) // opt-in: it shows function and workflow names, ids and sidecars
+	}
 	if s.cfg.Pprof {
 		// Opt-in: profiles show task data in memory dumps, so this is for a trusted health address only.
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
