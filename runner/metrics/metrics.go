@@ -234,6 +234,21 @@ func (m *Metrics) redisError(op string, err error) {
 	var re redis.Error
 	if errors.As(err, &re) && !strings.HasPrefix(re.Error(), "LOADING") {
 		kind = "reply"
+		if expectedReply(re.Error()) {
+			return
+		}
 	}
 	m.redisErrors.WithLabelValues(op, kind).Inc()
+}
+
+// expectedReply: answers the registry asks for and handles as a normal result, not failures: the
+// group exists already (XGROUP CREATE on every start), no group or stream yet (XINFO on a function
+// nobody called).
+func expectedReply(msg string) bool {
+	for _, p := range []string{"BUSYGROUP", "NOGROUP", "ERR no such key"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -160,6 +160,11 @@ func TestRedisHookCountsFailedCommands(t *testing.T) {
 		t.Fatalf("LPUSH on a string: %v, want WRONGTYPE", err)
 	}
 	_ = c.Get(ctx, rs.Prefix()+"missing").Err() // redis.Nil: not an error
+	// XGROUP CREATE on an existing group answers BUSYGROUP, which the registry expects.
+	stream := rs.Prefix() + "metrics-stream"
+	for i := 0; i < 2; i++ {
+		_ = c.XGroupCreateMkStream(ctx, stream, "g", "$").Err()
+	}
 	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Get(ctx, key)
 		p.LPush(ctx, key, "z")
@@ -181,5 +186,8 @@ func TestRedisHookCountsFailedCommands(t *testing.T) {
 	}
 	if _, ok := s.Value("n8n_fn_redis_errors_total", "op=get"); ok {
 		t.Error("a GET of a missing key (redis.Nil) was counted as an error")
+	}
+	if _, ok := s.Value("n8n_fn_redis_errors_total", "op=xgroup"); ok {
+		t.Error("BUSYGROUP of an existing group was counted as an error")
 	}
 }
