@@ -58,7 +58,7 @@ type Config struct {
 	LogLevel        string        // N8N_FN_LOG_LEVEL
 	LogFormat       string        // N8N_FN_LOG_FORMAT
 	Pprof           bool          // N8N_FN_PPROF
-	TraceTTL        time.Duration // N8N_FN_TRACE_TTL
+	TraceTTL        time.Duration // N8N_FN_TRACE_TTL; -1 = off
 	StatusPage      bool          // N8N_FN_STATUS_PAGE
 	MaxFrameDepth   int           // N8N_FN_MAX_FRAME_DEPTH
 	// Limits bound what a workflow sends (N8N_FN_MAX_PARAMS_BYTES, ..._JSON_DEPTH, ..._HEADER_BYTES,
