@@ -345,8 +345,9 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			at := time.Now() // before XADD: a dispatcher may trigger the call before AddCall returns
 			if entries[i], addErrs[i] = f.reg.AddCall(ctx, c); addErrs[i] == nil {
-				f.traceQueued(ctx, c, caller, r.parent)
+				f.traceQueued(ctx, c, caller, r.parent, at)
 			}
 		}()
 	}

@@ -29,14 +29,14 @@ func traceCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), traceWriteTimeout)
 }
 
-// traceQueued records a call just queued (one round trip).
-func (f *Runtime) traceQueued(ctx context.Context, c registry.Call, caller callerID, parent *registry.ExecCall) {
+// traceQueued records a call just queued at the time at (one round trip).
+func (f *Runtime) traceQueued(ctx context.Context, c registry.Call, caller callerID, parent *registry.ExecCall, at time.Time) {
 	if f.cfg.TraceTTL <= 0 {
 		return
 	}
 	tc := registry.TraceCall{ID: c.ID, Function: c.Function.String(), ParamsBytes: len(c.Params) + len(c.Binary), Attempt: c.Attempt,
 		CallerExecution: caller.execution, CallerWorkflow: caller.workflow, CallerNode: caller.node, CallerSidecar: caller.sidecar,
-		Queued: time.Now(), Deadline: c.Deadline}
+		Queued: at, Deadline: c.Deadline}
 	if parent != nil {
 		tc.Parent = parent.CallID
 	}
