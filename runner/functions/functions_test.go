@@ -20,6 +20,7 @@ import (
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
 	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -633,9 +634,10 @@ func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
 		t.Fatal("the call was never queued")
 	}
 	// The "dead" consumer never dispatches. A live sidecar with a short claim time takes over.
-	live := newRuntime(t, rs, "live", srv.URL, func(tn *tunables) {
+	met := metrics.New()
+	live := newRuntimeDeps(t, rs, "live", srv.URL, func(tn *tunables) {
 		tn.claimIdle, tn.recoverInterval = 300*time.Millisecond, 100*time.Millisecond
-	})
+	}, Deps{Metrics: met})
 	serve(t, live, key, "wfFn", 0)
 	startRuntime(t, live)
 	r := <-done
@@ -647,6 +649,13 @@ func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
 	}
 	if wf.calls.Load() != 1 {
 		t.Fatalf("function ran %d times, want 1", wf.calls.Load())
+	}
+	// The live sidecar's metrics: one reclaim, one dispatch, no re-run (the dead one never triggered it).
+	sc := scrapeOf(t, met)
+	for name, want := range map[string]float64{"n8n_fn_calls_reclaimed_total": 1, "n8n_fn_function_dispatches_total": 1, "n8n_fn_function_reruns_total": 0} {
+		if got := metricValue(sc, name, "function=global/add"); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
 	}
 }
 
