@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,25 +17,38 @@ import (
 // sidecarScrapes reads /metrics of every sidecar of the stack.
 func sidecarScrapes(t *testing.T, s *Stack) map[string]metrics.Scrape {
 	t.Helper()
+	out, err := scrapeSidecars(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// scrapeSidecars is sidecarScrapes for any goroutine: it returns the error.
+func scrapeSidecars(s *Stack) (map[string]metrics.Scrape, error) {
 	out := map[string]metrics.Scrape{}
 	for _, port := range strings.Split(s.Env.Vars["N8N_FN_HEALTH_PORTS"], ",") {
 		url := "http://127.0.0.1:" + strings.TrimSpace(port) + "/metrics"
-		req, err := http.NewRequestWithContext(Ctx(t, 10*time.Second), http.MethodGet, url, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			t.Fatal(err)
+			cancel()
+			return nil, err
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			t.Fatalf("scrape %s: %v", url, err)
+			cancel()
+			return nil, fmt.Errorf("scrape %s: %w", url, err)
 		}
 		sc, err := metrics.ParseScrape(resp.Body)
 		resp.Body.Close()
+		cancel()
 		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("scrape %s: HTTP %d: %v (a sidecar built before /metrics existed? scripts/stack.sh restart-runners)", url, resp.StatusCode, err)
+			return nil, fmt.Errorf("scrape %s: HTTP %d: %v (a sidecar built before /metrics existed? scripts/stack.sh restart-runners)", url, resp.StatusCode, err)
 		}
 		out[port] = sc
 	}
-	return out
+	return out, nil
 }
 
 // sumOver adds one series over every sidecar.
@@ -180,4 +194,81 @@ func checkMonitoringNames(t *testing.T, scrapes map[string]metrics.Scrape) {
 		}
 	}
 	t.Logf("the dashboard and alert rules name %d n8n-fn series, all in the stack's scrapes", checked)
+}
+
+// TestMetricsDuringReplay scrapes every sidecar every half second while `n8n-fn replay` runs the
+// bundled test workflows (nested calls, concurrent calls on both workers, errors, timeouts), and
+// checks the books balance afterwards: every call started also finished (with some outcome), the
+// replay's calls were dispatched, nothing is left pending, counters never went down, and no scrape
+// failed or took long while the sidecars were busy.
+func TestMetricsDuringReplay(t *testing.T) {
+	s := NeedStack(t)
+	if s.Env.RunnerKind != "sidecar" {
+		t.Skipf("SKIP: the stack runs RUNNER_KIND=%s; metrics are the n8n-fn sidecars'", s.Env.RunnerKind)
+	}
+	bin := buildCLI(t)
+	total := func(sc map[string]metrics.Scrape, name string) float64 { return sumOver(sc, name) }
+	before := sidecarScrapes(t, s)
+	done := make(chan struct{})
+	type sample struct {
+		started float64
+		took    time.Duration
+		err     error
+	}
+	samples := make(chan sample, 1000)
+	go func() {
+		defer close(samples)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				start := time.Now()
+				sc, err := scrapeSidecars(s)
+				samples <- sample{total(sc, "n8n_fn_calls_started_total"), time.Since(start), err}
+			}
+		}
+	}()
+	out, stderr, err := runCLI(t, s, bin, "replay", "--json", "--env", s.Env.Path, "../test-workflows")
+	close(done)
+	var last float64
+	n, slow := 0, time.Duration(0)
+	for smp := range samples {
+		if smp.err != nil {
+			t.Errorf("a scrape during the replay failed: %v", smp.err)
+			continue
+		}
+		n++
+		if smp.started < last {
+			t.Errorf("n8n_fn_calls_started_total went down during the replay: %v after %v", smp.started, last)
+		}
+		last, slow = smp.started, max(slow, smp.took)
+	}
+	if err != nil && !strings.Contains(out, `"passed"`) {
+		t.Fatalf("replay: %v\n%s", err, clip([]byte(stderr)))
+	}
+	after := sidecarScrapes(t, s)
+	started := total(after, "n8n_fn_calls_started_total") - total(before, "n8n_fn_calls_started_total")
+	finished := total(after, "n8n_fn_calls_finished_total") - total(before, "n8n_fn_calls_finished_total")
+	latencies := total(after, "n8n_fn_call_duration_seconds") - total(before, "n8n_fn_call_duration_seconds")
+	ok := sumOver(after, "n8n_fn_calls_finished_total", "outcome=ok") - sumOver(before, "n8n_fn_calls_finished_total", "outcome=ok")
+	dispatched := total(after, "n8n_fn_function_dispatches_total") - total(before, "n8n_fn_function_dispatches_total")
+	if started < 20 || finished != started || latencies != started {
+		t.Errorf("during the replay %v calls started, %v finished, %v latencies observed: every started call must finish once", started, finished, latencies)
+	}
+	if ok < 1 || dispatched < ok {
+		t.Errorf("%v calls answered ok but only %v dispatches", ok, dispatched)
+	}
+	for port, sc := range after {
+		if v, _ := sc.Value("n8n_fn_queue_pending"); v != 0 {
+			t.Errorf("sidecar :%s: %v calls still pending after the replay", port, v)
+		}
+	}
+	if n < 5 || slow > 3*time.Second {
+		t.Errorf("%d scrapes during the replay, the slowest took %s", n, slow)
+	}
+	t.Logf("replay: %v calls started = finished, %v ok, %v dispatches; %d scrapes of %d sidecars during it, slowest %s",
+		started, ok, dispatched, n, len(after), slow.Round(time.Millisecond))
 }
