@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
@@ -52,6 +53,13 @@ func TestRuntimeMetricsCountCalls(t *testing.T) {
 	rs := redistest.Start(t)
 	h, m := newMetricsHarness(t, rs, nil)
 	fn := "function=" + h.key.String()
+	// Published elsewhere (another sidecar's discovery refreshed it just now), and unpublished long ago.
+	ctx := context.Background()
+	for name, at := range map[string]time.Time{"elsewhere": time.Now(), "gone": time.Now().Add(-10 * time.Minute)} {
+		if err := h.rt.reg.RegisterFunction(ctx, registry.FunctionRecord{Key: registry.FunctionKey{Scope: "global", Name: name}, WorkflowID: "wf-" + name, UpdatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := h.call(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":5000} */`, false, `{"a":1}`, `{"a":2}`, `{"a":3}`); err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +90,15 @@ func TestRuntimeMetricsCountCalls(t *testing.T) {
 		if got := metricValue(s, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+	if v, ok := s.Value("n8n_fn_function_live_sidecars", "function=global/elsewhere"); !ok || v != 0 {
+		t.Errorf("a published function nobody serves: live sidecars %v (reported %v), want 0", v, ok)
+	}
+	if _, ok := s.Value("n8n_fn_function_live_sidecars", "function=global/gone"); ok {
+		t.Error("a function unpublished 10 min ago is still reported (it would raise N8nFnNoLiveSidecar)")
+	}
+	if _, ok := s.Value("n8n_fn_queue_length", "function=global/elsewhere"); ok {
+		t.Error("queue gauges for a function this sidecar does not serve")
 	}
 	// The timed-out call's execution is still running: it holds a pending entry.
 	if _, ok := s.Value("n8n_fn_queue_pending", fn); !ok {

@@ -9,9 +9,14 @@ import (
 	"github.com/n8n-fn/n8n-fn/runner/metrics"
 )
 
+// publishedWithin: a registration refreshed by some sidecar's discovery this recently is of a
+// published function (discovery re-registers every function it sees each round, every 10 s). An
+// unpublished function's record lives on for minutes; it must not raise "no live sidecar".
+const publishedWithin = time.Minute
+
 // queueStats is the metrics' scrape-time view of the queues: stream length, pending, oldest
 // pending age and dead letters of every function this sidecar serves, and the live sidecars of
-// every registered function (an alert fires when a published function has none).
+// every published function (an alert fires when one has none).
 func (f *Runtime) queueStats(ctx context.Context) ([]metrics.QueueStat, error) {
 	served := map[registry.FunctionKey]bool{}
 	for _, k := range f.catalog.keys() {
@@ -33,6 +38,9 @@ func (f *Runtime) queueStats(ctx context.Context) ([]metrics.QueueStat, error) {
 	}
 	for _, rec := range recs {
 		k := rec.Key
+		if !served[k] && time.Since(rec.UpdatedAt) > publishedWithin {
+			continue // no discovery has seen it published for a while: unpublished or deleted
+		}
 		st := metrics.QueueStat{Function: k.String(), Served: served[k]}
 		if st.Served {
 			fs, err := f.reg.FunctionStatus(ctx, k)

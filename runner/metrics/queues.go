@@ -39,7 +39,7 @@ func (m *Metrics) WatchQueues(src QueueSource) {
 		pend:   prometheus.NewDesc(Prefix+"queue_pending", "Calls of a served function delivered to a dispatcher and not yet answered.", fn, nil),
 		age:    prometheus.NewDesc(Prefix+"queue_oldest_pending_age_seconds", "Age of a served function's oldest unanswered call (0 when none).", fn, nil),
 		dead:   prometheus.NewDesc(Prefix+"dead_letter_queue_length", "Calls in a served function's dead-letter stream (replay or purge them with n8n-fn deadletters).", fn, nil),
-		live:   prometheus.NewDesc(Prefix+"function_live_sidecars", "Live sidecars serving a registered (published) function; 0 means its calls fail fast.", fn, nil),
+		live:   prometheus.NewDesc(Prefix+"function_live_sidecars", "Live sidecars serving a published function (its registration refreshed by a discovery within the last minute); 0 means its calls fail fast.", fn, nil),
 		up:     prometheus.NewDesc(Prefix+"registry_up", "1 when this scrape could read the function registry in Redis, else 0.", nil, nil),
 	})
 }
