@@ -39,6 +39,9 @@ type Config struct {
 	// call the old master acknowledged but had not replicated. 0 (default): do not wait.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// OnDeadLetter, when set, is told of every call Reclaim moved to its dead-letter stream (the
+	// sidecar counts them in its metrics). It must not block.
+	OnDeadLetter func(fn FunctionKey, callID string)
 }
 
 // Defaults.

@@ -77,3 +77,21 @@ func (k keys) discoveryLease() string { return k.prefix + "discovery:lease" }
 // "data" (JSON array of the published workflows that define functions), "at" (unix ms of the
 // listing) and "by" (the sidecar that listed).
 func (k keys) discoverySnapshot() string { return k.prefix + "discovery:snapshot" }
+
+// traceCall is one call's trace record (hash with a TTL): who queued it, when it was dispatched
+// and claimed, by which execution and worker, how it ended; never its params or result. Tagged by
+// the call: written and read on its own.
+func (k keys) traceCall(callID string) string { return k.prefix + "{t:" + callID + "}:trace" }
+
+// traceExec is one n8n execution's trace record (hash with a TTL): its workflow, worker and the
+// call it served, if it is a function execution.
+func (k keys) traceExec(execID string) string { return k.prefix + "{tx:" + execID + "}:trace" }
+
+// traceExecCalls lists the calls an execution made, in order (list with a TTL; same tag as
+// traceExec).
+func (k keys) traceExecCalls(execID string) string {
+	return k.prefix + "{tx:" + execID + "}:trace:calls"
+}
+
+// traceRecent lists the latest calls' ids, newest first, capped (the status page's recent calls).
+func (k keys) traceRecent() string { return k.prefix + "trace:recent" }

@@ -253,10 +253,15 @@ func TestRetryOutageAcrossRestart(t *testing.T) {
 	fn := fnKey("retried")
 	mustEnsure(t, r, fn)
 	srv.Stop()
+	resumed := make(chan struct{})
 	go func() {
+		defer close(resumed)
 		time.Sleep(2 * time.Second)
 		srv.Resume()
 	}()
+	// Resume checks the new server for a while after it answers: the retry below can succeed
+	// before Resume returns, and the test must not end (and stop the server) under it.
+	defer func() { <-resumed }()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	attempts := 0

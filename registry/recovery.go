@@ -60,6 +60,9 @@ func (r *Registry) Reclaim(ctx context.Context, fn FunctionKey, consumer string,
 			if err := r.DeadLetter(ctx, d, reason); err != nil {
 				return out, wrap(op, fn, err)
 			}
+			if r.cfg.OnDeadLetter != nil {
+				r.cfg.OnDeadLetter(fn, d.Call.ID)
+			}
 			continue
 		}
 		out = append(out, d)

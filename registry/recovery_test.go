@@ -130,7 +130,8 @@ func TestKeepAlivePreventsReclaim(t *testing.T) {
 func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
 	for _, tc := range versions {
 		t.Run(tc.name, func(t *testing.T) {
-			r, _ := newTestRegistry(t, Config{MaxDeliveries: 2})
+			var told []string // Config.OnDeadLetter: what the sidecar's metrics count
+			r, _ := newTestRegistry(t, Config{MaxDeliveries: 2, OnDeadLetter: func(fn FunctionKey, callID string) { told = append(told, fn.String()+" "+callID) }})
 			if tc.v != [3]int{} {
 				r.forceVersion(tc.v)
 			}
@@ -149,6 +150,9 @@ func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
 			ds, err = r.Reclaim(ctx, fn, "w3", 20*time.Millisecond, 10) // delivery 3: dead-lettered
 			if err != nil || len(ds) != 0 {
 				t.Fatalf("Reclaim 3 = %+v, %v (want dead-lettered)", ds, err)
+			}
+			if len(told) != 1 || told[0] != fn.String()+" "+c.ID {
+				t.Fatalf("OnDeadLetter was told %v, want the one dead-lettered call", told)
 			}
 			got, err := r.WaitReplies(ctx, c.ReplyKey, []string{c.ID}, time.Now().Add(time.Second))
 			if err != nil || got[c.ID].OK || got[c.ID].ErrorKind != ErrorKindDeadLetter || !strings.Contains(got[c.ID].Error, "delivered 3 times") {

@@ -170,6 +170,7 @@ func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []s
 		if _, dup := got[rep.CallID]; dup {
 			continue
 		}
+		rep.Received = time.Now()
 		got[rep.CallID] = rep
 	}
 	return got, nil

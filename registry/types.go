@@ -82,6 +82,8 @@ type Reply struct {
 	Binaries  []json.RawMessage `json:"binaries,omitempty"`
 	Error     string            `json:"error,omitempty"`
 	ErrorKind ErrorKind         `json:"errorKind,omitempty"`
+	// Received is when WaitReplies took the reply off the list (not stored): the caller's latency.
+	Received time.Time `json:"-"`
 }
 
 // ErrorKind says why a call failed (Reply.ErrorKind); "" for a result. The values are part of the

@@ -59,6 +59,8 @@ type Config struct {
 	LogLevel        string        // N8N_FN_LOG_LEVEL
 	LogFormat       string        // N8N_FN_LOG_FORMAT
 	Pprof           bool          // N8N_FN_PPROF
+	TraceTTL        time.Duration // N8N_FN_TRACE_TTL; -1 = off
+	StatusPage      bool          // N8N_FN_STATUS_PAGE
 	MaxFrameDepth   int           // N8N_FN_MAX_FRAME_DEPTH
 	// Limits bound what a workflow sends (N8N_FN_MAX_PARAMS_BYTES, ..._JSON_DEPTH, ..._HEADER_BYTES,
 	// ..._RESULT_BYTES, ..._CALL_ITEMS), read by workflows.LimitsFromEnv.
@@ -260,7 +262,7 @@ func (c *Config) functionsConfig() functions.Config {
 	return functions.Config{
 		ID: c.ID, Secret: c.Secret, RedisURL: c.RedisURL, Prefix: c.Prefix,
 		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL, DiscoveryTag: c.DiscoveryTag,
-		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency, Limits: c.Limits,
+		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency, Limits: c.Limits, TraceTTL: c.TraceTTL,
 	}
 }
 

@@ -202,3 +202,28 @@ func TestSpawnEnvIsAllowListed(t *testing.T) {
 		}
 	}
 }
+
+// N8N_FN_TRACE_TTL: 1h by default, a duration, or off (no trace records); nonsense is refused.
+func TestTraceTTL(t *testing.T) {
+	base := map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_HEALTH_LISTEN": "127.0.0.1:0"}
+	for value, want := range map[string]time.Duration{"": time.Hour, "15m": 15 * time.Minute, "90": 90 * time.Second, "off": -1, "OFF": -1} {
+		env := map[string]string{"N8N_FN_TRACE_TTL": value}
+		for k, v := range base {
+			env[k] = v
+		}
+		cfg, err := ConfigFromEnv(envOf(env))
+		if err != nil {
+			t.Fatalf("N8N_FN_TRACE_TTL=%q: %v", value, err)
+		}
+		if cfg.TraceTTL != want || cfg.functionsConfig().TraceTTL != want {
+			t.Errorf("N8N_FN_TRACE_TTL=%q: %s, want %s", value, cfg.TraceTTL, want)
+		}
+	}
+	env := map[string]string{"N8N_FN_TRACE_TTL": "forever"}
+	for k, v := range base {
+		env[k] = v
+	}
+	if _, err := ConfigFromEnv(envOf(env)); err == nil || !strings.Contains(err.Error(), `N8N_FN_TRACE_TTL="forever"`) {
+		t.Errorf("N8N_FN_TRACE_TTL=forever: %v", err)
+	}
+}

@@ -36,6 +36,7 @@ const (
 	optLower                      // case-insensitive: lowered before use
 	optSeconds                    // a duration given as whole seconds (n8n's own format)
 	optWords                      // a list separated by spaces (else by commas)
+	optOff                        // a duration that also takes "off" (stored as -1: none)
 )
 
 // healthOff as N8N_FN_HEALTH_LISTEN turns the health server off.
@@ -70,7 +71,7 @@ func envTable() []envVar {
 					c.BrokerAuthToken = c.AuthToken
 				}
 			}},
-		{name: "N8N_FN_HEALTH_LISTEN", def: "127.0.0.1:5701", doc: "address of `/healthz` and `/readyz` (`off`: no health server)",
+		{name: "N8N_FN_HEALTH_LISTEN", def: "127.0.0.1:5701", doc: "address of `/healthz`, `/readyz` and `/metrics` (Prometheus) (`off`: no health server)",
 			field: func(c *Config) any { return &c.HealthListen }},
 		{name: "N8N_FN_RUNNER_MODE", def: ModeSpawn, doc: "`spawn`: start the official JS runner; `external`: a runner/launcher connects; `none`: directives only",
 			field: func(c *Config) any { return &c.RunnerMode }, opt: optLower},
@@ -116,6 +117,10 @@ func envTable() []envVar {
 			field: func(c *Config) any { return &c.LogLevel }, opt: optLower},
 		{name: "N8N_FN_LOG_FORMAT", def: "text", doc: "`text` or `json`",
 			field: func(c *Config) any { return &c.LogFormat }, opt: optLower},
+		{name: "N8N_FN_TRACE_TTL", def: "1h", doc: "how long the trace records of each call (ids, workflow, worker, times, outcome; never params or results) stay in Redis for `n8n-fn trace` and the status page; `off`: none are written (saves about four Redis round trips per call)",
+			field: func(c *Config) any { return &c.TraceTTL }, opt: optOff},
+		{name: "N8N_FN_STATUS_PAGE", def: "false", doc: "`true`: also serve a status page at `/status` on the health address (functions, sidecars, queues, dead letters, recent calls and their trees; no external assets)",
+			field: func(c *Config) any { return &c.StatusPage }, opt: optLower},
 		{name: "N8N_FN_PPROF", def: "false", doc: "`true`: also serve Go's `/debug/pprof/` on the health address (profiling; keep it off in production)",
 			field: func(c *Config) any { return &c.Pprof }, opt: optLower},
 	}
@@ -222,6 +227,10 @@ func (v envVar) set(c *Config, s string) error {
 }
 
 func (v envVar) setDuration(p *time.Duration, s string) error {
+	if v.opt&optOff != 0 && strings.EqualFold(s, "off") {
+		*p = -1 // not 0: the default would take its place
+		return nil
+	}
 	if v.opt&optSeconds != 0 {
 		n, err := positive(v.name, s)
 		*p = time.Duration(n) * time.Second

@@ -7,8 +7,9 @@ import (
 	"net/http/pprof"
 )
 
-// healthHandler serves /healthz (the process is alive) and /readyz (it can take tasks: connected to
-// n8n, a runner behind it unless mode none, the function runtime ready, not shutting down).
+// healthHandler serves /healthz (the process is alive), /readyz (it can take tasks: connected to
+// n8n, a runner behind it unless mode none, the function runtime ready, not shutting down) and
+// /metrics (Prometheus; the queue gauges read Redis at scrape time).
 func (s *Sidecar) healthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -27,6 +28,10 @@ func (s *Sidecar) healthHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, body)
 	})
+	mux.Handle("GET /metrics", s.met.Handler())
+	if s.cfg.StatusPage {
+		s.statusHandlers(mux) // opt-in: it shows function and workflow names, ids and sidecars
+	}
 	if s.cfg.Pprof {
 		// Opt-in: profiles show task data in memory dumps, so this is for a trusted health address only.
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -33,8 +33,17 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 
 	opName, data, err := s.nativeResult(ctx, t, cs)
 	log = log.WithField("op", opName)
+	outcome, opLabel := "ok", opName
+	if err != nil {
+		outcome = "error"
+	}
+	if _, known := s.ops[opName]; !known {
+		opLabel = "unknown" // the op comes from the user's header: only known ones become labels
+	}
+	defer func() { s.met.NativeTask(opLabel, outcome) }()
 	select {
 	case <-t.Cancelled():
+		outcome = "cancelled"
 		// n8n no longer tracks the task: answering would be dropped anyway.
 		log.WithField("reason", t.CancelReason()).Info("native task cancelled by n8n")
 		return

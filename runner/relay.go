@@ -29,13 +29,18 @@ const maxRehands = 3
 func (s *Sidecar) relay(ctx context.Context, t *n8nproto.UpstreamTask) {
 	log := s.log.WithFields(logrus.Fields{"task": t.ID, "type": t.TaskType, "path": "relay"})
 	rehandable := startsWithRequest(t)
+	start, outcome := time.Now(), "relayed"
+	defer func() { s.met.Relayed(t.TaskType, outcome, time.Since(start)) }()
 	for attempt := 0; ; attempt++ {
 		d, err := s.acquire(ctx, t)
 		if err != nil {
+			outcome = "error"
 			switch {
 			case errors.Is(err, errUpstreamCanceled):
+				outcome = "cancelled"
 				log.WithField("reason", t.CancelReason()).Debug("cancelled by n8n before a runner took it")
 			case errors.Is(err, errNoRunner):
+				outcome = "no_runner"
 				log.WithField("waited", s.cfg.NoRunnerWait.String()).Warn("no runner behind the sidecar took the task: failing it")
 				s.failUpstream(t, s.noRunnerError(t.TaskType), log)
 			default:

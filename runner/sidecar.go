@@ -15,6 +15,7 @@ import (
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/runner/functions"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -28,6 +29,7 @@ type Sidecar struct {
 	fns    *functions.Runtime
 	ops    map[string]functions.Op
 	spawn  *spawner // nil unless RunnerMode is spawn
+	met    *metrics.Metrics
 
 	brokerLn net.Listener
 	healthLn net.Listener // nil when the health server is off
@@ -45,7 +47,7 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Sidecar{cfg: cfg, log: log}
+	s := &Sidecar{cfg: cfg, log: log, met: metrics.New()}
 	s.taskCtx, s.cancelTask = context.WithCancel(context.Background())
 
 	broker, err := n8nproto.NewBroker(n8nproto.BrokerConfig{
@@ -74,7 +76,8 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 	}
 	s.runner = runner
 
-	fns, err := functions.New(cfg.functionsConfig(), functions.Deps{Log: log.WithField("part", "functions"), N8NConnected: runner.Connected})
+	s.met.Connections(runner.Connected, broker.HasRunner, cfg.TaskTypes)
+	fns, err := functions.New(cfg.functionsConfig(), functions.Deps{Log: log.WithField("part", "functions"), N8NConnected: runner.Connected, Metrics: s.met})
 	if err != nil {
 		return nil, fmt.Errorf("create function runtime: %w", err)
 	}
@@ -103,7 +106,7 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 // BrokerAddr is where runners behind the sidecar connect.
 func (s *Sidecar) BrokerAddr() string { return s.brokerLn.Addr().String() }
 
-// HealthAddr is where /healthz and /readyz are served ("" when off).
+// HealthAddr is where /healthz, /readyz and /metrics are served ("" when off).
 func (s *Sidecar) HealthAddr() string {
 	if s.healthLn == nil {
 		return ""

@@ -14,6 +14,7 @@
 #
 # Settings (environment): N8N_FN_CACHE (~/.cache/n8n-fn), N8N_VERSION (2.41.1), N8N_WORKERS (2),
 #   DB (sqlite|postgres), RUNNER_KIND (official|sidecar), N8N_FN_LOG_LEVEL (info), N8N_LOG_LEVEL (info), N8N_FN_PPROF (false),
+#   N8N_FN_STATUS_PAGE (true: each sidecar serves /status on its health port; the e2e status page test opens it),
 #   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
 #   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it),
 #   N8N_FN_STACK_FN_REDIS_URL (n8n's Redis) for the sidecars' function Redis (e.g. a redis+cluster:// URL).
@@ -443,6 +444,7 @@ start_sidecar() {
 			N8N_FN_REDIS_URL="$FN_REDIS_URL" N8N_FN_SECRET="$N8N_FN_SECRET" \
 			N8N_FN_N8N_API_URL="$BASE_URL" N8N_FN_N8N_API_KEY="$API_KEY" N8N_FN_WEBHOOK_URL="$BASE_URL/webhook" \
 			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
+			N8N_FN_STATUS_PAGE="${N8N_FN_STATUS_PAGE:-true}" \
 			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
 			"$FN_BIN" run
 	)

@@ -50,6 +50,18 @@ $GO test -race -count=1 $($GO list ./... | grep -v '/e2e$' | grep -v '/e2e/')
 step "stack (scripts/stack.sh up: idempotent, starts only what is not running)"
 scripts/stack.sh up
 
+step "headless Chromium (the status page e2e test opens the page in it)"
+# Debian's chromium package, installed like CI's other packages (.ci/run lists it too). Without it
+# (not root, no apt-get, no package) TestStatusPageInChromium skips and says why.
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+	echo "chromium: $(command -v chromium || command -v chromium-browser)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+		echo "could not install chromium: TestStatusPageInChromium will skip"
+else
+	echo "SKIPPED: chromium is not installed and this is not root with apt-get: TestStatusPageInChromium will skip"
+fi
+
 step "end-to-end tests (go test ./e2e/...)"
 # Required: a stack that is not there is a failure here, not a skip.
 N8N_FN_E2E_REQUIRED=1 $GO test -count=1 -timeout 20m ./e2e/...

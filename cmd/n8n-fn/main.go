@@ -34,6 +34,7 @@ func commands() []command {
 		{"migrate", "convert workflows from the n8n-nodes-function package to n8n-fn directives", migrateCmd},
 		{"status", "show functions, streams, pending calls, consumers and dead letters", statusCmd},
 		{"deadletters", "list, replay or purge dead-lettered calls", deadLettersCmd},
+		{"trace", "show the tree of a call chain (CALL_ID or EXECUTION_ID): executions, calls, workers, times", traceCmd},
 		{"bench", "benchmark the running stack (webhook, sub-workflow, n8n-fn call)", benchCmd},
 		{"chaos", "kill and restart stack processes while calls run; count what each fault cost", chaosCmd},
 		{"version", "print the version", versionCmd},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -57,6 +58,7 @@ type dispatchDeps struct {
 	api     *n8napi.Client // nil: no 404 rediscovery, no execution error details
 	disc    *discovery     // nil without an API
 	tun     *tunables
+	met     *metrics.Metrics // nil: no metrics
 }
 
 // fnLoop is one served function's pool of dispatch slots (its maxConcurrency).
@@ -522,6 +524,8 @@ func (j *dispatchJob) trigger(ctx context.Context) roundTrip {
 	if err != nil {
 		return roundTrip{kind: outUnreachable, err: fmt.Errorf("start a dispatch: %w", err)}
 	}
+	f.met.Dispatched(j.dl.Function.String(), n, time.Duration(sinceEntry(j.dl.EntryID, time.Now()))*time.Millisecond)
+	j.d.traceDispatched(ctx, j.dl.Call.ID)
 	ref := workflows.CallRef{Function: j.dl.Function.String(), EntryID: j.dl.EntryID, CallID: j.dl.Call.ID, Dispatch: n, Exp: j.deadline.UnixMilli()}
 	ref.Sign(f.signer)
 	body, err := json.Marshal(&ref)

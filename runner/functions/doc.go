@@ -4,7 +4,7 @@
 //
 // The sidecar (package runner) joins it at a few points and nowhere else:
 //
-//	rt, err := functions.New(functions.Config{...}, functions.Deps{Log: log, N8NConnected: runner.Connected})
+//	rt, err := functions.New(functions.Config{...}, functions.Deps{Log: log, N8NConnected: runner.Connected, Metrics: met})
 //	rt.Ops()            // map[op name]Op: "function", "call", "return"
 //	rt.Start(ctx)       // the duties below, each goroutine counted in the runtime's WaitGroup
 //	rt.Ready(ctx)       // nil, or why functions cannot be served (Redis down): part of /readyz
@@ -26,6 +26,7 @@
 //	heartbeat.go    tells the registry this sidecar is alive, what it serves, whether its n8n is there
 //	discovery.go    finds the published function workflows through n8n's API (the catalog)
 //	janitor.go      removes the queues of functions nobody publishes any more
+//	observe.go      what the metrics read (queues at scrape time) and how a call's outcome is named
 //
 // docs/lifecycle.md draws one call across three sidecars.
 package functions

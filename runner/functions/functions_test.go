@@ -20,6 +20,7 @@ import (
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
 	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -228,7 +229,7 @@ func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak
 func newRuntimeDeps(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables), deps Deps) *Runtime {
 	t.Helper()
 	cfg := Config{ID: id, Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: webhookURL,
-		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
+		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10, TraceTTL: time.Minute}
 	tun := defaultTunables()
 	tun.readBlock = 200 * time.Millisecond
 	tun.heartbeatInterval = 200 * time.Millisecond
@@ -633,9 +634,10 @@ func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
 		t.Fatal("the call was never queued")
 	}
 	// The "dead" consumer never dispatches. A live sidecar with a short claim time takes over.
-	live := newRuntime(t, rs, "live", srv.URL, func(tn *tunables) {
+	met := metrics.New()
+	live := newRuntimeDeps(t, rs, "live", srv.URL, func(tn *tunables) {
 		tn.claimIdle, tn.recoverInterval = 300*time.Millisecond, 100*time.Millisecond
-	})
+	}, Deps{Metrics: met})
 	serve(t, live, key, "wfFn", 0)
 	startRuntime(t, live)
 	r := <-done
@@ -648,6 +650,13 @@ func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
 	if wf.calls.Load() != 1 {
 		t.Fatalf("function ran %d times, want 1", wf.calls.Load())
 	}
+	// The live sidecar's metrics: one reclaim, one dispatch, no re-run (the dead one never triggered it).
+	sc := scrapeOf(t, met)
+	for name, want := range map[string]float64{"n8n_fn_calls_reclaimed_total": 1, "n8n_fn_function_dispatches_total": 1, "n8n_fn_function_reruns_total": 0} {
+		if got := metricValue(sc, name, "function=global/add"); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
 }
 
 // BenchmarkCallRoundTrip measures n8n-fn's own part of a function call, without n8n: call op ->
@@ -659,7 +668,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 	srv := httptest.NewServer(wf)
 	defer srv.Close()
 	cfg := Config{ID: "bench", Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: srv.URL,
-		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10}
+		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10, TraceTTL: time.Minute}
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
 	tun := defaultTunables()

@@ -60,7 +60,7 @@ type callPlan struct {
 	key          registry.FunctionKey
 	label        string
 	replyKey     string
-	caller       string
+	caller       callerID
 	timeout      time.Duration
 	taskDeadline time.Time
 	retries      int
@@ -140,7 +140,7 @@ func (f *Runtime) plan(key registry.FunctionKey, label string, rec *registry.Fun
 		key: key, label: label, timeout: timeout, retries: d.Retries, retryDelay: d.RetryDelayMs,
 		taskDeadline: o.started.Add(taskTimeout - taskTimeoutMargin),
 		replyKey:     f.reg.ReplyKey(f.cfg.ID + ":" + o.taskID + ":" + workflows.NewCallID()[:12]),
-		caller:       fmt.Sprintf("%s/workflow %s/execution %s/node %s", f.cfg.ID, data.WorkflowID, data.ExecutionID, data.NodeName),
+		caller:       callerID{sidecar: f.cfg.ID, workflow: data.WorkflowID, workflowName: data.WorkflowName, execution: data.ExecutionID, node: data.NodeName},
 	}
 }
 
@@ -283,14 +283,17 @@ func (f *Runtime) stopRunning(ctx context.Context, key registry.FunctionKey, cal
 
 // callOnce queues one attempt of every pending call in parallel and waits for all replies until
 // deadline; each call gets its result or its error.
-func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
+func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey string, caller callerID, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
+	queued := time.Now()
 	waitIDs, byID, entryOf := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
 	if len(waitIDs) == 0 {
 		return nil
 	}
 	waitStart := time.Now()
 	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	f.observeCalls(ctx, key, waitIDs, replies, err, queued)
+	f.traceFinished(ctx, waitIDs, replies, err)
 	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
 		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
 	f.withdraw(ctx, key, waitIDs, replies, entryOf)
@@ -324,7 +327,7 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 
 // queueCalls adds one entry per pending call to the function's stream, in parallel, and returns
 // the ids of the queued ones (the others carry their error), each call by id, and its entry id.
-func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, replyKey, caller string, pending []*callReq,
+func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, replyKey string, caller callerID, pending []*callReq,
 	deadline time.Time, attempt int) ([]string, map[string]*callReq, map[string]string) {
 	ids := make([]string, len(pending))
 	entries := make([]string, len(pending))
@@ -337,12 +340,15 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 		depth, stack := workflows.ChildChain(parentContext(r.parent))
 		c := registry.Call{
 			ID: ids[i], Function: key, ReplyKey: replyKey, Params: r.params, Binary: r.binary, Deadline: deadline,
-			Depth: depth, Stack: stackFromFrames(stack), Caller: caller, IdempotencyKey: r.idem, Attempt: attempt + 1,
+			Depth: depth, Stack: stackFromFrames(stack), Caller: caller.String(), IdempotencyKey: r.idem, Attempt: attempt + 1,
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			entries[i], addErrs[i] = f.reg.AddCall(ctx, c)
+			at := time.Now() // before XADD: a dispatcher may trigger the call before AddCall returns
+			if entries[i], addErrs[i] = f.reg.AddCall(ctx, c); addErrs[i] == nil {
+				f.traceQueued(ctx, c, caller, r.parent, at)
+			}
 		}()
 	}
 	wg.Wait()
@@ -354,6 +360,7 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 		case err == nil:
 			waitIDs = append(waitIDs, ids[i])
 			entryOf[ids[i]] = entries[i]
+			f.met.CallStarted(key.String())
 		case errors.Is(err, registry.ErrBacklogFull):
 			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
 		case errors.Is(err, registry.ErrUnavailable):

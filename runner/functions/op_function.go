@@ -174,6 +174,7 @@ func (f *Runtime) startCall(ctx context.Context, data *taskData, d *workflows.Fu
 	if err := f.claim(ctx, key, name, cref, data.ExecutionID, call.Deadline); err != nil {
 		return outItem{}, registry.ExecCall{}, call, err
 	}
+	f.traceClaimed(ctx, call.ID, data)
 	bound, err := f.cfg.Limits.BindParams(d, call.Params)
 	if err != nil {
 		// The caller gets the params error at once; this execution fails with the same message

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 )
 
 // recoverer takes over calls whose dispatcher died or hung (idle past claimIdle), hands them to
@@ -23,6 +24,7 @@ type recoverer struct {
 	claimIdle       time.Duration
 	recoverInterval time.Duration
 	trimInterval    time.Duration
+	met             *metrics.Metrics
 
 	cancel context.CancelFunc // set by start
 }
@@ -34,11 +36,12 @@ type recovererParams struct {
 	consumer                                 string
 	handoff                                  func(context.Context, registry.Delivery)
 	claimIdle, recoverInterval, trimInterval time.Duration
+	met                                      *metrics.Metrics
 }
 
 func newRecoverer(p recovererParams) *recoverer {
 	return &recoverer{log: p.log, reg: p.reg, served: p.served, consumer: p.consumer, handoff: p.handoff,
-		claimIdle: p.claimIdle, recoverInterval: p.recoverInterval, trimInterval: p.trimInterval}
+		claimIdle: p.claimIdle, recoverInterval: p.recoverInterval, trimInterval: p.trimInterval, met: p.met}
 }
 
 // start reclaims and trims every interval until shutdown; both goroutines are counted in wg.
@@ -65,6 +68,7 @@ func (r *recoverer) reclaim(ctx context.Context) {
 		}
 		for _, d := range ds {
 			r.log.WithFields(map[string]any{"function": k.String(), "call": d.Call.ID, "deliveries": d.Deliveries}).Info("reclaimed an idle call; dispatching it again")
+			r.met.Reclaimed(k.String())
 			r.handoff(ctx, d)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -47,6 +48,7 @@ type Config struct {
 	TaskTimeout    time.Duration    // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
 	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
 	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
+	TraceTTL       time.Duration    // N8N_FN_TRACE_TTL: how long call trace records live; 0 = none
 }
 
 // Deps are what the runtime gets from the process around it.
@@ -56,6 +58,9 @@ type Deps struct {
 	// tests of the runtime alone). The heartbeat reports a lost connection, so dispatchers can
 	// tell that a function execution on this sidecar's worker will never finish.
 	N8NConnected func() bool
+	// Metrics receives the runtime's counters (calls, dispatches, re-runs, reclaims, dead letters,
+	// Redis errors) and reads its queues at scrape time; nil: no metrics.
+	Metrics *metrics.Metrics
 }
 
 // Op answers one directive task. It returns the runner:taskdone data ({"result":[...]}). An error
@@ -82,7 +87,8 @@ type Runtime struct {
 	rdb    redis.UniversalClient
 	reg    *registry.Registry
 	signer *workflows.Signer
-	api    *n8napi.Client // nil when no API key is configured: no discovery, no dispatch error details
+	api    *n8napi.Client   // nil when no API key is configured: no discovery, no dispatch error details
+	met    *metrics.Metrics // nil: no metrics (every hook is a no-op)
 
 	catalog *catalog
 	disc    *discovery
@@ -152,7 +158,7 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	if cfg.Limits == (workflows.Limits{}) {
 		cfg.Limits = workflows.DefaultLimits()
 	}
-	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: tun}
+	f := &Runtime{cfg: cfg, log: log, catalog: newCatalog(), tun: tun, met: deps.Metrics}
 	f.lineage = f.traceLineage
 	if cfg.Secret == "" {
 		log.Warn("N8N_FN_SECRET is not set: function, call and return nodes will fail until it is")
@@ -169,7 +175,10 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("N8N_FN_REDIS_URL: %w", err)
 	}
-	rcfg := registry.Config{Prefix: cfg.Prefix}
+	if f.met != nil {
+		f.rdb.AddHook(f.met.RedisHook())
+	}
+	rcfg := registry.Config{Prefix: cfg.Prefix, OnDeadLetter: func(fn registry.FunctionKey, _ string) { f.met.DeadLettered(fn.String()) }}
 	if strings.Contains(strings.SplitN(cfg.RedisURL, "://", 2)[0], "+sentinel") {
 		rcfg.WaitReplicas = 1 // a failover must not lose a call the old master had not replicated
 	}
@@ -186,6 +195,7 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 		log.Warn("N8N_FN_N8N_API_KEY is not set: this sidecar discovers no functions and does not dispatch calls (it can still call functions that other sidecars serve)")
 	}
 	f.buildDuties(deps)
+	f.met.WatchQueues(f.queueStats)
 	return f, nil
 }
 
@@ -203,10 +213,10 @@ func (f *Runtime) buildDuties(deps Deps) {
 		shared:   true, // one sidecar per interval lists n8n's workflows, the others read its snapshot
 		tag:      f.cfg.DiscoveryTag,
 	})
-	f.disp = newDispatcher(dispatchDeps{cfg: f.cfg, log: f.log, reg: f.reg, catalog: f.catalog, signer: f.signer, api: f.api, disc: f.disc, tun: &f.tun})
+	f.disp = newDispatcher(dispatchDeps{cfg: f.cfg, log: f.log, reg: f.reg, catalog: f.catalog, signer: f.signer, api: f.api, disc: f.disc, tun: &f.tun, met: f.met})
 	f.rec = newRecoverer(recovererParams{
 		log: f.log, reg: f.reg, served: f.catalog.keys, consumer: f.disp.consumer, handoff: f.disp.handoff,
-		claimIdle: f.tun.claimIdle, recoverInterval: f.tun.recoverInterval, trimInterval: f.tun.trimInterval,
+		claimIdle: f.tun.claimIdle, recoverInterval: f.tun.recoverInterval, trimInterval: f.tun.trimInterval, met: f.met,
 	})
 	f.jan = newJanitor(janitorParams{
 		log: f.log, reg: f.reg, servedHere: func(k registry.FunctionKey) bool { return f.catalog.get(k) != nil },
