@@ -97,7 +97,13 @@ func (r *Registry) NextDispatch(ctx context.Context, fn FunctionKey, callID stri
 	if err := checkCall(fn, callID, ttl); err != nil {
 		return 0, wrap(op, fn, err)
 	}
-	n, err := nextDispatchScript.Run(ctx, r.rdb, []string{r.k.claim(fn, callID)}, ttl.Milliseconds()).Int64()
+	// Repeated on a new master after a failover (durable), the number grows once more: the
+	// latest one is the one handed out.
+	var n int64
+	err := r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) (err error) {
+		n, err = nextDispatchScript.Run(ctx, c, []string{r.k.claim(fn, callID)}, ttl.Milliseconds()).Int64()
+		return err
+	})
 	return n, wrap(op, fn, err)
 }
 
@@ -113,8 +119,13 @@ func (r *Registry) ClaimCall(ctx context.Context, fn FunctionKey, callID string,
 	if execID == "" || dispatch < 1 {
 		return errorf(op, fn, ErrInvalid, "claim needs an execution id and a dispatch number (got %q, %d)", execID, dispatch)
 	}
-	res, err := claimScript.Run(ctx, r.rdb, []string{r.k.claim(fn, callID)},
-		strconv.FormatInt(dispatch, 10), execID, sidecarID, ttl.Milliseconds()).StringSlice()
+	// Repeated on a new master after a failover (durable): the same execution may claim again.
+	var res []string
+	err := r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) (err error) {
+		res, err = claimScript.Run(ctx, c, []string{r.k.claim(fn, callID)},
+			strconv.FormatInt(dispatch, 10), execID, sidecarID, ttl.Milliseconds()).StringSlice()
+		return err
+	})
 	if err != nil {
 		return wrap(op, fn, err)
 	}
@@ -146,7 +157,9 @@ func (r *Registry) BindExecution(ctx context.Context, execID string, calls []Exe
 	if err != nil {
 		return wrapName(op, "", fmt.Errorf("%w: encode the calls of execution %s: %v", ErrInvalid, execID, err))
 	}
-	return wrapName(op, "", r.rdb.Set(ctx, r.k.execution(execID), b, ttl).Err())
+	return wrapName(op, "", r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) error {
+		return c.Set(ctx, r.k.execution(execID), b, ttl).Err()
+	}))
 }
 
 // ExecutionCalls returns the calls the execution claimed; nil when it claimed none (it was not

@@ -21,8 +21,9 @@ type Registry struct {
 	// the client's read timeout (a plain Do command gets no extra read time for blocking).
 	replyChunk time.Duration
 
-	mu       sync.Mutex
-	features *features // detected once, on first need
+	mu         sync.Mutex
+	features   *features // detected once, on first need
+	noReplicas string    // run id of a master seen without replicas for a whole failover window (durable)
 }
 
 // features are the server capabilities the registry adapts to.

@@ -1,0 +1,175 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestFailoverLosesNothing queues, reads and answers calls through a real Sentinel while
+// SENTINEL FAILOVER promotes the replica, and then checks on the new master that every call
+// AddCall returned is there (or answered) and every reply Complete returned is there. Without
+// durable (WAIT on another connection, its answer ignored) writes taken by the old master between
+// the promotion and the clients' switch were lost (seen: a call of the Sentinel replay).
+func TestFailoverLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP: a Sentinel failover takes several seconds")
+	}
+	master := redistest.Start(t)
+	replica := redistest.Start(t)
+	if !master.CanRestart() || !replica.CanRestart() {
+		t.Skip("SKIP: needs two redis-server processes of its own")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	if err := replica.Client().Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicaLink(t, master)
+	newID := runID(t, replica)
+	sen := redistest.StartSentinel(t, master)
+	client, err := NewClient(sen.URL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	r, err := New(client, Config{Prefix: master.Prefix(), WaitReplicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := fnKey("failover")
+	mustEnsure(t, r, fn)
+
+	var (
+		mu        sync.Mutex
+		added     = map[string]Call{}   // call id -> call, for every AddCall that returned an entry
+		entryOf   = map[string]string{} // call id -> entry id
+		completed = map[string]bool{}   // call ids whose Complete returned nil
+		afterSw   atomic.Int64          // calls queued after the client switched
+		switched  atomic.Bool
+		stop      = make(chan struct{})
+		wg        sync.WaitGroup
+	)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				c := newCall(r, fn, fmt.Sprintf("w%d-%d", w, i), `{}`)
+				id, err := r.AddCall(ctx, c)
+				if err != nil {
+					continue // refused during the switch: the caller knows, nothing was promised
+				}
+				mu.Lock()
+				added[c.ID], entryOf[c.ID] = c, id
+				mu.Unlock()
+				if switched.Load() {
+					afterSw.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // a dispatcher: reads and answers
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ds, err := r.ReadCalls(ctx, "d1", []FunctionKey{fn}, 16, 50*time.Millisecond)
+			if err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			for _, d := range ds {
+				if r.Complete(ctx, d, Reply{OK: true}) == nil {
+					mu.Lock()
+					completed[d.Call.ID] = true
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+
+	time.Sleep(500 * time.Millisecond)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sen.Addr})
+	defer sc.Close()
+	for {
+		err := sc.Failover(ctx, sen.MasterName).Err()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("SENTINEL FAILOVER: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond) // NOGOODSLAVE until Sentinel has seen the replica
+	}
+	mu.Lock()
+	before := len(added)
+	mu.Unlock()
+	for {
+		if id, _, err := nodeState(ctx, client); err == nil && id == newID {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the client never switched to the promoted replica")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	switched.Store(true)
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+
+	nc := replica.Client() // the new master
+	lost := 0
+	for callID, c := range added {
+		if completed[callID] {
+			if n, err := nc.LLen(ctx, c.ReplyKey).Result(); err != nil || n == 0 {
+				lost++
+				t.Errorf("the reply of call %s (Complete returned nil) is not on the new master: %d, %v", callID, n, err)
+			}
+			continue
+		}
+		there, err := holdsCall(ctx, nc, r.k.calls(fn), entryOf[callID], callID)
+		if err != nil || !there {
+			lost++
+			t.Errorf("call %s (AddCall returned entry %s) is not on the new master: %v", callID, entryOf[callID], err)
+		}
+	}
+	t.Logf("%d calls queued (%d before the failover was started, %d after the client switched), %d answered, %d lost",
+		len(added), before, afterSw.Load(), len(completed), lost)
+	if before == 0 || afterSw.Load() == 0 {
+		t.Fatalf("the failover was not in the middle of the calls: %d queued before it, %d after the switch", before, afterSw.Load())
+	}
+}
+
+// runID is the server's run_id (INFO server).
+func runID(t *testing.T, s *redistest.Server) string {
+	t.Helper()
+	info, err := s.Client().Info(context.Background(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := infoField(info, "run_id")
+	if id == "" {
+		t.Fatal(errors.New("no run_id in INFO server"))
+	}
+	return id
+}
