@@ -26,40 +26,39 @@ const defaultFailoverWindow = 5 * time.Second
 // WaitReplicas confirm it, the write is at risk: the master it reached may be one that a failover
 // is replacing. durable then watches the master the client talks to, for at most the failover
 // window: when the client has switched to another master, write runs again there (redo true: it
-// must not do twice what the first run may already have done there); when the old master has
-// replicas again, its writes reach them and nothing is redone. After the window, a master that
-// still has no replica is taken as one that runs without (its replica is down): writes to it do not
-// wait for the window again until a replica confirms a write, so a dead replica costs each write
-// a short WAIT, not the window.
+// must not do twice what the first run may already have done there); when replicas of the old
+// master report its replication offset past the write, it is on them and nothing is redone. After
+// the window, a master that still has no replica is taken as one that runs without (its replica is
+// down), and so is a master the client was seen to switch to (it gets its replica back only ~10 s
+// after the failover): writes to it do not wait for the window until a replica confirms a write,
+// so a dead replica costs each write an INFO, not the window.
 func (r *Registry) durable(ctx context.Context, write func(ctx context.Context, c redis.Cmdable, redo bool) error) error {
 	cl, ok := r.rdb.(*redis.Client)
 	if r.cfg.WaitReplicas <= 0 || !ok {
 		return write(ctx, r.rdb, false)
 	}
-	var risky string // the node the first write reached, when no replica confirmed it
+	var risky node // the node the first write reached, when no replica confirmed it
 	var until time.Time
 	for redo := false; ; redo = true {
-		acked, node, err := r.writeAndWait(ctx, cl, func(c redis.Cmdable) error { return write(ctx, c, redo) })
+		acked, at, err := r.writeAndWait(ctx, cl, func(c redis.Cmdable) error { return write(ctx, c, redo) })
 		switch {
 		case err != nil:
 			return err
 		case acked >= r.cfg.WaitReplicas:
 			r.setWithoutReplicas("")
 			return nil
-		case node == "":
-			return nil // cannot tell which node it was: best effort
-		case redo && node != risky:
+		case redo && at.id != risky.id:
 			return nil // written again on the master the client switched to
 		case !redo:
-			if r.withoutReplicas() == node {
+			if r.withoutReplicas() == at.id {
 				return nil // this master runs without replicas: nothing better to be had
 			}
-			risky, until = node, time.Now().Add(r.cfg.FailoverWindow)
+			risky, until = at, time.Now().Add(r.cfg.FailoverWindow)
 		}
 		next, settled := r.awaitFailover(ctx, risky, until)
 		if next == "" {
 			if !settled && ctx.Err() == nil {
-				r.setWithoutReplicas(risky)
+				r.setWithoutReplicas(risky.id)
 			}
 			return nil
 		}
@@ -70,43 +69,50 @@ func (r *Registry) durable(ctx context.Context, write func(ctx context.Context, 
 }
 
 // writeAndWait runs write and WAIT on one connection and returns how many replicas confirmed the
-// write; when fewer than WaitReplicas did, also the run id of the node it reached.
-func (r *Registry) writeAndWait(ctx context.Context, cl *redis.Client, write func(c redis.Cmdable) error) (int, string, error) {
+// write; when fewer than WaitReplicas did, also the node it reached, with a replication offset at
+// or past the write.
+func (r *Registry) writeAndWait(ctx context.Context, cl *redis.Client, write func(c redis.Cmdable) error) (int, node, error) {
 	conn := cl.Conn()
 	defer conn.Close()
 	if err := write(conn); err != nil {
-		return 0, "", err
+		return 0, node{}, err
 	}
-	timeout := r.cfg.WaitTimeout
-	if r.withoutReplicas() != "" {
+	if without := r.withoutReplicas(); without != "" {
 		// Probably on the master seen without replicas (a new master whose old one is not its
-		// replica yet, ~10 s after a failover; or a dead replica): a replica that is back answers
-		// WAIT within milliseconds, and the others need not pay the full timeout each write.
-		timeout = min(timeout, 10*time.Millisecond)
+		// replica yet, ~10 s after a failover; or a dead replica): when it still has none, WAIT
+		// would only time out (and a short timeout is no help: Redis checks it about every 100 ms).
+		if at, err := nodeState(ctx, conn); err == nil && at.id == without && len(at.replicas) < r.cfg.WaitReplicas {
+			return 0, at, nil
+		}
 	}
-	acked, err := conn.Do(ctx, "WAIT", r.cfg.WaitReplicas, max(timeout.Milliseconds(), 1)).Int()
+	acked, err := conn.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds()).Int()
 	if err != nil || acked >= r.cfg.WaitReplicas {
-		return acked, "", nil // a failed WAIT is not a failed write
+		return acked, node{}, nil // a failed WAIT is not a failed write
 	}
-	id, _, err := nodeState(ctx, conn)
+	at, err := nodeState(ctx, conn)
 	if err != nil {
-		return acked, "", nil
+		// The node is no master any more, or went away: the write is at risk, on a node that
+		// is not the one the client talks to next (so write runs again there).
+		return acked, node{id: unknownNode}, nil
 	}
-	return acked, id, nil
+	return acked, at, nil
 }
 
+// unknownNode stands for a node whose run id could not be read after a write.
+const unknownNode = "?"
+
 // awaitFailover watches the master the client talks to until another node answers as master (its
-// run id is returned) or the risky node has WaitReplicas replicas again or turns out to be the
-// master a failover switched to (settled), polling until until.
-func (r *Registry) awaitFailover(ctx context.Context, risky string, until time.Time) (next string, settled bool) {
+// run id is returned), or WaitReplicas replicas of the risky node report its offset at the write
+// or the risky node turns out to be the master a failover switched to (settled), until until.
+func (r *Registry) awaitFailover(ctx context.Context, risky node, until time.Time) (next string, settled bool) {
 	for {
-		id, replicas, err := nodeState(ctx, r.rdb)
+		cur, err := r.currentMaster(ctx)
 		switch {
 		case err != nil:
 			// The client may be reconnecting to the new master: keep watching.
-		case id != risky:
-			return id, false
-		case replicas >= r.cfg.WaitReplicas || r.withoutReplicas() == risky:
+		case cur.id != risky.id:
+			return cur.id, false
+		case cur.replicasAt(risky.offset) >= r.cfg.WaitReplicas || r.withoutReplicas() == risky.id:
 			return "", true
 		}
 		left := time.Until(until)
@@ -123,27 +129,59 @@ func (r *Registry) awaitFailover(ctx context.Context, risky string, until time.T
 	}
 }
 
-// nodeState returns the run id of the master c reaches and how many replicas are connected to it
-// (INFO server and INFO replication; Redis before 7 takes one section per INFO). A node that is
-// not a master any more answers with an error (the write it took is the one at risk).
-func nodeState(ctx context.Context, c redis.Cmdable) (string, int, error) {
+// node is what INFO says of a master: its run id, its replication offset and the offsets its
+// replicas acknowledged (replicas acknowledge every second, and at once when a WAIT asks).
+type node struct {
+	id       string
+	offset   int64
+	replicas []int64
+}
+
+// replicasAt counts the replicas that have everything up to offset.
+func (n node) replicasAt(offset int64) int {
+	c := 0
+	for _, o := range n.replicas {
+		if o >= offset {
+			c++
+		}
+	}
+	return c
+}
+
+// nodeState reads INFO server and INFO replication (Redis before 7 takes one section per INFO) of
+// the master c reaches. A node that is not a master any more answers with an error (the write it
+// took is the one at risk).
+func nodeState(ctx context.Context, c redis.Cmdable) (node, error) {
 	var server, repl *redis.StringCmd
 	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		server = p.Info(ctx, "server")
 		repl = p.Info(ctx, "replication")
 		return nil
 	}); err != nil {
-		return "", 0, err
+		return node{}, err
 	}
-	id := infoField(server.Val(), "run_id")
-	if id == "" {
-		return "", 0, errors.New("INFO server has no run_id")
+	n := node{id: infoField(server.Val(), "run_id")}
+	if n.id == "" {
+		return node{}, errors.New("INFO server has no run_id")
 	}
 	if role := infoField(repl.Val(), "role"); role != "master" {
-		return "", 0, errors.New("the node is a " + role + ", not a master")
+		return node{}, errors.New("the node is a " + role + ", not a master")
 	}
-	n, _ := strconv.Atoi(infoField(repl.Val(), "connected_slaves"))
-	return id, n, nil
+	n.offset, _ = strconv.ParseInt(infoField(repl.Val(), "master_repl_offset"), 10, 64)
+	for _, line := range strings.Split(repl.Val(), "\n") {
+		// slave0:ip=127.0.0.1,port=6380,state=online,offset=1234,lag=0
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(k, "slave") || !strings.Contains(v, "state=online") {
+			continue
+		}
+		for _, kv := range strings.Split(v, ",") {
+			if o, ok := strings.CutPrefix(kv, "offset="); ok {
+				off, _ := strconv.ParseInt(o, 10, 64)
+				n.replicas = append(n.replicas, off)
+			}
+		}
+	}
+	return n, nil
 }
 
 // infoField is the value of name in an INFO answer ("" when absent).
@@ -154,6 +192,24 @@ func infoField(info, name string) string {
 		}
 	}
 	return ""
+}
+
+// currentMaster is nodeState of the master the client talks to now. It remembers that master: when
+// it differs from the one seen before, the client has switched (a failover), and the new master is
+// taken as one without replicas until a write is confirmed (its old master becomes its replica only
+// ~10 s later), so writes to it do not wait for a failover window.
+func (r *Registry) currentMaster(ctx context.Context) (node, error) {
+	n, err := nodeState(ctx, r.rdb)
+	if err != nil {
+		return n, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastMaster != "" && r.lastMaster != n.id && len(n.replicas) < r.cfg.WaitReplicas {
+		r.noReplicas = n.id
+	}
+	r.lastMaster = n.id
+	return n, nil
 }
 
 func (r *Registry) withoutReplicas() string {
@@ -183,6 +239,6 @@ func (r *Registry) MasterID(ctx context.Context) (string, error) {
 	if !r.FollowsFailovers() {
 		return "", nil
 	}
-	id, _, err := nodeState(ctx, r.rdb)
-	return id, wrapName("master id", "", err)
+	n, err := r.currentMaster(ctx)
+	return n.id, wrapName("master id", "", err)
 }

@@ -55,6 +55,7 @@ func TestFailoverLosesNothing(t *testing.T) {
 		entryOf   = map[string]string{} // call id -> entry id
 		completed = map[string]bool{}   // call ids whose Complete returned nil
 		afterSw   atomic.Int64          // calls queued after the client switched
+		slowest   atomic.Int64          // the longest AddCall started after the switch, ns
 		switched  atomic.Bool
 		stop      = make(chan struct{})
 		wg        sync.WaitGroup
@@ -70,7 +71,11 @@ func TestFailoverLosesNothing(t *testing.T) {
 				case <-time.After(2 * time.Millisecond):
 				}
 				c := newCall(r, fn, fmt.Sprintf("w%d-%d", w, i), `{}`)
+				late, start := switched.Load(), time.Now()
 				id, err := r.AddCall(ctx, c)
+				if took := int64(time.Since(start)); late && took > slowest.Load() {
+					slowest.Store(took)
+				}
 				if err != nil {
 					continue // refused during the switch: the caller knows, nothing was promised
 				}
@@ -124,7 +129,7 @@ func TestFailoverLosesNothing(t *testing.T) {
 	before := len(added)
 	mu.Unlock()
 	for {
-		if id, _, err := nodeState(ctx, client); err == nil && id == newID {
+		if n, err := nodeState(ctx, client); err == nil && n.id == newID {
 			break
 		}
 		if ctx.Err() != nil {
@@ -153,8 +158,12 @@ func TestFailoverLosesNothing(t *testing.T) {
 			t.Errorf("call %s (AddCall returned entry %s) is not on the new master: %v", callID, entryOf[callID], err)
 		}
 	}
-	t.Logf("%d calls queued (%d before the failover was started, %d after the client switched), %d answered, %d lost",
-		len(added), before, afterSw.Load(), len(completed), lost)
+	t.Logf("%d calls queued (%d before the failover was started, %d after the client switched), %d answered, %d lost; slowest AddCall after the switch %s",
+		len(added), before, afterSw.Load(), len(completed), lost, time.Duration(slowest.Load()).Round(time.Millisecond))
+	// The new master has no replica for ~10 s: writes to it must not each wait for a failover window.
+	if time.Duration(slowest.Load()) >= r.Config().FailoverWindow {
+		t.Errorf("an AddCall on the new master took %s, a whole failover window", time.Duration(slowest.Load()))
+	}
 	if before == 0 || afterSw.Load() == 0 {
 		t.Fatalf("the failover was not in the middle of the calls: %d queued before it, %d after the switch", before, afterSw.Load())
 	}
@@ -172,4 +181,60 @@ func runID(t *testing.T, s *redistest.Server) string {
 		t.Fatal(errors.New("no run_id in INFO server"))
 	}
 	return id
+}
+
+// TestDeadReplicaCostsAShortWait: with WaitReplicas and the only replica dead, the first write
+// waits one failover window (a failover may be under way) and the next ones do not wait;
+// when the replica is back, writes are confirmed again.
+func TestDeadReplicaCostsAShortWait(t *testing.T) {
+	master := redistest.Start(t)
+	replica := redistest.Start(t)
+	if !master.CanRestart() || !replica.CanRestart() {
+		t.Skip("SKIP: needs two redis-server processes of its own")
+	}
+	ctx := ctxT(t)
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	if err := replica.Client().Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicaLink(t, master)
+	window := 300 * time.Millisecond
+	r, err := New(master.Client(), Config{Prefix: master.Prefix(), WaitReplicas: 1, FailoverWindow: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := fnKey("dead-replica")
+	mustEnsure(t, r, fn)
+	add := func() time.Duration {
+		start := time.Now()
+		mustAdd(t, r, newCall(r, fn, "caller", `{}`))
+		return time.Since(start)
+	}
+	if d := add(); d > 150*time.Millisecond {
+		t.Fatalf("a confirmed write took %s", d)
+	}
+	replica.Kill()
+	if d := add(); d < window {
+		t.Fatalf("the first write after the replica died took %s, want the failover window %s", d, window)
+	}
+	for i := 0; i < 5; i++ {
+		if d := add(); d > 50*time.Millisecond {
+			t.Fatalf("write %d to a master known without replicas took %s, want no wait", i, d)
+		}
+	}
+	if r.withoutReplicas() == "" {
+		t.Fatal("the master is not remembered as one without replicas")
+	}
+	replica.Resume()
+	if err := replica.Client().Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicaLink(t, master)
+	// The first WAIT may time out while the resynchronised replica catches up with its acks.
+	for deadline := time.Now().Add(5 * time.Second); r.withoutReplicas() != ""; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the replica is back, the master is still taken as one without replicas (%s)", r.withoutReplicas())
+		}
+		add()
+	}
 }

@@ -23,7 +23,8 @@ type Registry struct {
 
 	mu         sync.Mutex
 	features   *features // detected once, on first need
-	noReplicas string    // run id of a master seen without replicas for a whole failover window (durable)
+	noReplicas string    // run id of a master taken to run without replicas (durable)
+	lastMaster string    // run id of the master the client talked to when last asked (currentMaster)
 }
 
 // features are the server capabilities the registry adapts to.
