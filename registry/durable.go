@@ -33,6 +33,21 @@ const defaultFailoverWindow = 5 * time.Second
 // after the failover): writes to it do not wait for the window until a replica confirms a write,
 // so a dead replica costs each write an INFO, not the window.
 func (r *Registry) durable(ctx context.Context, write func(ctx context.Context, c redis.Cmdable, redo bool) error) error {
+	return r.confirmed(ctx, false, write, nil)
+}
+
+// fresh runs read. With WaitReplicas, an answer doubt calls doubtful (a "not found" of something
+// another sidecar wrote a moment ago) may come from an old master that a failover is replacing,
+// and that lacks what the new master took since the promotion (sidecars switch one by one, within
+// about a second): it is trusted when the master has a replica online, else read again on the new
+// master if the client switches within the failover window.
+func (r *Registry) fresh(ctx context.Context, read func(ctx context.Context, c redis.Cmdable) error, doubt func() bool) error {
+	return r.confirmed(ctx, true, func(ctx context.Context, c redis.Cmdable, _ bool) error { return read(ctx, c) }, doubt)
+}
+
+// confirmed is durable (readOnly false) and fresh (readOnly true). A write whose answer doubt calls
+// doubtful wrote nothing (a script refused) and is checked like a doubtful read.
+func (r *Registry) confirmed(ctx context.Context, readOnly bool, write func(ctx context.Context, c redis.Cmdable, redo bool) error, doubt func() bool) error {
 	cl, ok := r.rdb.(*redis.Client)
 	if r.cfg.WaitReplicas <= 0 || !ok {
 		return write(ctx, r.rdb, false)
@@ -40,12 +55,14 @@ func (r *Registry) durable(ctx context.Context, write func(ctx context.Context, 
 	var risky node // the node the first write reached, when no replica confirmed it
 	var until time.Time
 	for redo := false; ; redo = true {
-		acked, at, err := r.writeAndWait(ctx, cl, func(c redis.Cmdable) error { return write(ctx, c, redo) })
+		acked, at, waited, err := r.writeAndWait(ctx, cl, readOnly, func(c redis.Cmdable) error { return write(ctx, c, redo) }, doubt)
 		switch {
 		case err != nil:
 			return err
 		case acked >= r.cfg.WaitReplicas:
-			r.setWithoutReplicas("")
+			if waited {
+				r.setWithoutReplicas("") // replicas confirm writes again
+			}
 			return nil
 		case redo && at.id != risky.id:
 			return nil // written again on the master the client switched to
@@ -71,31 +88,49 @@ func (r *Registry) durable(ctx context.Context, write func(ctx context.Context, 
 // writeAndWait runs write and WAIT on one connection and returns how many replicas confirmed the
 // write; when fewer than WaitReplicas did, also the node it reached, with a replication offset at
 // or past the write.
-func (r *Registry) writeAndWait(ctx context.Context, cl *redis.Client, write func(c redis.Cmdable) error) (int, node, error) {
+func (r *Registry) writeAndWait(ctx context.Context, cl *redis.Client, readOnly bool, write func(c redis.Cmdable) error, doubt func() bool) (acked int, at node, waited bool, err error) {
 	conn := cl.Conn()
 	defer conn.Close()
 	if err := write(conn); err != nil {
-		return 0, node{}, err
+		return 0, node{}, false, err
+	}
+	switch {
+	case doubt != nil && doubt():
+		// Nothing was written; the answer is trusted from a master with replicas online.
+		at, err := nodeState(ctx, conn)
+		if err != nil {
+			return 0, node{id: unknownNode}, false, nil
+		}
+		if len(at.replicas) >= r.cfg.WaitReplicas {
+			return len(at.replicas), node{}, false, nil
+		}
+		at.offset = 0
+		return 0, at, false, nil
+	case readOnly:
+		return r.cfg.WaitReplicas, node{}, false, nil
 	}
 	if without := r.withoutReplicas(); without != "" {
 		// Probably on the master seen without replicas (a new master whose old one is not its
 		// replica yet, ~10 s after a failover; or a dead replica): when it still has none, WAIT
 		// would only time out (and a short timeout is no help: Redis checks it about every 100 ms).
 		if at, err := nodeState(ctx, conn); err == nil && at.id == without && len(at.replicas) < r.cfg.WaitReplicas {
-			return 0, at, nil
+			return 0, at, false, nil
 		}
 	}
-	acked, err := conn.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds()).Int()
-	if err != nil || acked >= r.cfg.WaitReplicas {
-		return acked, node{}, nil // a failed WAIT is not a failed write
+	acked, err = conn.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds()).Int()
+	if err != nil {
+		return r.cfg.WaitReplicas, node{}, false, nil // a failed WAIT is not a failed write
 	}
-	at, err := nodeState(ctx, conn)
+	if acked >= r.cfg.WaitReplicas {
+		return acked, node{}, true, nil
+	}
+	at, err = nodeState(ctx, conn)
 	if err != nil {
 		// The node is no master any more, or went away: the write is at risk, on a node that
 		// is not the one the client talks to next (so write runs again there).
-		return acked, node{id: unknownNode}, nil
+		return acked, node{id: unknownNode}, false, nil
 	}
-	return acked, at, nil
+	return acked, at, false, nil
 }
 
 // unknownNode stands for a node whose run id could not be read after a write.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,5 +237,74 @@ func TestDeadReplicaCostsAShortWait(t *testing.T) {
 			t.Fatalf("after the replica is back, the master is still taken as one without replicas (%s)", r.withoutReplicas())
 		}
 		add()
+	}
+}
+
+// TestStaleMasterAnswersAreReadAgain: sidecars switch to the new master one by one; one still on the
+// old master must not take "never dispatched" or "no such entry" from it for a call another sidecar
+// dispatched on the new master. Here the client is moved by hand: it dials wherever addr points and
+// its connections to the old master are killed, like go-redis does on +switch-master.
+func TestStaleMasterAnswersAreReadAgain(t *testing.T) {
+	oldM := redistest.Start(t)
+	newM := redistest.Start(t)
+	if !oldM.CanRestart() || !newM.CanRestart() {
+		t.Skip("SKIP: needs two redis-server processes of its own")
+	}
+	ctx := ctxT(t)
+	host, port, _ := strings.Cut(oldM.Addr(), ":")
+	if err := newM.Client().Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicaLink(t, oldM)
+	var addr atomic.Value
+	addr.Store(oldM.Addr())
+	moving := redis.NewClient(&redis.Options{Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr.Load().(string))
+	}})
+	t.Cleanup(func() { _ = moving.Close() })
+	stale, err := New(moving, Config{Prefix: oldM.Prefix(), WaitReplicas: 1, FailoverWindow: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, err := New(newM.Client(), Config{Prefix: oldM.Prefix()}) // a sidecar already switched
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := fnKey("stale")
+	mustEnsure(t, stale, fn)
+	if _, err := stale.MasterID(ctx); err != nil { // the stale sidecar knows its master
+		t.Fatal(err)
+	}
+	waitReplicaLink(t, oldM)
+	// The promotion: the old master keeps answering, without its replica.
+	if err := newM.Client().Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := newCall(current, fn, "caller", `{}`)
+	entry := mustAdd(t, current, c)
+	if _, err := current.ReadCalls(ctx, "d1", []FunctionKey{fn}, 1, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	n, err := current.NextDispatch(ctx, fn, c.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the stale sidecar hears +switch-master a moment later
+		time.Sleep(300 * time.Millisecond)
+		addr.Store(newM.Addr())
+		_ = oldM.Client().Do(context.Background(), "CLIENT", "KILL", "TYPE", "normal").Err()
+	}()
+	start := time.Now()
+	if _, err := stale.LoadCall(ctx, fn, entry); err != nil {
+		t.Fatalf("LoadCall of a call queued on the new master, from a sidecar still on the old one: %v", err)
+	}
+	if err := stale.ClaimCall(ctx, fn, c.ID, n, "exec-1", "sidecar-1", time.Minute); err != nil {
+		t.Fatalf("ClaimCall of a call dispatched on the new master, from a sidecar still on the old one: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("read again on the new master after %s", took.Round(time.Millisecond))
+	if took >= stale.Config().FailoverWindow {
+		t.Fatalf("the reads waited %s, the whole failover window, instead of following the switch", took)
 	}
 }

@@ -242,11 +242,22 @@ func (r *Registry) LoadCall(ctx context.Context, fn FunctionKey, entryID string)
 	stream := r.k.calls(fn)
 	var rng *redis.XMessageSliceCmd
 	var pend *redis.XPendingExtCmd
-	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		rng = p.XRange(ctx, stream, entryID, entryID)
-		pend = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: GroupName, Start: entryID, End: entryID, Count: 1})
+	// fresh: the dispatcher that delivered the entry may already write to a new master.
+	missing := func() bool {
+		p, err := pend.Result()
+		return len(rng.Val()) == 0 || err != nil || len(p) == 0
+	}
+	if err := r.fresh(ctx, func(ctx context.Context, c redis.Cmdable) error {
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			rng = p.XRange(ctx, stream, entryID, entryID)
+			pend = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: GroupName, Start: entryID, End: entryID, Count: 1})
+			return nil
+		})
+		if err != nil && !redisErrPrefix(err, "NOGROUP") {
+			return err
+		}
 		return nil
-	}); err != nil && !redisErrPrefix(err, "NOGROUP") {
+	}, missing); err != nil {
 		return Call{}, wrap(op, fn, err)
 	}
 	msgs, err := rng.Result()
