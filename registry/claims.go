@@ -97,7 +97,13 @@ func (r *Registry) NextDispatch(ctx context.Context, fn FunctionKey, callID stri
 	if err := checkCall(fn, callID, ttl); err != nil {
 		return 0, wrap(op, fn, err)
 	}
-	n, err := nextDispatchScript.Run(ctx, r.rdb, []string{r.k.claim(fn, callID)}, ttl.Milliseconds()).Int64()
+	// Repeated on a new master after a failover (durable), the number grows once more: the
+	// latest one is the one handed out.
+	var n int64
+	err := r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) (err error) {
+		n, err = nextDispatchScript.Run(ctx, c, []string{r.k.claim(fn, callID)}, ttl.Milliseconds()).Int64()
+		return err
+	})
 	return n, wrap(op, fn, err)
 }
 
@@ -113,8 +119,15 @@ func (r *Registry) ClaimCall(ctx context.Context, fn FunctionKey, callID string,
 	if execID == "" || dispatch < 1 {
 		return errorf(op, fn, ErrInvalid, "claim needs an execution id and a dispatch number (got %q, %d)", execID, dispatch)
 	}
-	res, err := claimScript.Run(ctx, r.rdb, []string{r.k.claim(fn, callID)},
-		strconv.FormatInt(dispatch, 10), execID, sidecarID, ttl.Milliseconds()).StringSlice()
+	// Repeated on a new master after a failover (durable): the same execution may claim again.
+	// "nodispatch" and "stale" may come from an old master that lacks the dispatcher's latest
+	// number (the dispatcher's sidecar already writes to the new one): checked as fresh reads.
+	var res []string
+	err := r.confirmed(ctx, false, func(ctx context.Context, c redis.Cmdable, _ bool) (err error) {
+		res, err = claimScript.Run(ctx, c, []string{r.k.claim(fn, callID)},
+			strconv.FormatInt(dispatch, 10), execID, sidecarID, ttl.Milliseconds()).StringSlice()
+		return err
+	}, func() bool { return len(res) > 0 && (res[0] == "nodispatch" || res[0] == "stale") })
 	if err != nil {
 		return wrap(op, fn, err)
 	}
@@ -146,7 +159,9 @@ func (r *Registry) BindExecution(ctx context.Context, execID string, calls []Exe
 	if err != nil {
 		return wrapName(op, "", fmt.Errorf("%w: encode the calls of execution %s: %v", ErrInvalid, execID, err))
 	}
-	return wrapName(op, "", r.rdb.Set(ctx, r.k.execution(execID), b, ttl).Err())
+	return wrapName(op, "", r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) error {
+		return c.Set(ctx, r.k.execution(execID), b, ttl).Err()
+	}))
 }
 
 // ExecutionCalls returns the calls the execution claimed; nil when it claimed none (it was not
@@ -156,8 +171,16 @@ func (r *Registry) ExecutionCalls(ctx context.Context, execID string) ([]ExecCal
 	if execID == "" {
 		return nil, nil
 	}
-	raw, err := r.rdb.Get(ctx, r.k.execution(execID)).Bytes()
-	if errors.Is(err, redis.Nil) {
+	// fresh: the execution's function node may have bound it on a new master already.
+	var raw []byte
+	err := r.fresh(ctx, func(ctx context.Context, c redis.Cmdable) (err error) {
+		raw, err = c.Get(ctx, r.k.execution(execID)).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		return err
+	}, func() bool { return raw == nil })
+	if err == nil && raw == nil {
 		return nil, nil
 	}
 	if err != nil {
@@ -192,7 +215,11 @@ func (r *Registry) CompleteClaimed(ctx context.Context, c ExecCall, execID strin
 	if err := checkCall(c.Function, c.CallID, time.Second); err != nil {
 		return wrap(op, c.Function, err)
 	}
-	res, err := answerScript.Run(ctx, r.rdb, []string{r.k.claim(c.Function, c.CallID)}, execID).Text()
+	var res string
+	err := r.confirmed(ctx, false, func(ctx context.Context, cmd redis.Cmdable, _ bool) (err error) {
+		res, err = answerScript.Run(ctx, cmd, []string{r.k.claim(c.Function, c.CallID)}, execID).Text()
+		return err
+	}, func() bool { return res == "notclaimant" })
 	if err != nil {
 		return wrap(op, c.Function, err)
 	}

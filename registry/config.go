@@ -34,11 +34,14 @@ type Config struct {
 	ReplayDeadline time.Duration
 	// TrimBatch bounds the entries one Trim removes by length in one step (default 10000).
 	TrimBatch int64
-	// WaitReplicas: after queueing a call or publishing a reply, wait (Redis WAIT) until this many
-	// replicas have it, at most WaitTimeout (default 200ms), so a Sentinel failover does not lose a
-	// call the old master acknowledged but had not replicated. 0 (default): do not wait.
-	WaitReplicas int
-	WaitTimeout  time.Duration
+	// WaitReplicas: after queueing a call, publishing a reply or recording a dispatch or claim, wait
+	// (Redis WAIT) until this many replicas have it, at most WaitTimeout (default 200ms), and when
+	// fewer did, write it again on the new master if a failover replaces the old one within
+	// FailoverWindow (default 5s), so a Sentinel failover does not lose what the old master
+	// acknowledged but had not replicated (see durable). 0 (default): do not wait.
+	WaitReplicas   int
+	WaitTimeout    time.Duration
+	FailoverWindow time.Duration
 	// OnDeadLetter, when set, is told of every call Reclaim moved to its dead-letter stream (the
 	// sidecar counts them in its metrics). It must not block.
 	OnDeadLetter func(fn FunctionKey, callID string)
@@ -66,6 +69,7 @@ func (c *Config) setDefaults() {
 	}
 	setDur(&c.ReplyTTL, DefaultReplyTTL)
 	setDur(&c.WaitTimeout, 200*time.Millisecond)
+	setDur(&c.FailoverWindow, defaultFailoverWindow)
 	setDur(&c.RegistrationTTL, DefaultRegistrationTTL)
 	setDur(&c.HeartbeatTTL, DefaultHeartbeatTTL)
 	setDur(&c.MaxAge, DefaultMaxAge)

@@ -25,13 +25,16 @@ func (r *Registry) RegisterFunction(ctx context.Context, rec FunctionRecord) err
 	if err != nil {
 		return errorf(op, fn, ErrInvalid, "encode record: %v", err)
 	}
-	if err := r.rdb.Set(ctx, r.k.record(fn), b, r.cfg.RegistrationTTL).Err(); err != nil {
-		return wrap(op, fn, err)
-	}
-	if err := r.EnsureGroup(ctx, fn); err != nil {
-		return wrap(op, fn, err)
-	}
-	return wrap(op, fn, r.rdb.ZAdd(ctx, r.k.index(), redis.Z{Score: float64(rec.UpdatedAt.UnixMilli()), Member: fn.String()}).Err())
+	// durable: a registration lost in a failover would make calls fail as "not registered".
+	return wrap(op, fn, r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) error {
+		if err := c.Set(ctx, r.k.record(fn), b, r.cfg.RegistrationTTL).Err(); err != nil {
+			return err
+		}
+		if err := r.ensureGroup(ctx, c, fn); err != nil {
+			return err
+		}
+		return c.ZAdd(ctx, r.k.index(), redis.Z{Score: float64(rec.UpdatedAt.UnixMilli()), Member: fn.String()}).Err()
+	}))
 }
 
 // LookupFunction returns the function's live record; ok is false when none is registered (never

@@ -30,12 +30,16 @@ func (r *Registry) Heartbeat(ctx context.Context, sidecarID string, serves []Fun
 	ttl := r.cfg.HeartbeatTTL.Milliseconds()
 	// One pipeline; go-redis splits it per node on Cluster. EVAL (not EVALSHA) so a flushed or
 	// restarted server needs no script reload inside a pipeline.
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.k.sidecar(sidecarID), b, r.cfg.HeartbeatTTL)
-		for _, fn := range serves {
-			heartbeatScript.Eval(ctx, p, []string{r.k.live(fn)}, sidecarID, ttl)
-		}
-		return nil
+	// durable: a heartbeat lost in a failover would make callers see no live sidecar until the next.
+	err = r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) error {
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, r.k.sidecar(sidecarID), b, r.cfg.HeartbeatTTL)
+			for _, fn := range serves {
+				heartbeatScript.Eval(ctx, p, []string{r.k.live(fn)}, sidecarID, ttl)
+			}
+			return nil
+		})
+		return err
 	})
 	return wrapName(op, "sidecar "+sidecarID, err)
 }

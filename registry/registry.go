@@ -21,8 +21,10 @@ type Registry struct {
 	// the client's read timeout (a plain Do command gets no extra read time for blocking).
 	replyChunk time.Duration
 
-	mu       sync.Mutex
-	features *features // detected once, on first need
+	mu         sync.Mutex
+	features   *features // detected once, on first need
+	noReplicas string    // run id of a master taken to run without replicas (durable)
+	lastMaster string    // run id of the master the client talked to when last asked (currentMaster)
 }
 
 // features are the server capabilities the registry adapts to.

@@ -28,16 +28,16 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 	if err != nil {
 		return wrapName(op, "", fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err))
 	}
+	// Repeated on a new master after a failover (durable), the push is a duplicate at worst.
 	err = retryOutage(ctx, outageDeadline(ctx), func() error {
-		return txOutage(r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.RPush(ctx, replyKey, b)
-			p.PExpire(ctx, replyKey, r.cfg.ReplyTTL)
-			return nil
-		}))
+		return r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) error {
+			return txOutage(c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.RPush(ctx, replyKey, b)
+				p.PExpire(ctx, replyKey, r.cfg.ReplyTTL)
+				return nil
+			}))
+		})
 	})
-	if err == nil {
-		r.replicate(ctx)
-	}
 	return wrapName(op, "", err)
 }
 
@@ -67,17 +67,16 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 		return errorf(op, d.Function, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
 	}
 	err = retryOutage(ctx, until, func() error {
-		return txOutage(r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.RPush(ctx, d.Call.ReplyKey, b)
-			p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
-			p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
-			p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
-			return nil
-		}))
+		return r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) error {
+			return txOutage(c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.RPush(ctx, d.Call.ReplyKey, b)
+				p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
+				p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
+				p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
+				return nil
+			}))
+		})
 	})
-	if err == nil {
-		r.replicate(ctx)
-	}
 	return wrap(op, d.Function, err)
 }
 

@@ -21,11 +21,15 @@ func (r *Registry) EnsureGroup(ctx context.Context, fn FunctionKey) error {
 	if err := fn.Validate(); err != nil {
 		return wrap(op, fn, err)
 	}
-	err := r.rdb.XGroupCreateMkStream(ctx, r.k.calls(fn), GroupName, "0").Err()
+	return wrap(op, fn, r.ensureGroup(ctx, r.rdb, fn))
+}
+
+func (r *Registry) ensureGroup(ctx context.Context, c redis.Cmdable, fn FunctionKey) error {
+	err := c.XGroupCreateMkStream(ctx, r.k.calls(fn), GroupName, "0").Err()
 	if err != nil && !redisErrPrefix(err, "BUSYGROUP") {
-		return wrap(op, fn, err)
+		return err
 	}
-	return wrap(op, fn, r.rdb.ZAddNX(ctx, r.k.index(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: fn.String()}).Err())
+	return c.ZAddNX(ctx, r.k.index(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: fn.String()}).Err()
 }
 
 // AddCall queues a call on its function's stream and returns the entry id. It fails with
@@ -48,8 +52,21 @@ func (r *Registry) AddCall(ctx context.Context, call Call) (string, error) {
 	if err != nil {
 		return "", errorf(op, fn, ErrInvalid, "encode call %s: %v", call.ID, err)
 	}
-	id, err := addCallScript.Run(ctx, r.rdb, []string{r.k.calls(fn)},
-		payload, r.cfg.MaxLen, r.cfg.TrimBatch, legacyFlag(f)).Text()
+	stream := r.k.calls(fn)
+	var id string
+	err = r.durable(ctx, func(ctx context.Context, c redis.Cmdable, redo bool) error {
+		if redo {
+			// The first entry may have reached the new master before the old one lost its replica.
+			if there, err := holdsCall(ctx, c, stream, id, call.ID); err != nil || there {
+				return err
+			}
+		}
+		got, err := addCallScript.Run(ctx, c, []string{stream}, payload, r.cfg.MaxLen, r.cfg.TrimBatch, legacyFlag(f)).Text()
+		if err == nil {
+			id = got
+		}
+		return err
+	})
 	switch {
 	case redisErrPrefix(err, "NOSTREAM"):
 		return "", errorf(op, fn, ErrNoStream, "no sidecar has served %s yet: is the function's workflow active and a sidecar running?", fn)
@@ -59,17 +76,17 @@ func (r *Registry) AddCall(ctx context.Context, call Call) (string, error) {
 	case err != nil:
 		return "", wrap(op, fn, err)
 	}
-	r.replicate(ctx)
 	return id, nil
 }
 
-// replicate waits (bounded by WaitTimeout) until WaitReplicas replicas have the writes made so
-// far on this connection's master. Best effort: a missing replica costs the timeout, not the call.
-func (r *Registry) replicate(ctx context.Context) {
-	if r.cfg.WaitReplicas <= 0 {
-		return
+// holdsCall reports whether entry id of stream holds the call callID.
+func holdsCall(ctx context.Context, c redis.Cmdable, stream, id, callID string) (bool, error) {
+	msgs, err := c.XRange(ctx, stream, id, id).Result()
+	if err != nil || len(msgs) == 0 {
+		return false, err
 	}
-	_ = r.rdb.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds()).Err()
+	d, err := decodeDelivery(FunctionKey{}, msgs[0])
+	return err == nil && d.Call.ID == callID, nil
 }
 
 func lastField(s string) string {
@@ -225,11 +242,22 @@ func (r *Registry) LoadCall(ctx context.Context, fn FunctionKey, entryID string)
 	stream := r.k.calls(fn)
 	var rng *redis.XMessageSliceCmd
 	var pend *redis.XPendingExtCmd
-	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		rng = p.XRange(ctx, stream, entryID, entryID)
-		pend = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: GroupName, Start: entryID, End: entryID, Count: 1})
+	// fresh: the dispatcher that delivered the entry may already write to a new master.
+	missing := func() bool {
+		p, err := pend.Result()
+		return len(rng.Val()) == 0 || err != nil || len(p) == 0
+	}
+	if err := r.fresh(ctx, func(ctx context.Context, c redis.Cmdable) error {
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			rng = p.XRange(ctx, stream, entryID, entryID)
+			pend = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: GroupName, Start: entryID, End: entryID, Count: 1})
+			return nil
+		})
+		if err != nil && !redisErrPrefix(err, "NOGROUP") {
+			return err
+		}
 		return nil
-	}); err != nil && !redisErrPrefix(err, "NOGROUP") {
+	}, missing); err != nil {
 		return Call{}, wrap(op, fn, err)
 	}
 	msgs, err := rng.Result()

@@ -6,7 +6,8 @@
 #   cluster   3 masters (cluster mode), sidecars on redis+cluster://; replay; every n8nfn: key must be
 #             on the cluster and none on n8n's queue Redis
 #   sentinel  a master, a replica and a Sentinel, sidecars on redis+sentinel://; replay with a
-#             SENTINEL FAILOVER 8 s into it
+#             SENTINEL FAILOVER in the middle of its cases (TOPO_FAILOVER_AFTER, 10 s after the
+#             sidecars serve the functions); every request must be answered right (0 lost)
 # n8n's queue stays on its own standalone Redis. Settings: N8N_FN_CACHE (~/.cache/n8n-fn; the n8n
 # install of N8N_VERSION there is linked, not copied), N8N_VERSION (2.41.1), TOPO_PORT_BASE (8678:
 # the stack's ports), TOPO_REDIS_PORT (6392: n8n's Redis), TOPO_FN_PORT (6601: first function-Redis port).
@@ -72,6 +73,7 @@ run_cluster() {
 	FN_URL="redis+cluster://${addrs[0]}?addr=${addrs[1]}&addr=${addrs[2]}"
 	say "cluster ${addrs[*]}; stack of n8n $V on :$PORT_BASE, sidecars on $FN_URL"
 	stack down >/dev/null 2>&1 || true # a stack left over from an interrupted run uses the old URL
+	free_queue_port
 	stack up >"$WORK/stack-up.log" 2>&1 || die "stack up failed; see $WORK/stack-up.log"
 	redis-cli -p "$QPORT" --scan --pattern 'n8nfn:*' | xargs -r redis-cli -p "$QPORT" del >/dev/null
 	replay
@@ -81,6 +83,9 @@ run_cluster() {
 	[ "$on_cluster" -gt 0 ] && [ "$(fn_keys "$QPORT")" = 0 ] || die "the functions did not run on the cluster"
 	stop_all
 }
+
+# stamp prefixes every line with the time in ms (the replay's progress: when each case ended).
+stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date +%s%3N)" "$line"; done; }
 
 run_sentinel() {
 	local m=$((FP + 10)) r=$((FP + 11)) s=$((FP + 20000 + 10))
@@ -99,16 +104,76 @@ run_sentinel() {
 	FN_URL="redis+sentinel://127.0.0.1:$s?master_name=fnmaster"
 	say "master :$m, replica :$r, sentinel :$s; stack of n8n $V on :$PORT_BASE, sidecars on $FN_URL"
 	stack down >/dev/null 2>&1 || true
+	free_queue_port
 	stack up >"$WORK/stack-up.log" 2>&1 || die "stack up failed; see $WORK/stack-up.log"
-	(sleep 8 && say "SENTINEL FAILOVER fnmaster: $(redis-cli -p "$s" SENTINEL FAILOVER fnmaster)") &
-	local failover=$!
-	replay
-	wait "$failover" || true
+
+	# The replay runs its cases one after another; SENTINEL FAILOVER is sent FAILOVER_AFTER seconds
+	# after the sidecars serve the functions, in the middle of them. Its progress lines are stamped
+	# to tell which cases ran before and after it.
+	local progress=$WORK/replay.progress report=$WORK/replay.json after=${TOPO_FAILOVER_AFTER:-10}
+	: >"$progress"
+	(
+		set -o pipefail
+		"$SC/bin/n8n-fn-topo" replay --env "$SC/stack/stack.env" --redis-url "$FN_URL" --json test-workflows 2>&1 >"$report" | stamp >"$progress"
+	) &
+	local rpid=$! t0 tf rc=0
+	t0=$(date +%s%3N)
+	while ! grep -q 'functions ready' "$progress"; do
+		kill -0 "$rpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep "$after"
+	tf=$(date +%s%3N)
+	say "SENTINEL FAILOVER fnmaster ($(((tf - t0) / 1000)) s into the replay): $(redis-cli -p "$s" SENTINEL FAILOVER fnmaster)"
+	wait "$rpid" || rc=$?
+	cut -d' ' -f2- "$progress"
 	local now
 	now=$(redis-cli -p "$s" SENTINEL get-master-addr-by-name fnmaster | tail -1)
 	say "master after the run: :$now (was :$m)"
 	[ "$now" = "$r" ] || die "the failover did not happen during the replay"
+	# Cases that ended before / after the failover, requests sent / answered right (a failed case's
+	# requests count as not answered right), from the stamped progress and the JSON report.
+	local counts
+	counts=$(python3 - "$progress" "$report" "$tf" <<'PY'
+import json, re, sys
+progress, report, tf = sys.argv[1], sys.argv[2], int(sys.argv[3])
+before = after = 0
+during = ""
+for line in open(progress):
+    ts, _, rest = line.rstrip("\n").partition(" ")
+    m = re.match(r"(PASS|FAIL|SKIP) (.*?) \(\d+ req", rest)
+    if not m:
+        continue
+    if int(ts) < tf:
+        before += 1
+    else:
+        if after == 0:
+            during = m.group(2)
+        after += 1
+try:
+    rep = json.load(open(report))
+except ValueError:
+    rep = {"results": []}
+sent = sum(r["requests"] for r in rep["results"] if r["status"] != "skip")
+right = sum(r["requests"] for r in rep["results"] if r["status"] == "pass")
+print(before, after, sent, right, rep.get("failed", -1), during.replace(" ", "_"))
+PY
+	)
+	local before after sent right failed during
+	read -r before after sent right failed during <<<"$counts"
+	say "failover during case ${during//_/ }: $before cases ended before it, $after after"
+	say "requests sent $sent, answered right $right, lost or wrong $((sent - right)); failed cases: $failed"
+	[ "$before" -gt 0 ] && [ "$after" -gt 0 ] || die "the failover was not in the middle of the cases ($before before, $after after): raise or lower TOPO_FAILOVER_AFTER"
+	[ "$rc" = 0 ] && [ "$sent" -gt 0 ] && [ "$sent" = "$right" ] || die "calls were lost or answered wrong through the failover (replay exit $rc; see $WORK/replay.json and the stack logs in $SC/stack/logs)"
 	stop_all
+}
+
+# free_queue_port: n8n's queue Redis of this run must be the stack's own; scripts/stack.sh would use
+# any Redis it finds on the port, and two stacks on one queue take each other's jobs.
+free_queue_port() {
+	if redis-cli -p "$QPORT" ping >/dev/null 2>&1; then
+		die "a Redis not started by this run answers on :$QPORT (another stack's?); set TOPO_REDIS_PORT to a free port"
+	fi
 }
 
 case ${1:-all} in

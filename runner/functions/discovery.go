@@ -155,6 +155,14 @@ func (d *discovery) start(ctx context.Context, wg *sync.WaitGroup) {
 	}()
 }
 
+// soon asks for a round at once (after a failover: the new master may lack recent registrations).
+func (d *discovery) soon() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (d *discovery) shutdown() {
 	if d.cancel != nil {
 		d.cancel()

@@ -20,6 +20,11 @@ type heartbeat struct {
 	served       func() []registry.FunctionKey // what it announces (the catalog's keys)
 	n8nConnected func() bool                   // nil: the connection to n8n is not reported
 	interval     time.Duration
+	// On a Sentinel deployment the heartbeat checks every watchInterval which master the client
+	// talks to; when a failover switched it, it beats at once and calls switched (discovery
+	// registers the functions again), since the new master may lack the last writes of the old.
+	watchInterval time.Duration
+	switched      func()
 
 	kick   chan struct{}
 	cancel context.CancelFunc // set by start
@@ -32,11 +37,14 @@ type heartbeatParams struct {
 	served       func() []registry.FunctionKey
 	n8nConnected func() bool
 	interval     time.Duration
+	// watchInterval (0: none) and switched (nil: nothing) follow failovers; see heartbeat.
+	watchInterval time.Duration
+	switched      func()
 }
 
 func newHeartbeat(p heartbeatParams) *heartbeat {
 	return &heartbeat{log: p.log, reg: p.reg, id: p.id, served: p.served, n8nConnected: p.n8nConnected,
-		interval: p.interval, kick: make(chan struct{}, 1)}
+		interval: p.interval, watchInterval: p.watchInterval, switched: p.switched, kick: make(chan struct{}, 1)}
 }
 
 // beatNow asks for a heartbeat at once (after discovery changed the served set).
@@ -56,9 +64,21 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 		defer wg.Done()
 		t := time.NewTicker(h.interval)
 		defer t.Stop()
+		var watch <-chan time.Time
+		if h.watchInterval > 0 && h.reg.FollowsFailovers() {
+			w := time.NewTicker(h.watchInterval)
+			defer w.Stop()
+			watch = w.C
+		}
 		var n8n n8nReport
 		failing := false
+		master := "" // the master the last beat went to ("" unknown)
 		for {
+			if watch != nil {
+				if id, err := h.reg.MasterID(ctx); err == nil {
+					master = id
+				}
+			}
 			err := h.reg.Heartbeat(ctx, h.id, h.served())
 			if err == nil {
 				err = n8n.report(ctx, h)
@@ -71,17 +91,42 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 				h.log.Info("heartbeat works again")
 				failing = false
 			}
-			select {
-			case <-ctx.Done():
+			if !h.wait(ctx, t.C, watch, master) {
 				lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 				_ = h.reg.Leave(lctx, h.id, h.served())
 				cancel()
 				return
-			case <-t.C:
-			case <-h.kick:
 			}
 		}
 	}()
+}
+
+// wait returns when the next heartbeat is due: at the tick, when asked (beatNow), or when the
+// master the client talks to is no longer master, the one the last beat went to (a failover
+// switched it). false when ctx ended.
+func (h *heartbeat) wait(ctx context.Context, tick, watch <-chan time.Time, master string) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick:
+			return true
+		case <-h.kick:
+			return true
+		case <-watch:
+			id, err := h.reg.MasterID(ctx)
+			if err != nil || id == master {
+				continue
+			}
+			if master != "" {
+				h.log.WithFields(map[string]any{"master": id, "was": master}).Info("the functions' Redis master changed (failover): heartbeat and registrations written again now")
+				if h.switched != nil {
+					h.switched()
+				}
+			}
+			return true
+		}
+	}
 }
 
 // shutdown ends the heartbeat (it leaves the registry on its way out).

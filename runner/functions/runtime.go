@@ -122,6 +122,8 @@ type tunables struct {
 	// sidecar running it lost its n8n process for workerLostAfter (the worker died).
 	workerWatchInterval time.Duration
 	workerLostAfter     time.Duration
+	// On Sentinel, how often the heartbeat checks whether a failover switched the master.
+	masterWatchInterval time.Duration
 }
 
 func defaultTunables() tunables {
@@ -141,6 +143,7 @@ func defaultTunables() tunables {
 		// against n8n's own ~100 s before it fails a dead worker's job.
 		workerWatchInterval: 5 * time.Second,
 		workerLostAfter:     20 * time.Second,
+		masterWatchInterval: time.Second, // callers wait 2 s (waitForLive) for a live sidecar
 	}
 }
 
@@ -204,7 +207,8 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 func (f *Runtime) buildDuties(deps Deps) {
 	f.hb = newHeartbeat(heartbeatParams{
 		log: f.log, reg: f.reg, id: f.cfg.ID, served: f.catalog.keys, n8nConnected: deps.N8NConnected,
-		interval: f.tun.heartbeatInterval,
+		interval: f.tun.heartbeatInterval, watchInterval: f.tun.masterWatchInterval,
+		switched: func() { f.disc.soon() }, // f.disc is built just below
 	})
 	f.disc = newDiscovery(discoveryParams{
 		log: f.log, api: f.api, reg: f.reg, owner: f.cfg.ID, catalog: f.catalog,
