@@ -70,8 +70,9 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 		return txOutage(r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.RPush(ctx, d.Call.ReplyKey, b)
 			p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
-			p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
-			p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
+			// The answered call's params leave Redis now and its bytes go back to the budget; Eval,
+			// not EvalSha: inside MULTI a NOSCRIPT could not be answered by loading the script.
+			removeEntriesScript.Eval(ctx, p, r.budgetKeys(r.k.calls(d.Function)), GroupName, d.EntryID)
 			return nil
 		}))
 	})

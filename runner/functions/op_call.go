@@ -356,6 +356,8 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 			entryOf[ids[i]] = entries[i]
 		case errors.Is(err, registry.ErrBacklogFull):
 			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
+		case errors.Is(err, registry.ErrBudgetFull):
+			r.err = budgetFullError(err)
 		case errors.Is(err, registry.ErrUnavailable):
 			r.err = fmt.Errorf("the call was not queued, Redis is unavailable: %w", err)
 		default:
@@ -650,4 +652,22 @@ func setField(obj json.RawMessage, key string, val json.RawMessage) (json.RawMes
 		return nil, fmt.Errorf("encode item: %w", err)
 	}
 	return b, nil
+}
+
+// budgetFullError says that the Redis byte budget refused the call: how full it is, and what to do.
+// Not retried by the call node: the room comes back only as other calls are answered.
+func budgetFullError(err error) error {
+	var be *registry.BudgetError
+	if !errors.As(err, &be) {
+		return fmt.Errorf("%w: %w", errNoRetry, err)
+	}
+	need := fmt.Sprintf("this call needs %s", registry.HumanBytes(be.Need))
+	if be.Need > be.Limit {
+		need = fmt.Sprintf("this call alone needs %s, more than the whole budget", registry.HumanBytes(be.Need))
+	}
+	return fmt.Errorf("%w: %w: the call was not queued: unanswered function calls hold %s of the %s Redis budget (%d%% full) and %s. "+
+		"Wait until queued calls are answered (or their functions keep up), send smaller params, or raise %s (now %d bytes) on every sidecar, "+
+		"with room for it in Redis (n8n's queue lives there too)",
+		errNoRetry, registry.ErrBudgetFull, registry.HumanBytes(be.Used), registry.HumanBytes(be.Limit), be.Used*100/max(be.Limit, 1), need,
+		EnvRedisBudget, be.Limit)
 }

@@ -46,7 +46,13 @@ type Config struct {
 	TaskTimeout    time.Duration    // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
 	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
 	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
+	// RedisBudgetBytes (N8N_FN_REDIS_BUDGET_BYTES) caps the bytes of unanswered calls in Redis;
+	// 0 = the registry's default.
+	RedisBudgetBytes int64
 }
+
+// EnvRedisBudget names the variable of Config.RedisBudgetBytes, for the error of a full budget.
+const EnvRedisBudget = "N8N_FN_REDIS_BUDGET_BYTES"
 
 // Deps are what the runtime gets from the process around it.
 type Deps struct {
@@ -168,7 +174,7 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("N8N_FN_REDIS_URL: %w", err)
 	}
-	rcfg := registry.Config{Prefix: cfg.Prefix}
+	rcfg := registry.Config{Prefix: cfg.Prefix, BudgetBytes: cfg.RedisBudgetBytes}
 	if strings.Contains(strings.SplitN(cfg.RedisURL, "://", 2)[0], "+sentinel") {
 		rcfg.WaitReplicas = 1 // a failover must not lose a call the old master had not replicated
 	}
