@@ -247,3 +247,37 @@ func TestReconcileBudget(t *testing.T) {
 		t.Fatalf("reconcile of empty streams = %d, %v", got, err)
 	}
 }
+
+// encodeReply/decodeReply (the reply codec that writes and reads items without extra copies) agree
+// with encoding/json.
+func TestReplyCodec(t *testing.T) {
+	for _, rep := range []Reply{
+		{CallID: "c1", OK: true, Items: json.RawMessage(`[{"a":1,"s":"x y"},{"b":[1,2]}]`), Binaries: []json.RawMessage{json.RawMessage(`null`), json.RawMessage(`{"data":{"id":"k"}}`)}},
+		{CallID: "c2", ErrorKind: ErrorKindFailed, Error: "boom \"quoted\" <b>"},
+		{CallID: "c3", OK: true},
+	} {
+		b, err := encodeReply(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var std, got Reply
+		if err := json.Unmarshal(b, &std); err != nil {
+			t.Fatalf("encodeReply wrote invalid JSON %s: %v", b, err)
+		}
+		if err := decodeReply(string(b), &got); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(rep)
+		g1, _ := json.Marshal(std)
+		g2, _ := json.Marshal(got)
+		if string(g1) != string(want) || string(g2) != string(want) {
+			t.Fatalf("round trip of %s:\n encoding/json %s\n decodeReply   %s", want, g1, g2)
+		}
+	}
+	if _, err := encodeReply(Reply{CallID: "bad", Items: json.RawMessage(`[1,`)}); err == nil {
+		t.Fatal("encodeReply took invalid items")
+	}
+	if err := decodeReply(`{"callId":`, &Reply{}); err == nil {
+		t.Fatal("decodeReply took invalid JSON")
+	}
+}
