@@ -35,7 +35,11 @@ func (c *wsConn) send(ctx context.Context, m Message) error {
 			return err
 		}
 		if len(payload) >= streamPayloadMin {
-			return c.sendParts(ctx, m.MessageType(), head, payload, []byte("}"))
+			err := c.sendParts(ctx, m.MessageType(), head, payload, []byte("}"))
+			// What built a big payload (a reply read from Redis, a result encoded) is garbage by
+			// now, and the next step of the workflow may send the payload right back.
+			returnReadGarbage(len(payload))
+			return err
 		}
 	}
 	data, err := Encode(m)
@@ -118,7 +122,7 @@ func (c *wsConn) markClosed() {
 	_ = c.ws.Close()
 }
 
-// bigMessage is the message size from which reading it is followed by returnReadGarbage.
+// bigMessage is the message size from which reading or sending it is followed by returnReadGarbage.
 const bigMessage = 16 << 20
 
 // returnReadGarbage collects and returns to the OS what reading a big message left behind: gorilla
