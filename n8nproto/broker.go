@@ -340,11 +340,12 @@ func (rc *runnerConn) serve() {
 	}
 	for cause == nil {
 		_, data, err := ws.ReadMessage()
+		returnReadGarbage(len(data))
 		if err != nil {
 			cause = err
 			break
 		}
-		m, err := DecodeLimited(data, rc.b.cfg.MaxFrameDepth)
+		m, err := decodeOwned(data, rc.b.cfg.MaxFrameDepth)
 		if err != nil {
 			rc.log.WithError(err).Warn("ignoring malformed frame from runner")
 			rc.refused(err)

@@ -404,12 +404,13 @@ func (s *session) run() error {
 	var readErr error
 	for {
 		_, data, err := ws.ReadMessage()
+		returnReadGarbage(len(data))
 		if err != nil {
 			readErr = err
 			break
 		}
 		_ = ws.SetReadDeadline(time.Now().Add(readTimeout))
-		m, err := DecodeLimited(data, s.r.cfg.MaxFrameDepth)
+		m, err := decodeOwned(data, s.r.cfg.MaxFrameDepth)
 		if err != nil {
 			s.log.WithError(err).Warn("ignoring malformed frame from n8n")
 			s.refused(err)

@@ -265,6 +265,17 @@ func Decode(data []byte) (Message, error) { return DecodeLimited(data, DefaultMa
 // DecodeLimited is Decode with a nesting limit (<= 0: DefaultMaxFrameDepth). The depth is checked
 // in one iterative pass before any parser runs.
 func DecodeLimited(data []byte, maxDepth int) (Message, error) {
+	return decodeLimited(data, maxDepth, false)
+}
+
+// decodeOwned is DecodeLimited for a frame whose buffer the caller owns and never writes to again
+// (a websocket message as ReadMessage returns it): the payload of a big message is a sub-slice of
+// data instead of a copy, so a 200 MB data response costs its size once, not twice.
+func decodeOwned(data []byte, maxDepth int) (Message, error) {
+	return decodeLimited(data, maxDepth, true)
+}
+
+func decodeLimited(data []byte, maxDepth int, alias bool) (Message, error) {
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxFrameDepth
 	}
@@ -284,7 +295,7 @@ func DecodeLimited(data []byte, maxDepth int) (Message, error) {
 		}
 		return nil, fe
 	}
-	m, err := decode(data)
+	m, err := decode(data, alias)
 	if err != nil {
 		return nil, err
 	}
@@ -298,12 +309,12 @@ func checkDepth(data []byte, maxDepth int) error {
 	return jsonlimit.Check(data, maxDepth)
 }
 
-func decode(data []byte) (Message, error) {
+func decode(data []byte, alias bool) (Message, error) {
 	t := gjson.GetBytes(data, "type")
 	if t.Type != gjson.String {
 		return nil, &FrameError{Err: errors.New(`no string field "type"`)}
 	}
-	if m, ok, err := decodeFast(t.Str, data); ok {
+	if m, ok, err := decodeFast(t.Str, data, alias); ok {
 		if err != nil {
 			return nil, &FrameError{Type: t.Str, Err: err}
 		}
@@ -349,7 +360,7 @@ func decode(data []byte) (Message, error) {
 // decodeFast handles the messages that carry opaque payloads (data responses can be up to 1 GiB):
 // one validation pass plus gjson field extraction is several times faster than encoding/json
 // scanning every byte into a RawMessage.
-func decodeFast(typ string, data []byte) (Message, bool, error) {
+func decodeFast(typ string, data []byte, alias bool) (Message, bool, error) {
 	var keys []string
 	switch typ {
 	case TypeTaskDataResponse:
@@ -374,8 +385,9 @@ func decodeFast(typ string, data []byte) (Message, bool, error) {
 	if !gjson.ValidBytes(data) {
 		return nil, true, errors.New("invalid JSON")
 	}
-	// Read through an unsafe string view (GetManyBytes would copy the whole frame); everything kept is
-	// cloned below, so the result never aliases data.
+	// Read through an unsafe string view (GetManyBytes would copy the whole frame). The ids are
+	// cloned; the payload is cloned too, unless alias (decodeOwned): then it is a sub-slice of data
+	// (capacity cut at its end, so an append copies).
 	res := gjson.GetMany(unsafe.String(unsafe.SliceData(data), len(data)), keys...)
 	str := func(i int) (string, error) {
 		r := res[i]
@@ -390,6 +402,9 @@ func decodeFast(typ string, data []byte) (Message, bool, error) {
 	raw := func(i int) json.RawMessage {
 		if !res[i].Exists() {
 			return nil
+		}
+		if alias {
+			return json.RawMessage(SubBytes(data, res[i]))
 		}
 		return append(json.RawMessage(nil), res[i].Raw...)
 	}
@@ -442,6 +457,16 @@ func decodeEmpty(data []byte, m Message) (Message, error) {
 		return nil, errors.New("invalid JSON")
 	}
 	return m, nil
+}
+
+// SubBytes returns the bytes of r, a result gjson found in data through an unsafe string view of
+// it, as a sub-slice of data (capacity cut at its end: appending to it copies) instead of a copy;
+// a copy when r does not lie inside data.
+func SubBytes(data []byte, r gjson.Result) []byte {
+	if i, n := r.Index, len(r.Raw); i > 0 && i+n <= len(data) && unsafe.StringData(r.Raw) == unsafe.SliceData(data[i:]) {
+		return data[i : i+n : i+n]
+	}
+	return []byte(r.Raw)
 }
 
 // Encode serialises m as one frame with its "type" first. Pointers to message structs are accepted too.
@@ -506,7 +531,43 @@ func encodeFast(m Message) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	errPfx = "n8nproto: encode " + typ
-	out := make([]byte, 0, len(raw)+96)
+	head, err := fastHead(typ, ids, key, raw, errPfx)
+	if err != nil {
+		return nil, true, err
+	}
+	out := make([]byte, 0, len(head)+len(raw)+1)
+	out = append(out, head...)
+	out = append(out, raw...)
+	return append(out, '}'), true, nil
+}
+
+// encodeFastParts is encodeFast in three parts, head + payload + "}", so a big payload can be
+// written to the socket as it is, without a frame-sized copy (wsConn.send).
+func encodeFastParts(m Message) (head, payload []byte, ok bool, err error) {
+	var (
+		typ string
+		ids [][2]string
+		key string
+		raw json.RawMessage
+	)
+	switch v := m.(type) {
+	case TaskDataResponse:
+		typ, ids, key, raw = TypeTaskDataResponse, [][2]string{{"taskId", v.TaskID}, {"requestId", v.RequestID}}, "data", v.Data
+	case TaskSettings:
+		typ, ids, key, raw = TypeTaskSettings, [][2]string{{"taskId", v.TaskID}}, "settings", v.Settings
+	case TaskDone:
+		typ, ids, key, raw = TypeTaskDone, [][2]string{{"taskId", v.TaskID}}, "data", v.Data
+	default:
+		return nil, nil, false, nil
+	}
+	head, err = fastHead(typ, ids, key, raw, "n8nproto: encode "+typ)
+	return head, raw, true, err
+}
+
+// fastHead is the frame up to its payload: {"type":T,"id":"...",...,"key": (without the key when
+// raw is empty). It checks raw's depth and validity.
+func fastHead(typ string, ids [][2]string, key string, raw json.RawMessage, errPfx string) ([]byte, error) {
+	out := make([]byte, 0, 96)
 	out = append(out, `{"type":`...)
 	out = appendJSONString(out, typ)
 	for _, kv := range ids {
@@ -519,18 +580,16 @@ func encodeFast(m Message) ([]byte, bool, error) {
 		// The payload may come from anywhere (a function's result out of Redis): bound its depth
 		// before gjson's recursive validator runs.
 		if err := checkDepth(raw, DefaultMaxFrameDepth); err != nil {
-			return nil, true, fmt.Errorf("%s: field %q: %w: %v", errPfx, key, ErrFrameTooDeep, err)
+			return nil, fmt.Errorf("%s: field %q: %w: %v", errPfx, key, ErrFrameTooDeep, err)
 		}
 		if !gjson.ValidBytes(raw) {
-			return nil, true, fmt.Errorf("%s: field %q is not valid JSON", errPfx, key)
+			return nil, fmt.Errorf("%s: field %q is not valid JSON", errPfx, key)
 		}
 		out = append(out, ',')
 		out = appendJSONString(out, key)
 		out = append(out, ':')
-		out = append(out, raw...)
 	}
-	out = append(out, '}')
-	return out, true, nil
+	return out, nil
 }
 
 func appendJSONString(dst []byte, s string) []byte {

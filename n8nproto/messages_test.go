@@ -283,3 +283,29 @@ func TestDecodeDoesNotAlias(t *testing.T) {
 		t.Fatalf("decoded message changed with the frame: %+v %s", r, r.Data)
 	}
 }
+
+// decodeOwned (the socket readers' decode) shares the frame's buffer instead of copying a big
+// payload, and an append to the payload cannot write into the rest of the frame.
+func TestDecodeOwnedSharesThePayload(t *testing.T) {
+	frame := []byte(`{"type":"broker:taskdataresponse","taskId":"abc","requestId":"req","data":{"k":"v"},"z":1}`)
+	m, err := decodeOwned(frame, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.(TaskDataResponse)
+	start := bytes.Index(frame, []byte(`{"k"`))
+	if string(r.Data) != `{"k":"v"}` || &r.Data[0] != &frame[start] {
+		t.Fatalf("payload %s is not the frame's own bytes", r.Data)
+	}
+	_ = append(r.Data, 'X')
+	if !bytes.HasSuffix(frame, []byte(`},"z":1}`)) {
+		t.Fatalf("an append to the payload wrote into the frame: %s", frame)
+	}
+	// The ids never alias: the frame may go while the message lives.
+	for i := range frame {
+		frame[i] = 'x'
+	}
+	if r.TaskID != "abc" || r.RequestID != "req" {
+		t.Fatalf("ids changed with the frame: %+v", r)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -27,6 +28,20 @@ type wsConn struct {
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
 
 func (c *wsConn) send(ctx context.Context, m Message) error {
+	// A big payload (task data, a result) goes to the socket as it is: head, payload, "}" written
+	// into one message, so the sidecar never holds a second, frame-sized copy of it.
+	if head, payload, ok, err := encodeFastParts(m); ok {
+		if err != nil {
+			return err
+		}
+		if len(payload) >= streamPayloadMin {
+			err := c.sendParts(ctx, m.MessageType(), head, payload, []byte("}"))
+			// What built a big payload (a reply read from Redis, a result encoded) is garbage by
+			// now, and the next step of the workflow may send the payload right back.
+			returnReadGarbage(len(payload))
+			return err
+		}
+	}
 	data, err := Encode(m)
 	if err != nil {
 		return err
@@ -34,7 +49,15 @@ func (c *wsConn) send(ctx context.Context, m Message) error {
 	return c.sendRaw(ctx, m.MessageType(), data)
 }
 
+// streamPayloadMin is the payload size from which send writes the parts instead of one buffer.
+const streamPayloadMin = 1 << 20
+
 func (c *wsConn) sendRaw(ctx context.Context, typ string, data []byte) error {
+	return c.sendParts(ctx, typ, data)
+}
+
+// sendParts writes parts as one text message.
+func (c *wsConn) sendParts(ctx context.Context, typ string, parts ...[]byte) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -51,7 +74,23 @@ func (c *wsConn) sendRaw(ctx context.Context, typ string, data []byte) error {
 		return fmt.Errorf("send %s: %w", typ, ErrConnectionClosed)
 	}
 	_ = c.ws.SetWriteDeadline(deadline)
-	if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+	if len(parts) == 1 {
+		if err := c.ws.WriteMessage(websocket.TextMessage, parts[0]); err != nil {
+			return fmt.Errorf("send %s: %w: %v", typ, ErrConnectionClosed, err)
+		}
+		return nil
+	}
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return fmt.Errorf("send %s: %w: %v", typ, ErrConnectionClosed, err)
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			_ = w.Close()
+			return fmt.Errorf("send %s: %w: %v", typ, ErrConnectionClosed, err)
+		}
+	}
+	if err := w.Close(); err != nil {
 		return fmt.Errorf("send %s: %w: %v", typ, ErrConnectionClosed, err)
 	}
 	return nil
@@ -81,4 +120,19 @@ func (c *wsConn) markClosed() {
 	c.closed = true
 	c.mu.Unlock()
 	_ = c.ws.Close()
+}
+
+// bigMessage is the message size from which reading or sending it is followed by returnReadGarbage.
+const bigMessage = 16 << 20
+
+// returnReadGarbage collects and returns to the OS what reading a big message left behind: gorilla
+// reads a message through io.ReadAll, which for a message of n bytes allocates about 2.4n (its
+// chunks, then the final copy) and keeps n. Without this the chunks of one 30 MB message were
+// still there when the next arrived a moment later (Go's GC waits until the heap doubles), and a
+// sidecar that relayed a 30 MB result and then read it back peaked at 160 MB. One GC per message
+// of 16 MiB or more costs milliseconds, next to what reading it costs.
+func returnReadGarbage(n int) {
+	if n >= bigMessage {
+		debug.FreeOSMemory()
+	}
 }

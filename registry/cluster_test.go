@@ -108,8 +108,19 @@ func TestRealCluster(t *testing.T) {
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("dead letters = %v, %v", dls, err)
 	}
+	// The budget counter (a slot of its own) released every answered and dead-lettered call.
+	if used, _, err := r.BudgetUsage(ctx); err != nil || used != 0 {
+		t.Fatalf("budget after every call answered or dead-lettered = %d, %v", used, err)
+	}
 	if _, err := r.ReplayDeadLetter(ctx, ds[0].Function, dls[0].ID); err != nil {
 		t.Fatal(err)
+	}
+	used, _, err := r.BudgetUsage(ctx)
+	if err != nil || used == 0 {
+		t.Fatalf("a replayed dead letter is not counted: %d, %v", used, err)
+	}
+	if rec, err := r.ReconcileBudget(ctx); err != nil || rec != used {
+		t.Fatalf("reconcile across slots = %d, %v; want the counted %d", rec, err, used)
 	}
 	for _, fn := range fns {
 		if err := r.Trim(ctx, fn); err != nil {

@@ -19,6 +19,9 @@ type Config struct {
 	// MaxLen caps a function stream. At the cap AddCall first removes finished entries and, when
 	// unfinished calls alone fill it, refuses with ErrBacklogFull instead of dropping any (default 100000).
 	MaxLen int64
+	// BudgetBytes caps the bytes the payloads of all queued, unanswered calls of this prefix may hold
+	// in Redis together; AddCall refuses a call that would pass it with ErrBudgetFull (default 256 MiB).
+	BudgetBytes int64
 	// TrimLen is the length Trim cuts a stream to, removing finished entries only (default 10000,
 	// at most MaxLen).
 	TrimLen int64
@@ -61,6 +64,7 @@ const (
 	DefaultConsumerMaxIdle  = 24 * time.Hour
 	DefaultReplayDeadline   = 5 * time.Minute
 	DefaultTrimBatch        = 10000
+	DefaultBudgetBytes      = 256 << 20
 )
 
 func (c *Config) setDefaults() {
@@ -77,6 +81,9 @@ func (c *Config) setDefaults() {
 	setDur(&c.ReplayDeadline, DefaultReplayDeadline)
 	if c.MaxLen == 0 {
 		c.MaxLen = DefaultMaxLen
+	}
+	if c.BudgetBytes == 0 {
+		c.BudgetBytes = DefaultBudgetBytes
 	}
 	if c.TrimLen == 0 {
 		c.TrimLen = min(DefaultTrimLen, c.MaxLen)
@@ -111,6 +118,8 @@ func (c Config) Validate() error {
 			c.ReplyTTL, c.RegistrationTTL, c.HeartbeatTTL)
 	case c.MaxLen < 1:
 		return bad("MaxLen must be at least 1 (got %d)", c.MaxLen)
+	case c.BudgetBytes < 1:
+		return bad("BudgetBytes must be at least 1 (got %d)", c.BudgetBytes)
 	case c.TrimLen < 1 || c.TrimLen > c.MaxLen:
 		return bad("TrimLen must be between 1 and MaxLen %d (got %d)", c.MaxLen, c.TrimLen)
 	case c.MaxAge < 0:

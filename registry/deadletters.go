@@ -12,7 +12,7 @@ import (
 )
 
 // DeadLetter moves a delivery's entry to the function's dead-letter stream with reason, acknowledging
-// it in the same script, and then tells the caller through its reply key (ErrorKind "dead_letter").
+// and deleting it in the same script (its bytes leave the budget), and then tells the caller through its reply key (ErrorKind "dead_letter").
 // An entry that is no longer pending (it finished meanwhile) is left alone and nobody is told.
 func (r *Registry) DeadLetter(ctx context.Context, d Delivery, reason string) error {
 	const op = "dead-letter"
@@ -23,13 +23,18 @@ func (r *Registry) DeadLetter(ctx context.Context, d Delivery, reason string) er
 	if !validID(d.EntryID) {
 		return errorf(op, fn, ErrInvalid, "entry id %q is not a stream id", d.EntryID)
 	}
-	res, err := deadLetterScript.Run(ctx, r.rdb, []string{r.k.calls(fn), r.k.dead(fn)},
+	res, err := deadLetterScript.Run(ctx, r.rdb, r.budgetKeys(r.k.calls(fn), r.k.dead(fn)),
 		GroupName, d.EntryID, reason, r.cfg.DeadLetterMaxLen).Slice()
 	if err != nil {
 		return wrap(op, fn, err)
 	}
-	if len(res) < 4 || res[0] != int64(1) {
+	if len(res) < 5 || res[0] != int64(1) {
 		return nil
+	}
+	if n, _ := res[4].(int64); r.cluster && n > 0 {
+		if err := r.release(ctx, n); err != nil {
+			return wrap(op, fn, err)
+		}
 	}
 	call := d.Call
 	if call.ReplyKey == "" {
@@ -110,7 +115,12 @@ func (r *Registry) ReplayDeadLetter(ctx context.Context, fn FunctionKey, deadID 
 	if err != nil {
 		return "", wrap(op, fn, err)
 	}
-	id, err := replayScript.Run(ctx, r.rdb, []string{r.k.dead(fn), r.k.calls(fn)}, deadID, payload).Text()
+	id, err := replayScript.Run(ctx, r.rdb, r.budgetKeys(r.k.dead(fn), r.k.calls(fn)), deadID, payload).Text()
+	if err == nil && r.cluster {
+		if err := r.rdb.IncrBy(ctx, r.k.budget(), int64(len(payload))).Err(); err != nil {
+			return id, wrap(op, fn, err) // queued; the count is repaired by ReconcileBudget
+		}
+	}
 	switch {
 	case redisErrPrefix(err, "NOTFOUND"):
 		return "", errorf(op, fn, ErrNotFound, "dead letter %s was replayed or purged meanwhile", deadID)

@@ -24,6 +24,9 @@ var (
 	ErrNoStream = errors.New("function has no call stream")
 	// ErrBacklogFull: the function's stream holds MaxLen unfinished calls; nothing was queued.
 	ErrBacklogFull = errors.New("function backlog full")
+	// ErrBudgetFull: queueing the call would take the bytes unanswered calls hold in Redis past
+	// Config.BudgetBytes; nothing was queued. errors.As gives the *BudgetError with the figures.
+	ErrBudgetFull = errors.New("redis call budget full")
 	// ErrNotFound: the entry (call or dead letter) does not exist (already trimmed, purged or a wrong id).
 	ErrNotFound = errors.New("not found")
 	// ErrTimeout: the deadline passed before every awaited reply arrived.

@@ -47,7 +47,7 @@ func (r *Registry) StoreIdempotentResult(ctx context.Context, fn FunctionKey, ke
 	if ttl <= 0 {
 		return errorf(op, fn, ErrInvalid, "ttl must be positive, got %s", ttl)
 	}
-	b, err := json.Marshal(rep)
+	b, err := encodeReply(rep)
 	if err != nil {
 		return errorf(op, fn, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
 	}

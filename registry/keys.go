@@ -42,6 +42,11 @@ func (k keys) n8nLost(id string) string { return k.prefix + "n8nlost:" + id }
 // sidecarPattern matches every sidecar heartbeat key, for SCAN.
 func (k keys) sidecarPattern() string { return k.prefix + "sidecar:*" }
 
+// budget counts the bytes the payloads of queued, unanswered calls hold in Redis, for the whole
+// namespace (prefix): AddCall refuses a call that would take it past Config.BudgetBytes. Not tagged:
+// on Cluster it lives in a slot of its own and is kept next to the streams (see budget.go).
+func (k keys) budget() string { return k.prefix + "budget:bytes" }
+
 // index is a sorted set of every function ever registered or served and not removed
 // (member "scope/name", score = last registration, unix ms). Status and ListFunctions walk it,
 // so nothing has to SCAN a cluster for function keys.

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tidwall/gjson"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -24,7 +26,7 @@ func (r *Registry) PublishReply(ctx context.Context, replyKey string, rep Reply)
 	if replyKey == "" || rep.CallID == "" {
 		return wrapName(op, "", fmt.Errorf("%w: reply needs a reply key and a call id (got %q, %q)", ErrInvalid, replyKey, rep.CallID))
 	}
-	b, err := json.Marshal(rep)
+	b, err := encodeReply(rep)
 	if err != nil {
 		return wrapName(op, "", fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err))
 	}
@@ -62,7 +64,7 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 		}
 		return wrap(op, d.Function, retryOutage(ctx, until, func() error { return r.Ack(ctx, d.Function, d.EntryID) }))
 	}
-	b, err := json.Marshal(rep)
+	b, err := encodeReply(rep)
 	if err != nil {
 		return errorf(op, d.Function, ErrInvalid, "encode reply %s: %v", rep.CallID, err)
 	}
@@ -71,8 +73,10 @@ func (r *Registry) Complete(ctx context.Context, d Delivery, rep Reply) error {
 			return txOutage(c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.RPush(ctx, d.Call.ReplyKey, b)
 				p.PExpire(ctx, d.Call.ReplyKey, r.cfg.ReplyTTL)
-				p.XAck(ctx, r.k.calls(d.Function), GroupName, d.EntryID)
-				p.XDel(ctx, r.k.calls(d.Function), d.EntryID) // the answered call's params leave Redis now
+				// The answered call's params leave Redis now and its bytes go back to the budget
+				// (idempotent: a redo after a failover releases nothing twice); Eval, not EvalSha:
+				// inside MULTI a NOSCRIPT could not be answered by loading the script.
+				removeEntriesScript.Eval(ctx, p, r.budgetKeys(r.k.calls(d.Function)), GroupName, d.EntryID)
 				return nil
 			}))
 		})
@@ -160,7 +164,7 @@ func (r *Registry) WaitReplies(ctx context.Context, replyKey string, callIDs []s
 			continue
 		}
 		var rep Reply
-		if json.Unmarshal([]byte(raw), &rep) != nil {
+		if decodeReply(raw, &rep) != nil {
 			continue // not ours: nothing can be done with it, and it must not stop the wait
 		}
 		if !want[rep.CallID] {
@@ -194,4 +198,53 @@ func (r *Registry) popReply(ctx context.Context, f *features, key string, d time
 		return "", fmt.Errorf("unexpected BLPOP reply %q", res)
 	}
 	return res[1], nil
+}
+
+// encodeReply is json.Marshal(rep) with the items written as they are into a buffer of the final
+// size: json.Marshal would copy a 30 MB result twice more (its growing buffer, then the result).
+// The items were checked where they were built (the return op), and are checked again here.
+func encodeReply(rep Reply) ([]byte, error) {
+	items := rep.Items
+	rep.Items = nil
+	head, err := json.Marshal(rep)
+	if err != nil || len(items) == 0 {
+		return head, err
+	}
+	if !gjson.ValidBytes(items) {
+		return nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
+	}
+	b := make([]byte, 0, len(head)+len(items)+10)
+	b = append(b, head[:len(head)-1]...) // without its closing brace
+	b = append(b, `,"items":`...)
+	b = append(b, items...)
+	return append(b, '}'), nil
+}
+
+// decodeReply is json.Unmarshal into rep without copying a reply's items (json.Unmarshal of the
+// []byte of raw copied them twice): encoding/json decodes every field but "items" (it skips those
+// without copying them) from a read-only view of raw, and the items are raw's own bytes.
+func decodeReply(raw string, rep *Reply) error {
+	var head struct {
+		CallID    string            `json:"callId"`
+		OK        bool              `json:"ok"`
+		Binaries  []json.RawMessage `json:"binaries"`
+		Error     string            `json:"error"`
+		ErrorKind ErrorKind         `json:"errorKind"`
+	}
+	if len(raw) == 0 {
+		return errors.New("empty reply")
+	}
+	// Unmarshal only reads its input, so the view of the string's bytes is never written.
+	if err := json.Unmarshal(unsafe.Slice(unsafe.StringData(raw), len(raw)), &head); err != nil {
+		return err
+	}
+	*rep = Reply{CallID: head.CallID, OK: head.OK, Binaries: head.Binaries, Error: head.Error, ErrorKind: head.ErrorKind}
+	if items := gjson.Get(raw, "items"); items.Exists() {
+		// The items are the reply's own bytes, not a copy (a 30 MB result was held twice by the
+		// caller's sidecar): raw is never used again, and nothing writes into a reply's items
+		// (capacity cut at their end, so an append copies).
+		n := len(items.Raw)
+		rep.Items = json.RawMessage(unsafe.Slice(unsafe.StringData(items.Raw), n)[:n:n])
+	}
+	return nil
 }

@@ -81,10 +81,12 @@ local function length_bound(stream, len, keep, batch)
 end
 `
 
-// addCallScript: KEYS[1]=calls; ARGV: payload, maxlen, batch, legacy.
-// Refuses when the stream does not exist (nobody ever served the function) and, when the stream is
-// full, first removes finished entries and refuses only if unfinished calls alone fill it. So a cap
-// never drops a queued call (XADD MAXLEN would).
+// addCallScript: KEYS[1]=calls, KEYS[2]=budget (absent on Cluster); ARGV: payload, maxlen, batch,
+// legacy, budget bytes. Refuses when the stream does not exist (nobody ever served the function)
+// and, when the stream is full, first removes finished entries and refuses only if unfinished calls
+// alone fill it. So a cap never drops a queued call (XADD MAXLEN would). With the budget key it
+// refuses a payload that would take the counter past the budget ("BUDGET <used>") and counts the
+// queued one, in the same step.
 var addCallScript = redis.NewScript(luaLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSTREAM') end
 local maxlen = tonumber(ARGV[2])
@@ -96,7 +98,13 @@ if len >= maxlen then
   len = redis.call('XLEN', KEYS[1])
   if len >= maxlen then return redis.error_reply('BACKLOG ' .. len) end
 end
-return redis.call('XADD', KEYS[1], '*', 'c', ARGV[1])
+if KEYS[2] then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used + #ARGV[1] > tonumber(ARGV[5]) then return redis.error_reply('BUDGET ' .. used) end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[1])
+if KEYS[2] then redis.call('INCRBY', KEYS[2], #ARGV[1]) end
+return id
 `)
 
 // trimScript: KEYS[1]=calls; ARGV: maxlen, maxAgeMs, batch, legacy. Returns {removed, length}.
@@ -110,9 +118,11 @@ local removed = trim_below(KEYS[1], target, ARGV[4], tonumber(ARGV[3]))
 return {removed, redis.call('XLEN', KEYS[1])}
 `)
 
-// deadLetterScript: KEYS[1]=calls, KEYS[2]=dead; ARGV: group, entryID, reason, deadMaxLen.
-// Moves a still-pending entry to the dead-letter stream and acknowledges it, atomically.
-// Returns {0} when the entry is no longer pending (finished meanwhile), else {1, deliveries, payload, deadID}.
+// deadLetterScript: KEYS[1]=calls, KEYS[2]=dead, KEYS[3]=budget (absent on Cluster); ARGV: group,
+// entryID, reason, deadMaxLen. Moves a still-pending entry to the dead-letter stream (acknowledged
+// and deleted from the calls stream, its bytes released from the budget), atomically.
+// Returns {0} when the entry is no longer pending (finished meanwhile), else {1, deliveries, payload,
+// deadID, bytes released}.
 var deadLetterScript = redis.NewScript(luaLib + `
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return {0} end
@@ -126,16 +136,27 @@ end
 local did = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'c', payload, 'entry', ARGV[2],
   'reason', ARGV[3], 'deliveries', deliveries, 'at', nowms())
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return {1, deliveries, payload, did}
+local bytes = 0
+if #e > 0 then
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  bytes = #payload
+  if KEYS[3] and bytes > 0 then
+    local v = redis.call('DECRBY', KEYS[3], bytes)
+    if v < 0 then redis.call('SET', KEYS[3], 0) end
+  end
+end
+return {1, deliveries, payload, did, bytes}
 `)
 
-// replayScript: KEYS[1]=dead, KEYS[2]=calls; ARGV: deadID, payload. Re-queues a dead letter and
+// replayScript: KEYS[1]=dead, KEYS[2]=calls, KEYS[3]=budget (absent on Cluster); ARGV: deadID,
+// payload. Re-queues a dead letter (counted in the budget: an operator's replay is not refused) and
 // removes it from the dead-letter stream, atomically. Returns the new entry id.
 var replayScript = redis.NewScript(`
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return redis.error_reply('NOTFOUND') end
 if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('NOSTREAM') end
 local id = redis.call('XADD', KEYS[2], '*', 'c', ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[1])
+if KEYS[3] then redis.call('INCRBY', KEYS[3], #ARGV[2]) end
 return id
 `)
 

@@ -33,8 +33,9 @@ func (r *Registry) ensureGroup(ctx context.Context, c redis.Cmdable, fn Function
 }
 
 // AddCall queues a call on its function's stream and returns the entry id. It fails with
-// ErrNoStream when no sidecar ever served the function, and ErrBacklogFull when MaxLen unfinished
-// calls are queued; it never drops a queued call to make room.
+// ErrNoStream when no sidecar ever served the function, ErrBacklogFull when MaxLen unfinished
+// calls are queued, and ErrBudgetFull (a *BudgetError) when the call's payload would take the
+// bytes of unanswered calls past BudgetBytes; it never drops a queued call to make room.
 func (r *Registry) AddCall(ctx context.Context, call Call) (string, error) {
 	const op = "add call"
 	fn := call.Function
@@ -52,6 +53,12 @@ func (r *Registry) AddCall(ctx context.Context, call Call) (string, error) {
 	if err != nil {
 		return "", errorf(op, fn, ErrInvalid, "encode call %s: %v", call.ID, err)
 	}
+	need := int64(len(payload))
+	if r.cluster {
+		if err := r.reserve(ctx, need); err != nil {
+			return "", wrap(op, fn, err)
+		}
+	}
 	stream := r.k.calls(fn)
 	var id string
 	err = r.durable(ctx, func(ctx context.Context, c redis.Cmdable, redo bool) error {
@@ -61,18 +68,26 @@ func (r *Registry) AddCall(ctx context.Context, call Call) (string, error) {
 				return err
 			}
 		}
-		got, err := addCallScript.Run(ctx, c, []string{stream}, payload, r.cfg.MaxLen, r.cfg.TrimBatch, legacyFlag(f)).Text()
+		got, err := addCallScript.Run(ctx, c, r.budgetKeys(stream),
+			payload, r.cfg.MaxLen, r.cfg.TrimBatch, legacyFlag(f), r.cfg.BudgetBytes).Text()
 		if err == nil {
 			id = got
 		}
 		return err
 	})
+	if err != nil && r.cluster {
+		// Not queued: give the reservation back (an outage here leaves it to ReconcileBudget).
+		_ = r.release(context.WithoutCancel(ctx), need)
+	}
 	switch {
 	case redisErrPrefix(err, "NOSTREAM"):
 		return "", errorf(op, fn, ErrNoStream, "no sidecar has served %s yet: is the function's workflow active and a sidecar running?", fn)
 	case redisErrPrefix(err, "BACKLOG"):
 		return "", errorf(op, fn, ErrBacklogFull, "%s calls are waiting (MaxLen %d): the function does not keep up, nothing was queued",
 			lastField(err.Error()), r.cfg.MaxLen)
+	case redisErrPrefix(err, "BUDGET"):
+		used, _ := strconv.ParseInt(lastField(err.Error()), 10, 64)
+		return "", wrap(op, fn, &BudgetError{Used: used, Limit: r.cfg.BudgetBytes, Need: need})
 	case err != nil:
 		return "", wrap(op, fn, err)
 	}
@@ -278,7 +293,7 @@ func (r *Registry) LoadCall(ctx context.Context, fn FunctionKey, entryID string)
 }
 
 // Ack acknowledges finished entries and deletes them: an answered call's params leave Redis at
-// once instead of when the stream is trimmed. Call it only after the reply was published
+// once instead of when the stream is trimmed, and their bytes go back to the budget. Call it only after the reply was published
 // (Complete does both).
 func (r *Registry) Ack(ctx context.Context, fn FunctionKey, entryIDs ...string) error {
 	const op = "ack"
@@ -288,12 +303,7 @@ func (r *Registry) Ack(ctx context.Context, fn FunctionKey, entryIDs ...string) 
 	if len(entryIDs) == 0 {
 		return nil
 	}
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XAck(ctx, r.k.calls(fn), GroupName, entryIDs...)
-		p.XDel(ctx, r.k.calls(fn), entryIDs...)
-		return nil
-	})
-	return wrap(op, fn, err)
+	return wrap(op, fn, r.removeEntries(ctx, fn, entryIDs))
 }
 
 // CancelCalls withdraws calls whose caller no longer waits (it timed out, or n8n cancelled its
@@ -313,13 +323,7 @@ func (r *Registry) CancelCalls(ctx context.Context, fn FunctionKey, entryIDs ...
 	if len(entryIDs) == 0 {
 		return nil
 	}
-	stream := r.k.calls(fn)
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XAck(ctx, stream, GroupName, entryIDs...)
-		p.XDel(ctx, stream, entryIDs...)
-		return nil
-	})
-	return wrap(op, fn, err)
+	return wrap(op, fn, r.removeEntries(ctx, fn, entryIDs))
 }
 
 // RemoveFunction deletes everything of a function: call stream and group, dead letters, record and

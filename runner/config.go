@@ -50,18 +50,20 @@ type Config struct {
 	NoRunnerWait    time.Duration // N8N_FN_NO_RUNNER_WAIT
 	RedisURL        string        // N8N_FN_REDIS_URL
 	Prefix          string        // N8N_FN_PREFIX
-	Secret          string        // N8N_FN_SECRET
-	N8NAPIURL       string        // N8N_FN_N8N_API_URL
-	N8NAPIKey       string        // N8N_FN_N8N_API_KEY
-	DiscoveryTag    string        // N8N_FN_DISCOVERY_TAG
-	WebhookURL      string        // N8N_FN_WEBHOOK_URL
-	ShutdownGrace   time.Duration // N8N_FN_SHUTDOWN_GRACE
-	LogLevel        string        // N8N_FN_LOG_LEVEL
-	LogFormat       string        // N8N_FN_LOG_FORMAT
-	Pprof           bool          // N8N_FN_PPROF
-	TraceTTL        time.Duration // N8N_FN_TRACE_TTL; -1 = off
-	StatusPage      bool          // N8N_FN_STATUS_PAGE
-	MaxFrameDepth   int           // N8N_FN_MAX_FRAME_DEPTH
+	// RedisBudgetBytes caps the bytes of unanswered calls in Redis (N8N_FN_REDIS_BUDGET_BYTES).
+	RedisBudgetBytes int64
+	Secret           string        // N8N_FN_SECRET
+	N8NAPIURL        string        // N8N_FN_N8N_API_URL
+	N8NAPIKey        string        // N8N_FN_N8N_API_KEY
+	DiscoveryTag     string        // N8N_FN_DISCOVERY_TAG
+	WebhookURL       string        // N8N_FN_WEBHOOK_URL
+	ShutdownGrace    time.Duration // N8N_FN_SHUTDOWN_GRACE
+	LogLevel         string        // N8N_FN_LOG_LEVEL
+	LogFormat        string        // N8N_FN_LOG_FORMAT
+	Pprof            bool          // N8N_FN_PPROF
+	TraceTTL         time.Duration // N8N_FN_TRACE_TTL; -1 = off
+	StatusPage       bool          // N8N_FN_STATUS_PAGE
+	MaxFrameDepth    int           // N8N_FN_MAX_FRAME_DEPTH
 	// Limits bound what a workflow sends (N8N_FN_MAX_PARAMS_BYTES, ..._JSON_DEPTH, ..._HEADER_BYTES,
 	// ..._RESULT_BYTES, ..._CALL_ITEMS), read by workflows.LimitsFromEnv.
 	Limits workflows.Limits
@@ -137,6 +139,9 @@ func (c *Config) checkUpstream(p *problems) {
 	}
 	if c.AuthToken == "" {
 		p.add("N8N_RUNNERS_AUTH_TOKEN is not set: give the sidecar the same value as n8n's N8N_RUNNERS_AUTH_TOKEN")
+	}
+	if c.RedisBudgetBytes < 1 {
+		p.add("N8N_FN_REDIS_BUDGET_BYTES=%d: want at least 1 (bytes; the default is 268435456, 256 MiB)", c.RedisBudgetBytes)
 	}
 	if c.MaxConcurrency <= 0 {
 		p.add("N8N_RUNNERS_MAX_CONCURRENCY=%d: want at least 1", c.MaxConcurrency)
@@ -263,6 +268,7 @@ func (c *Config) functionsConfig() functions.Config {
 		ID: c.ID, Secret: c.Secret, RedisURL: c.RedisURL, Prefix: c.Prefix,
 		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL, DiscoveryTag: c.DiscoveryTag,
 		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency, Limits: c.Limits, TraceTTL: c.TraceTTL,
+		RedisBudgetBytes: c.RedisBudgetBytes,
 	}
 }
 

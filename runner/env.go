@@ -104,6 +104,8 @@ func envTable() []envVar {
 					c.WebhookURL = c.N8NAPIURL + "/webhook"
 				}
 			}},
+		{name: "N8N_FN_REDIS_BUDGET_BYTES", def: "268435456", doc: "most bytes the payloads of all queued, unanswered calls may hold in Redis together (per `N8N_FN_PREFIX`, 256 MiB); a call that would pass it fails at once. The same on every sidecar",
+			field: func(c *Config) any { return &c.RedisBudgetBytes }},
 		{name: "N8N_FN_MAX_PARAMS_BYTES", shown: "16777216", doc: "largest params (plus inline binary data) of one call, bytes; refused before anything is queued. The same on every sidecar"},
 		{name: "N8N_FN_MAX_RESULT_BYTES", shown: "16777216", doc: "largest result one function call returns, bytes; a bigger one fails the call with a clear error"},
 		{name: "N8N_FN_MAX_CALL_ITEMS", shown: "10000", doc: "most input items of one call node task (each item is a call in `eachItem` mode)"},

@@ -155,6 +155,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 
 	s.fns.Start(bgCtx)
+	startMemoryReturner(bgCtx, &wg)
 	if s.spawn != nil {
 		s.spawn.start(bgCtx, &wg)
 	}

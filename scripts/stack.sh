@@ -17,7 +17,8 @@
 #   N8N_FN_STATUS_PAGE (true: each sidecar serves /status on its health port; the e2e status page test opens it),
 #   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
 #   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it),
-#   N8N_FN_STACK_FN_REDIS_URL (n8n's Redis) for the sidecars' function Redis (e.g. a redis+cluster:// URL).
+#   N8N_FN_STACK_FN_REDIS_URL (n8n's Redis) for the sidecars' function Redis (e.g. a redis+cluster:// URL),
+#   N8N_FN_MAX_* and N8N_FN_REDIS_BUDGET_BYTES are passed to the sidecars when set.
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -429,10 +430,13 @@ start_official_runner() {
 }
 
 start_sidecar() {
-	local k=$1 name
+	local k=$1 name kv
+	local -a limits=()
 	name=sidecar-$(proc_name "$k")
 	alive "$name" && return 0
 	[ -x "$FN_BIN" ] || die "no sidecar binary at $FN_BIN (go build failed?)"
+	# The sidecar's limits, when set here (N8N_FN_MAX_RESULT_BYTES=67108864 scripts/stack.sh restart-runners).
+	while IFS= read -r kv; do limits+=("$kv"); done < <(env | grep -E '^N8N_FN_(MAX_[A-Z_]+|REDIS_BUDGET_BYTES)=' || true)
 	(
 		spawn "$name" env -i PATH="$PATH" HOME="$HOME" GENERIC_TIMEZONE=UTC \
 			N8N_RUNNERS_TASK_BROKER_URI="http://$HOST:$(broker_port "$k")" N8N_RUNNERS_AUTH_TOKEN="$N8N_RUNNERS_AUTH_TOKEN" \
@@ -446,7 +450,7 @@ start_sidecar() {
 			N8N_FN_LOG_LEVEL="${N8N_FN_LOG_LEVEL:-info}" N8N_FN_PPROF="${N8N_FN_PPROF:-false}" \
 			N8N_FN_STATUS_PAGE="${N8N_FN_STATUS_PAGE:-true}" \
 			NODE_FUNCTION_ALLOW_BUILTIN="$CODE_ALLOW_BUILTIN" NODE_FUNCTION_ALLOW_EXTERNAL="$CODE_ALLOW_EXTERNAL" \
-			"$FN_BIN" run
+			"${limits[@]}" "$FN_BIN" run
 	)
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the project's one test command (`make test`, run by .ci/run):
 # build, vet, gofmt, staticcheck, unit tests (-race), the stack (started when it is not up), end-to-end tests,
-# then the replay of test-workflows/. Any failure fails the run.
+# the bad-input corpus against the stack, then the replay of test-workflows/. Any failure fails the run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -64,7 +64,18 @@ fi
 
 step "end-to-end tests (go test ./e2e/...)"
 # Required: a stack that is not there is a failure here, not a skip.
-N8N_FN_E2E_REQUIRED=1 $GO test -count=1 -timeout 20m ./e2e/...
+N8N_FN_E2E_REQUIRED=1 $GO test -count=1 -timeout 20m -skip TestBadInputCorpusOnStack ./e2e/...
+
+step "bad-input corpus against the stack (test-workflows/bad-input), then: sidecars healthy, a call and a relayed Code node work"
+# After the other end-to-end tests, so the health check at its end also sees what they left.
+corpus_log=$(mktemp)
+if ! N8N_FN_E2E_REQUIRED=1 $GO test -count=1 -timeout 10m -run TestBadInputCorpusOnStack -v ./e2e >"$corpus_log" 2>&1; then
+	grep -v '^=== ' "$corpus_log"
+	rm -f "$corpus_log"
+	exit 1
+fi
+grep -E '^ok|bad-input corpus on the stack' "$corpus_log"
+rm -f "$corpus_log"
 
 step "replay of test-workflows (n8n-fn replay)"
 runner_kind=$(sed -n 's/^N8N_STACK_RUNNER_KIND=//p' "$CACHE/stack/stack.env")

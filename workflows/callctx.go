@@ -259,8 +259,12 @@ func (l Limits) ContextFromItem(itemJSON []byte) (*CallContext, error) {
 // WithoutContext returns an item's json object without its _functionCall field (unchanged
 // otherwise, in order). Input that is not an object is returned as is.
 func WithoutContext(itemJSON []byte) []byte {
+	// GetBytes reads without copying itemJSON (it copies only what it finds, a small context).
+	if !gjson.GetBytes(itemJSON, ContextField).Exists() {
+		return itemJSON
+	}
 	obj := gjson.ParseBytes(itemJSON)
-	if !obj.IsObject() || !obj.Get(ContextField).Exists() {
+	if !obj.IsObject() {
 		return itemJSON
 	}
 	out := make([]byte, 0, len(itemJSON))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -33,12 +34,16 @@ type ShapedItem struct {
 // holding JSON), its string values parsed with parseValues, on top of the item's other fields
 // with paramsWithItem. The result is a compact JSON object.
 func (d *CallDirective) CallParams(itemJSON []byte) (json.RawMessage, error) {
-	item := gjson.ParseBytes(itemJSON)
+	// Read through an unsafe string view: ParseBytes would copy the item (of up to the frame
+	// size) only to look at it. Nothing kept from it aliases itemJSON except as noted.
+	item := gjson.Parse(unsafe.String(unsafe.SliceData(itemJSON), len(itemJSON)))
 	if !gjson.ValidBytes(itemJSON) || !item.IsObject() {
-		return nil, fmt.Errorf("%w: the item's json is not an object: %s", ErrCallParams, excerpt(string(itemJSON)))
+		return nil, fmt.Errorf("%w: the item's json is not an object: %s", ErrCallParams, excerpt(string(itemJSON[:min(len(itemJSON), 4096)])))
 	}
 	if d.ParamsField == "" {
-		return json.RawMessage(compactRaw(string(WithoutContext(itemJSON)))), nil
+		// The item itself, without _functionCall, compacted: n8n sends compact JSON, so this is
+		// usually itemJSON as it is, not a copy (a 200 MB item is refused by its size next).
+		return json.RawMessage(compactBytes(WithoutContext(itemJSON))), nil
 	}
 	v := item.Get(gjson.Escape(d.ParamsField))
 	var params gjson.Result
@@ -180,7 +185,7 @@ func (d *CallDirective) Shape(inputs []json.RawMessage, returned []json.RawMessa
 			if len(inputs) == len(returned) {
 				pair = k
 			}
-			out = append(out, ShapedItem{JSON: json.RawMessage(compactRaw(string(r))), Pair: pair})
+			out = append(out, ShapedItem{JSON: json.RawMessage(compactBytes(r)), Pair: pair}) // r itself when compact
 		}
 		return out, nil
 	}

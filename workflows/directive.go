@@ -820,6 +820,38 @@ func (d *ReturnDirective) FailMessage(itemJSON []byte) string {
 	return "the function failed (return with fail:true; the item had no error or message field)"
 }
 
+// compactBytes is raw compacted: raw itself when it has no whitespace outside strings (the JSON
+// n8n sends), else one compacted copy. raw must be valid JSON.
+func compactBytes(raw []byte) []byte {
+	if isCompact(raw) {
+		return raw
+	}
+	var b bytes.Buffer
+	b.Grow(len(raw))
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+// isCompact reports whether JSON text has no whitespace outside its strings.
+func isCompact(raw []byte) bool {
+	inStr, esc := false, false
+	for _, c := range raw {
+		switch {
+		case esc:
+			esc = false
+		case inStr && c == '\\':
+			esc = true
+		case c == '"':
+			inStr = !inStr
+		case !inStr && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return false
+		}
+	}
+	return true
+}
+
 func compactRaw(raw string) string {
 	var b bytes.Buffer
 	if err := json.Compact(&b, []byte(raw)); err != nil {

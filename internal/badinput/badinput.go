@@ -10,7 +10,10 @@
 // kind says what reads "send" (the offline runner, corpus_test.go, knows directive, params,
 // call-params, context, callref, frame, limits and config; cases marked "stack": true need a real
 // n8n stack and are left to the end-to-end suite). "error" lists substrings the error text must
-// contain, "absent" substrings it must not (a value that must not be copied into it). Strings in
+// contain, "absent" substrings it must not (a value that must not be copied into it).
+// The end-to-end suite (e2e TestBadInputCorpusOnStack, run by `make test`) sends every case through
+// the real stack except those with "notOnStack": "why"; "stackError" is the text to expect there
+// when it differs (the stack has its own secret and clock). Strings in
 // "send" may hold {{repeat N TEXT}}, replaced by TEXT N times, for payloads of any size.
 package badinput
 
@@ -41,6 +44,12 @@ type Case struct {
 	Error  []string        `json:"error"`
 	Absent []string        `json:"absent,omitempty"`
 	Stack  bool            `json:"stack,omitempty"`
+	// StackError replaces Error when the case runs on the real stack and n8n or the stack's own
+	// settings change the text (another N8N_FN_SECRET, the real clock, n8n refusing it first).
+	StackError []string `json:"stackError,omitempty"`
+	// NotOnStack says why the case cannot be sent through n8n (the end-to-end run skips it; the
+	// offline run still runs it).
+	NotOnStack string `json:"notOnStack,omitempty"`
 }
 
 // Load reads every *.json in dir, strictly: unknown fields, a case without name, send or error,

@@ -228,8 +228,17 @@ func newRuntime(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak
 // newRuntimeDeps is newRuntime with the runtime's dependencies (the logger is the test's).
 func newRuntimeDeps(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables), deps Deps) *Runtime {
 	t.Helper()
+	return newRuntimeCfg(t, rs, id, webhookURL, tweak, deps, nil)
+}
+
+// newRuntimeCfg is newRuntimeDeps with a change to the runtime's Config (nil: none).
+func newRuntimeCfg(t *testing.T, rs *redistest.Server, id, webhookURL string, tweak func(*tunables), deps Deps, cfgTweak func(*Config)) *Runtime {
+	t.Helper()
 	cfg := Config{ID: id, Secret: testSecret, TaskTimeout: 60 * time.Second, WebhookURL: webhookURL,
 		RedisURL: rs.URL(), Prefix: rs.Prefix(), MaxConcurrency: 10, TraceTTL: time.Minute}
+	if cfgTweak != nil {
+		cfgTweak(&cfg)
+	}
 	tun := defaultTunables()
 	tun.readBlock = 200 * time.Millisecond
 	tun.heartbeatInterval = 200 * time.Millisecond
@@ -301,11 +310,17 @@ type harness struct {
 
 func newHarness(t *testing.T, rs *redistest.Server, fnCode string, maxConc int, tweak func(*tunables)) *harness {
 	t.Helper()
+	return newHarnessCfg(t, rs, fnCode, maxConc, tweak, nil)
+}
+
+// newHarnessCfg is newHarness with a change to the runtime's Config.
+func newHarnessCfg(t *testing.T, rs *redistest.Server, fnCode string, maxConc int, tweak func(*tunables), cfgTweak func(*Config)) *harness {
+	t.Helper()
 	h := &harness{}
 	h.wf = &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
 	h.srv = httptest.NewServer(h.wf)
 	t.Cleanup(h.srv.Close)
-	h.rt = newRuntime(t, rs, "sidecar-a", h.srv.URL, tweak)
+	h.rt = newRuntimeCfg(t, rs, "sidecar-a", h.srv.URL, tweak, Deps{}, cfgTweak)
 	h.wf.rt = h.rt
 	h.wf.dir = parseDirective(t, fnCode, workflows.ParseFunction)
 	h.key = keyOf(h.wf.dir.Ref("wfFn"))
@@ -409,6 +424,41 @@ func TestCallErrorsReachTheCallerAtOnce(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("errors took %s: they must not wait for the call timeout", time.Since(start))
+	}
+}
+
+// TestCallRefusedByFullRedisBudget: a call whose payload would take the unanswered calls' bytes in
+// Redis past N8N_FN_REDIS_BUDGET_BYTES fails at once, saying how full the budget is and what to
+// raise, and queues nothing; a call that fits still runs, and the answered calls leave nothing
+// counted.
+func TestCallRefusedByFullRedisBudget(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarnessCfg(t, rs, addFunction, 0, nil, func(c *Config) { c.RedisBudgetBytes = 4096 })
+	call := `/* @n8n-fn {"op":"call","function":"add","timeoutMs":10000} */`
+	out, err := h.call(t, call, false, `{"a":1,"b":2}`)
+	if err != nil || gjson.GetBytes(out, "result.0.json.sum").Float() != 3 {
+		t.Fatalf("a call that fits: %s, %v", out, err)
+	}
+	start := time.Now()
+	_, err = h.call(t, call, false, `{"a":1,"pad":"`+strings.Repeat("p", 5000)+`"}`)
+	if err == nil {
+		t.Fatal("a call over the 4096-byte budget was queued")
+	}
+	t.Logf("refused: %v", err)
+	for _, want := range []string{"the call was not queued", "of the 4.0 KiB Redis budget", "% full", "raise N8N_FN_REDIS_BUDGET_BYTES (now 4096 bytes) on every sidecar"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("budget error %q does not say %q", err, want)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the refusal took %s: it must be at once", d)
+	}
+	if got := h.wf.calls.Load(); got != 1 {
+		t.Errorf("webhook triggered %d times, want 1 (the refused call must not run)", got)
+	}
+	used, limit, err := h.rt.reg.BudgetUsage(context.Background())
+	if err != nil || used != 0 || limit != 4096 {
+		t.Fatalf("budget after the answered and the refused call: %d of %d (%v), want 0 of 4096", used, limit, err)
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 	"github.com/n8n-fn/n8n-fn/registry"
 )
 
-// janitor removes what Redis holds for functions nobody publishes any more. A function whose
+// janitor recounts the Redis byte budget (registry.ReconcileBudget) and removes what Redis holds
+// for functions nobody publishes any more. A function whose
 // workflow was unpublished or deleted keeps its call stream, group and dead letters, and calls
 // still queued for it would only run into their timeouts. Once its registration has expired, no
 // live sidecar serves it and this sidecar's own discovery is working and does not find it either,
@@ -58,6 +59,12 @@ func (j *janitor) shutdown() {
 }
 
 func (j *janitor) sweep(ctx context.Context, now time.Time) {
+	// The byte budget's counter is repaired from what the streams hold, whatever else happens:
+	// a sidecar that died between reserving and queueing (Cluster), or a function removed with its
+	// queue, leaves it off until then, never for longer.
+	if _, err := j.reg.ReconcileBudget(ctx); err != nil && ctx.Err() == nil {
+		j.log.WithError(err).Warn("janitor: recounting the Redis byte budget failed")
+	}
 	if !j.discovered() {
 		clear(j.suspects) // start over: what looked unpublished may just not have been seen
 		return

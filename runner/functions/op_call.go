@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tidwall/gjson"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
@@ -363,6 +365,8 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 			f.met.CallStarted(key.String())
 		case errors.Is(err, registry.ErrBacklogFull):
 			r.err = fmt.Errorf("%w: the function's queue is full (%v); add workers or raise its maxConcurrency", errNoRetry, err)
+		case errors.Is(err, registry.ErrBudgetFull):
+			r.err = budgetFullError(err)
 		case errors.Is(err, registry.ErrUnavailable):
 			r.err = fmt.Errorf("the call was not queued, Redis is unavailable: %w", err)
 		default:
@@ -376,12 +380,10 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 func (r *callReq) absorb(rep registry.Reply) {
 	switch {
 	case rep.OK:
-		var items []json.RawMessage
-		if len(rep.Items) > 0 && string(rep.Items) != "null" {
-			if err := json.Unmarshal(rep.Items, &items); err != nil {
-				r.err = fmt.Errorf("%w: the function's result is not a list of items: %v", errNoRetry, err)
-				return
-			}
+		items, err := itemList(rep.Items)
+		if err != nil {
+			r.err = fmt.Errorf("%w: the function's result is not a list of items: %v", errNoRetry, err)
+			return
 		}
 		if len(rep.Binaries) > 0 && len(rep.Binaries) != len(items) {
 			r.err = fmt.Errorf("%w: the function's result has %d items but %d binary entries", errNoRetry, len(items), len(rep.Binaries))
@@ -657,4 +659,43 @@ func setField(obj json.RawMessage, key string, val json.RawMessage) (json.RawMes
 		return nil, fmt.Errorf("encode item: %w", err)
 	}
 	return b, nil
+}
+
+// budgetFullError says that the Redis byte budget refused the call: how full it is, and what to do.
+// Not retried by the call node: the room comes back only as other calls are answered.
+func budgetFullError(err error) error {
+	var be *registry.BudgetError
+	if !errors.As(err, &be) {
+		return fmt.Errorf("%w: %w", errNoRetry, err)
+	}
+	need := fmt.Sprintf("this call needs %s", registry.HumanBytes(be.Need))
+	if be.Need > be.Limit {
+		need = fmt.Sprintf("this call alone needs %s, more than the whole budget", registry.HumanBytes(be.Need))
+	}
+	return fmt.Errorf("%w: %w: the call was not queued: unanswered function calls hold %s of the %s Redis budget (%d%% full) and %s. "+
+		"Wait until queued calls are answered (or their functions keep up), send smaller params, or raise %s (now %d bytes) on every sidecar, "+
+		"with room for it in Redis (n8n's queue lives there too)",
+		errNoRetry, registry.ErrBudgetFull, registry.HumanBytes(be.Used), registry.HumanBytes(be.Limit), be.Used*100/max(be.Limit, 1), need,
+		EnvRedisBudget, be.Limit)
+}
+
+// itemList splits a JSON array of items into its elements, each a sub-slice of raw (not a copy:
+// a 30 MB result is held once, not twice). null or empty: no items.
+func itemList(raw json.RawMessage) ([]json.RawMessage, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if !gjson.ValidBytes(raw) {
+		return nil, errors.New("invalid JSON")
+	}
+	arr := gjson.Parse(unsafe.String(unsafe.SliceData(raw), len(raw)))
+	if !arr.IsArray() {
+		return nil, fmt.Errorf("expected an array, got %s", arr.Type)
+	}
+	var items []json.RawMessage
+	arr.ForEach(func(_, v gjson.Result) bool {
+		items = append(items, n8nproto.SubBytes(raw, v))
+		return true
+	})
+	return items, nil
 }

@@ -134,7 +134,7 @@ func replyItems(out []outItem, idx []int) (json.RawMessage, []json.RawMessage, e
 			bins[k] = out[i].Binary
 		}
 	}
-	b, err := json.Marshal(items)
+	b, err := joinJSON(items)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
@@ -49,7 +51,13 @@ type Config struct {
 	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
 	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
 	TraceTTL       time.Duration    // N8N_FN_TRACE_TTL: how long call trace records live; 0 = none
+	// RedisBudgetBytes (N8N_FN_REDIS_BUDGET_BYTES) caps the bytes of unanswered calls in Redis;
+	// 0 = the registry's default.
+	RedisBudgetBytes int64
 }
+
+// EnvRedisBudget names the variable of Config.RedisBudgetBytes, for the error of a full budget.
+const EnvRedisBudget = "N8N_FN_REDIS_BUDGET_BYTES"
 
 // Deps are what the runtime gets from the process around it.
 type Deps struct {
@@ -181,7 +189,8 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 	if f.met != nil {
 		f.rdb.AddHook(f.met.RedisHook())
 	}
-	rcfg := registry.Config{Prefix: cfg.Prefix, OnDeadLetter: func(fn registry.FunctionKey, _ string) { f.met.DeadLettered(fn.String()) }}
+	rcfg := registry.Config{Prefix: cfg.Prefix, BudgetBytes: cfg.RedisBudgetBytes,
+		OnDeadLetter: func(fn registry.FunctionKey, _ string) { f.met.DeadLettered(fn.String()) }}
 	if strings.Contains(strings.SplitN(cfg.RedisURL, "://", 2)[0], "+sentinel") {
 		rcfg.WaitReplicas = 1 // a failover must not lose a call the old master had not replicated
 	}
@@ -360,21 +369,25 @@ func parseTaskData(raw []byte) (*taskData, error) {
 	if !gjson.ValidBytes(raw) {
 		return nil, errors.New("n8n's data response is not valid JSON")
 	}
-	doc := gjson.ParseBytes(raw)
+	// An unsafe string view instead of ParseBytes's copy of the whole response, and each item's
+	// json and binary a sub-slice of raw (n8nproto.SubBytes) instead of a copy: a call node's input
+	// of 200 MB costs the sidecar the response it received, not three of it. raw is the frame's own
+	// buffer, which nothing writes to.
+	doc := gjson.Parse(unsafe.String(unsafe.SliceData(raw), len(raw)))
 	d := &taskData{
-		WorkflowID:   doc.Get("workflow.id").String(),
-		WorkflowName: doc.Get("workflow.name").String(),
-		NodeName:     doc.Get("node.name").String(),
-		ExecutionID:  doc.Get("additionalData.executionId").String(),
+		WorkflowID:   strings.Clone(doc.Get("workflow.id").String()),
+		WorkflowName: strings.Clone(doc.Get("workflow.name").String()),
+		NodeName:     strings.Clone(doc.Get("node.name").String()),
+		ExecutionID:  strings.Clone(doc.Get("additionalData.executionId").String()),
 	}
 	for _, it := range doc.Get("inputData.main.0").Array() {
 		j := it.Get("json")
 		x := item{JSON: json.RawMessage(`{}`)}
 		if j.IsObject() {
-			x.JSON = json.RawMessage(j.Raw)
+			x.JSON = n8nproto.SubBytes(raw, j)
 		}
 		if b := it.Get("binary"); b.IsObject() {
-			x.Binary = json.RawMessage(b.Raw)
+			x.Binary = n8nproto.SubBytes(raw, b)
 		}
 		d.Items = append(d.Items, x)
 	}
@@ -392,15 +405,74 @@ type pairedItem struct {
 	Item int `json:"item"`
 }
 
+// resultJSON is the taskdone data {"result":[{"json":...,"binary":...,"pairedItem":{"item":N}}]},
+// written into one buffer of its final size: json.Marshal would copy every item's json twice more
+// (its growing buffer, then the result), three times a 30 MB result for a moment.
 func resultJSON(items []outItem) (json.RawMessage, error) {
-	if items == nil {
-		items = []outItem{}
+	n := len(`{"result":[]}`)
+	for _, it := range items {
+		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + len(it.JSON) + len(it.Binary) + 20
 	}
-	b, err := json.Marshal(map[string]any{"result": items})
-	if err != nil {
-		return nil, fmt.Errorf("encode the node's output: %w", err)
+	b := make([]byte, 0, n)
+	b = append(b, `{"result":[`...)
+	for i, it := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if err := checkRaw(it.JSON); err != nil {
+			return nil, fmt.Errorf("encode the node's output: item %d json: %w", i, err)
+		}
+		b = append(b, `{"json":`...)
+		b = appendRaw(b, it.JSON)
+		if len(it.Binary) > 0 {
+			if err := checkRaw(it.Binary); err != nil {
+				return nil, fmt.Errorf("encode the node's output: item %d binary: %w", i, err)
+			}
+			b = append(b, `,"binary":`...)
+			b = append(b, it.Binary...)
+		}
+		b = append(b, `,"pairedItem":{"item":`...)
+		b = strconv.AppendInt(b, int64(it.PairedItem.Item), 10)
+		b = append(b, `}}`...)
 	}
-	return b, nil
+	return append(b, `]}`...), nil
+}
+
+// joinJSON writes values as one JSON array into a buffer of its final size (see resultJSON).
+func joinJSON(values []json.RawMessage) (json.RawMessage, error) {
+	n := 2
+	for _, v := range values {
+		n += len(v) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, v := range values {
+		if err := checkRaw(v); err != nil {
+			return nil, fmt.Errorf("value %d: %w", i, err)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendRaw(b, v)
+	}
+	return append(b, ']'), nil
+}
+
+// checkRaw refuses what would break the JSON it is written into (json.Marshal checked it too).
+// Values come from n8n's frames (checked when read) or from our own encoding; empty is null.
+func checkRaw(v json.RawMessage) error {
+	if len(v) > 0 && !gjson.ValidBytes(v) {
+		return errors.New("not valid JSON")
+	}
+	return nil
+}
+
+// appendRaw appends v, or null for an empty value (as json.Marshal writes a nil RawMessage).
+func appendRaw(b []byte, v json.RawMessage) []byte {
+	if len(v) == 0 {
+		return append(b, "null"...)
+	}
+	return append(b, v...)
 }
 
 // webhookClient is the HTTP client the dispatcher posts call references with; each request has
