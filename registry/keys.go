@@ -68,3 +68,9 @@ func (k keys) slots(fn FunctionKey) string { return k.tag(fn) + ":slots" }
 // idemRun marks an idempotency key whose first call is running (value: that call's id), so a
 // second call with the key waits for that result instead of running the function again.
 func (k keys) idemRun(fn FunctionKey, key string) string { return k.idem(fn, key) + ":run" }
+
+// waiters are the leases of call nodes waiting for their calls (sorted set of holder ids scored
+// by lease expiry, server ms), and execSlots the execution slots each live sidecar's n8n process
+// has (hash sidecar id -> "slots expiry-ms"). Both share one hash tag: one script reads both.
+func (k keys) waiters() string   { return k.prefix + "{exec}:waiters" }
+func (k keys) execSlots() string { return k.prefix + "{exec}:slots" }

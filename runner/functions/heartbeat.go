@@ -20,6 +20,7 @@ type heartbeat struct {
 	served       func() []registry.FunctionKey // what it announces (the catalog's keys)
 	n8nConnected func() bool                   // nil: the connection to n8n is not reported
 	interval     time.Duration
+	slots        int // execution slots of this sidecar's n8n process, announced with every beat (0: none)
 
 	kick   chan struct{}
 	cancel context.CancelFunc // set by start
@@ -32,11 +33,12 @@ type heartbeatParams struct {
 	served       func() []registry.FunctionKey
 	n8nConnected func() bool
 	interval     time.Duration
+	slots        int
 }
 
 func newHeartbeat(p heartbeatParams) *heartbeat {
 	return &heartbeat{log: p.log, reg: p.reg, id: p.id, served: p.served, n8nConnected: p.n8nConnected,
-		interval: p.interval, kick: make(chan struct{}, 1)}
+		interval: p.interval, slots: p.slots, kick: make(chan struct{}, 1)}
 }
 
 // beatNow asks for a heartbeat at once (after discovery changed the served set).
@@ -62,6 +64,9 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 			err := h.reg.Heartbeat(ctx, h.id, h.served())
 			if err == nil {
 				err = n8n.report(ctx, h)
+			}
+			if err == nil && h.slots > 0 {
+				err = h.reg.ReportExecutionSlots(ctx, h.id, h.slots)
 			}
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:

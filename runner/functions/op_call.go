@@ -103,6 +103,12 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if err != nil {
 		return f.callFailed(reqs, data, d, o, err)
 	}
+	// From here this execution waits for its calls, holding its execution slot.
+	release, err := f.holdWaiter(ctx, label, o.taskID)
+	if err != nil {
+		return f.callFailed(reqs, data, d, o, err)
+	}
+	defer release()
 	p := f.plan(key, label, rec, data, d, o)
 	mine, followers, err := f.markIdempotent(ctx, p, reqs)
 	if err != nil {
@@ -235,6 +241,9 @@ func allDone(reqs []*callReq) bool {
 	}
 	return true
 }
+
+// resolveOutageWait bounds how long resolve's reads wait out a Redis outage.
+const resolveOutageWait = 15 * time.Second
 
 // errNoRetry marks call failures a retry cannot fix (bad params, payload too big).
 var errNoRetry = errors.New("not retryable")
@@ -468,7 +477,17 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 // resolve finds the function's registration (asking discovery once when it is unknown) and waits
 // up to waitForLive for a live sidecar serving it.
 func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
-	rec, ok, err := f.reg.LookupFunction(ctx, key)
+	// Reads, safe to repeat: a Redis restart (seconds, longer while it loads its AOF) costs the
+	// call time, not an error.
+	var rec registry.FunctionRecord
+	var ok bool
+	lookup := func() error {
+		return registry.RetryOutage(ctx, time.Now().Add(resolveOutageWait), func() (err error) {
+			rec, ok, err = f.reg.LookupFunction(ctx, key)
+			return err
+		})
+	}
+	err := lookup()
 	if err == nil && !ok && f.disc != nil && f.api != nil {
 		// Bounded so an unknown function still fails within about 2 s (fail fast).
 		dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
@@ -477,7 +496,7 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 		if derr != nil {
 			f.log.WithError(derr).Warn("on-demand discovery failed")
 		}
-		rec, ok, err = f.reg.LookupFunction(ctx, key)
+		err = lookup()
 	}
 	if err == nil && !ok {
 		where := "scope global"
@@ -502,7 +521,11 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 	}
 	waitUntil := time.Now().Add(time.Duration(d.WaitForLiveMs) * time.Millisecond)
 	for {
-		live, err := f.reg.HasLiveConsumer(ctx, key)
+		var live bool
+		err := registry.RetryOutage(ctx, time.Now().Add(resolveOutageWait), func() (err error) {
+			live, err = f.reg.HasLiveConsumer(ctx, key)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("n8n-fn call %s: check for a live sidecar: %w", display(key), err)
 		}

@@ -46,6 +46,11 @@ type Config struct {
 	TaskTimeout    time.Duration    // N8N_RUNNERS_TASK_TIMEOUT: a call node must finish within it
 	MaxConcurrency int              // N8N_RUNNERS_MAX_CONCURRENCY: sizes the Redis connection pool
 	Limits         workflows.Limits // N8N_FN_MAX_*: sizes and nesting of what workflows send
+	// ExecutionSlots (N8N_FN_EXECUTION_SLOTS): how many executions this sidecar's n8n process runs
+	// at once. Announced with the heartbeat; call nodes here take a waiter lease against the sum
+	// of every live sidecar's (waiter.go). 0: nothing announced, and this sidecar's call nodes
+	// take no lease (a queue-mode main's waiting executions hold no worker slot).
+	ExecutionSlots int
 }
 
 // Deps are what the runtime gets from the process around it.
@@ -193,7 +198,7 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 func (f *Runtime) buildDuties(deps Deps) {
 	f.hb = newHeartbeat(heartbeatParams{
 		log: f.log, reg: f.reg, id: f.cfg.ID, served: f.catalog.keys, n8nConnected: deps.N8NConnected,
-		interval: f.tun.heartbeatInterval,
+		interval: f.tun.heartbeatInterval, slots: f.cfg.ExecutionSlots,
 	})
 	f.disc = newDiscovery(discoveryParams{
 		log: f.log, api: f.api, reg: f.reg, owner: f.cfg.ID, catalog: f.catalog,
