@@ -203,8 +203,9 @@ func anyRetryable(reqs []*callReq) bool {
 // from it; a _functionCall field in the items is just data.
 func (f *Runtime) parentCalls(ctx context.Context, data *taskData) ([]*registry.ExecCall, error) {
 	var calls []registry.ExecCall
-	// A short retry: with Redis down for longer, the call fails before anything is queued.
-	err := registry.RetryOutage(ctx, time.Now().Add(2*time.Second), func() (err error) {
+	// A Redis restart (seconds, longer while it loads its AOF) costs time; with Redis down for
+	// longer than resolveOutageWait the call fails before anything is queued.
+	err := registry.RetryOutage(ctx, time.Now().Add(resolveOutageWait), func() (err error) {
 		calls, err = f.reg.ExecutionCalls(ctx, data.ExecutionID)
 		return err
 	})
@@ -294,12 +295,12 @@ func (f *Runtime) stopRunning(ctx context.Context, key registry.FunctionKey, cal
 // deadline; each call gets its result or its error.
 func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey, caller string, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
-	waitIDs, byID, entryOf := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
+	waitIDs, byID, entryOf, calls := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
 	if len(waitIDs) == 0 {
 		return nil
 	}
 	waitStart := time.Now()
-	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	replies, err := f.waitReplies(ctx, key, replyKey, waitIDs, calls, entryOf, deadline)
 	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
 		"wait_ms": time.Since(waitStart).Milliseconds(), "attempt": attempt + 1}).Debug("calls answered")
 	f.withdraw(ctx, key, waitIDs, replies, entryOf)
@@ -334,8 +335,9 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 // queueCalls adds one entry per pending call to the function's stream, in parallel, and returns
 // the ids of the queued ones (the others carry their error), each call by id, and its entry id.
 func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, replyKey, caller string, pending []*callReq,
-	deadline time.Time, attempt int) ([]string, map[string]*callReq, map[string]string) {
+	deadline time.Time, attempt int) ([]string, map[string]*callReq, map[string]string, map[string]registry.Call) {
 	ids := make([]string, len(pending))
+	calls := make(map[string]registry.Call, len(pending))
 	entries := make([]string, len(pending))
 	byID := make(map[string]*callReq, len(pending))
 	var wg sync.WaitGroup
@@ -348,6 +350,7 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 			ID: ids[i], Function: key, ReplyKey: replyKey, Params: r.params, Binary: r.binary, Deadline: deadline,
 			Depth: depth, Stack: stackFromFrames(stack), Caller: caller, IdempotencyKey: r.idem, Attempt: attempt + 1,
 		}
+		calls[ids[i]] = c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -371,7 +374,86 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 			r.err = fmt.Errorf("queue the call: %w", err)
 		}
 	}
-	return waitIDs, byID, entryOf
+	return waitIDs, byID, entryOf, calls
+}
+
+// waitReplies waits for the calls' replies until deadline, in rounds of tun.lostCheck: after a
+// round that left calls unanswered, a call whose stream entry is gone without a reply was lost by
+// Redis itself (kill -9 with appendfsync everysec loses up to a second of writes, the entry with
+// them) and is queued again, with the same call id; nothing else would ever run it. Replies are
+// published before an answered call's entry is removed, so a gone entry's reply, if there is one,
+// is already in the reply list: it is read before anything is queued again.
+func (f *Runtime) waitReplies(ctx context.Context, key registry.FunctionKey, replyKey string, ids []string,
+	calls map[string]registry.Call, entryOf map[string]string, deadline time.Time) (map[string]registry.Reply, error) {
+	got := make(map[string]registry.Reply, len(ids))
+	unanswered := func() []string {
+		var out []string
+		for _, id := range ids {
+			if _, ok := got[id]; !ok {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	merge := func(reps map[string]registry.Reply) {
+		for id, rep := range reps {
+			got[id] = rep
+		}
+	}
+	for {
+		left := unanswered()
+		if len(left) == 0 {
+			return got, nil
+		}
+		round := time.Now().Add(f.tun.lostCheck)
+		last := !round.Before(deadline)
+		if last {
+			round = deadline
+		}
+		reps, err := f.reg.WaitReplies(ctx, replyKey, left, round)
+		merge(reps)
+		switch {
+		case err == nil:
+			continue
+		case last || ctx.Err() != nil || !errors.Is(err, registry.ErrTimeout):
+			return got, err
+		}
+		f.requeueLost(ctx, key, replyKey, unanswered(), calls, entryOf, merge)
+	}
+}
+
+// requeueLost queues again the calls of left whose entries Redis lost (see waitReplies).
+func (f *Runtime) requeueLost(ctx context.Context, key registry.FunctionKey, replyKey string, left []string,
+	calls map[string]registry.Call, entryOf map[string]string, merge func(map[string]registry.Reply)) {
+	if len(left) == 0 {
+		return
+	}
+	entries := make([]string, len(left))
+	idOf := make(map[string]string, len(left))
+	for i, id := range left {
+		entries[i], idOf[entryOf[id]] = entryOf[id], id
+	}
+	missing, err := f.reg.MissingCalls(ctx, key, entries)
+	if err != nil || len(missing) == 0 {
+		return // Redis is away (the next round looks again), or every call is still queued
+	}
+	// A reply published just before its entry went: read it first (non-blocking, every id, so no
+	// reply of another call is popped and dropped).
+	reps, _ := f.reg.WaitReplies(ctx, replyKey, left, time.Now().Add(100*time.Millisecond))
+	merge(reps)
+	for _, e := range missing {
+		id := idOf[e]
+		if _, ok := reps[id]; ok {
+			continue
+		}
+		entry, err := f.reg.AddCall(ctx, calls[id])
+		if err != nil {
+			f.log.WithError(err).WithField("call", id).Warn("a call Redis lost could not be queued again; the next round tries again")
+			continue
+		}
+		f.log.WithFields(map[string]any{"function": key.String(), "call": id}).Warn("the call's queue entry was lost by Redis (restarted?) before it was answered; queued it again")
+		entryOf[id] = entry
+	}
 }
 
 // absorb takes a call's reply: its items and binaries, or its error.

@@ -120,6 +120,8 @@ type tunables struct {
 	// sidecar running it lost its n8n process for workerLostAfter (the worker died).
 	workerWatchInterval time.Duration
 	workerLostAfter     time.Duration
+	// A waiting call node looks for calls Redis lost every lostCheck (op_call.go waitReplies).
+	lostCheck time.Duration
 }
 
 func defaultTunables() tunables {
@@ -139,6 +141,7 @@ func defaultTunables() tunables {
 		// against n8n's own ~100 s before it fails a dead worker's job.
 		workerWatchInterval: 5 * time.Second,
 		workerLostAfter:     20 * time.Second,
+		lostCheck:           5 * time.Second,
 	}
 }
 

@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/n8n-fn/n8n-fn/registry"
 )
 
 // A call node that would hold the last announced execution slot while it waits is refused at
@@ -195,5 +197,68 @@ func TestRunnerLostError(t *testing.T) {
 		if got := runnerLostError([]byte(c.raw)); got != c.want {
 			t.Errorf("runnerLostError(%s) = %v, want %v", c.raw, got, c.want)
 		}
+	}
+}
+
+// A call whose queue entry Redis lost (kill -9 loses up to a second of writes) is queued again by
+// its waiting caller, once, and answered; a call whose entry is still queued is not queued twice.
+func TestWaitRepliesRequeuesALostCall(t *testing.T) {
+	rs := redistest.Start(t)
+	f := newRuntime(t, rs, "sidecar-lost", "http://127.0.0.1:1", func(tu *tunables) { tu.lostCheck = 150 * time.Millisecond })
+	ctx := context.Background()
+	key := registry.FunctionKey{Scope: "global", Name: "lost"}
+	if err := f.reg.EnsureGroup(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	replyKey := f.reg.ReplyKey("sidecar-lost:task-lost")
+	deadline := time.Now().Add(10 * time.Second)
+	calls := map[string]registry.Call{}
+	entryOf := map[string]string{}
+	for _, id := range []string{"call-lost", "call-kept"} {
+		c := registry.Call{ID: id, Function: key, ReplyKey: replyKey, Params: json.RawMessage(`{}`), Deadline: deadline}
+		e, err := f.reg.AddCall(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls[id], entryOf[id] = c, e
+	}
+	// Redis "loses" the first entry (Ack deletes it, as a restart from a short AOF would).
+	if err := f.reg.Ack(ctx, key, entryOf["call-lost"]); err != nil {
+		t.Fatal(err)
+	}
+	type res struct {
+		reps map[string]registry.Reply
+		err  error
+	}
+	done := make(chan res, 1)
+	go func() {
+		reps, err := f.waitReplies(ctx, key, replyKey, []string{"call-lost", "call-kept"}, calls, entryOf, deadline)
+		done <- res{reps, err}
+	}()
+	// Several rounds pass: exactly two entries are queued (the kept one and the lost one again).
+	time.Sleep(800 * time.Millisecond)
+	ds, err := f.reg.ReadCalls(ctx, "tester", []registry.FunctionKey{key}, 10, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int{}
+	for _, d := range ds {
+		ids[d.Call.ID]++
+	}
+	if len(ds) != 2 || ids["call-lost"] != 1 || ids["call-kept"] != 1 {
+		t.Fatalf("queued entries %v, want call-lost (again) and call-kept once each", ids)
+	}
+	for _, d := range ds {
+		if err := f.reg.Complete(ctx, d, registry.Reply{CallID: d.Call.ID, OK: true, Items: json.RawMessage(`[{"id":"` + d.Call.ID + `"}]`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := <-done
+	if r.err != nil || len(r.reps) != 2 || !r.reps["call-lost"].OK || !r.reps["call-kept"].OK {
+		t.Fatalf("waitReplies = %v, %v", r.reps, r.err)
+	}
+	// Answered entries are gone now: nothing is queued again after the answers.
+	if more, _ := f.reg.ReadCalls(ctx, "tester", []registry.FunctionKey{key}, 10, 300*time.Millisecond); len(more) != 0 {
+		t.Fatalf("%d entries queued after the answers", len(more))
 	}
 }
