@@ -346,6 +346,8 @@ func TestCheck(t *testing.T) {
 		{Experiment: "redis-kill", Calls: 9, OK: 9, StartedTwice: 1, Faults: []string{"t+5.0s kill -9 redis"}},
 		// n8n fails the callers whose execution died with the worker: allowed.
 		{Experiment: "worker-restart", Calls: 9, OK: 7, Errors: 2, CompletedTwice: 1},
+		// n8n itself fails a caller's request while its queue's Redis loads: allowed.
+		{Experiment: "redis-restart", Calls: 9, OK: 8, Errors: 1, ErrorKinds: map[string]int{"HTTP 500: LOADING Redis is loading the dataset in memory": 1}},
 	}}
 	if err := good.Check(); err != nil {
 		t.Fatalf("a run within the targets: %v", err)
@@ -360,7 +362,7 @@ func TestCheck(t *testing.T) {
 		{"wrong", Result{Experiment: "main-kill", Calls: 9, OK: 8, Wrong: 1}, 0, "main-kill: 1 of 9 calls answered wrong"},
 		{"twice for an answered caller", Result{Experiment: "sidecar-kill", Calls: 9, OK: 9, CompletedTwice: 1, CompletedTwiceOK: 1}, 0, "1 bodies completed twice"},
 		{"error without a fault", Result{Experiment: "baseline", Calls: 9, OK: 8, Errors: 1}, 0, "baseline: 1 of 9 calls ended in an error"},
-		{"error in a Redis blip", Result{Experiment: "redis-kill", Calls: 9, OK: 8, Errors: 1}, 0, "redis-kill: 1 of 9"},
+		{"n8n-fn error in a Redis blip", Result{Experiment: "redis-kill", Calls: 9, OK: 8, Errors: 1, FnErrors: 1}, 0, "redis-kill: 1 of 9 calls failed in n8n-fn"},
 		{"fault not injected", Result{Experiment: "worker-down", Calls: 9, OK: 9, Faults: []string{"t+10.0s fault failed: chaos: worker1 still running after 20s"}}, 0, "fault failed"},
 		{"bad counter reports", Result{Experiment: "baseline", Calls: 1, OK: 1}, 2, "2 malformed reports"},
 	}
