@@ -19,6 +19,8 @@
 //	P sidecar:<id>         sidecar heartbeat record, TTL HeartbeatTTL
 //	P n8nlost:<id>         ms the sidecar has been without its n8n process, TTL HeartbeatTTL
 //	P index                sorted set of known functions ("scope/name")
+//	P{exec}:waiters        sorted set waiting call node -> lease expiry (AcquireWaiter)
+//	P{exec}:slots          hash sidecar id -> "execution slots expiry-ms" (ReportExecutionSlots)
 //
 // A function's keys share the hash tag {scope/name}, so every script and multi-key command touches
 // one slot and runs on Redis Cluster; TestNoCrossSlotCommands checks every command the package
@@ -26,7 +28,8 @@
 //
 // # One call
 //
-//	caller:     LookupFunction + HasLiveConsumer -> AddCall -> WaitReplies(replyKey, ids, deadline)
+//	caller:     LookupFunction + HasLiveConsumer -> AcquireWaiter (refused: every execution slot
+//	            would wait) -> AddCall -> WaitReplies(replyKey, ids, deadline) -> ReleaseWaiter
 //	dispatcher: EnsureGroup (or RegisterFunction) -> ReadCalls -> trigger the function
 //	            -> KeepAlive(in-flight ids) every claimIdle/3 while it runs
 //	dispatcher: AcquireSlot (globalConcurrency) -> NextDispatch -> post the signed reference

@@ -49,6 +49,7 @@ func (r *Registry) Leave(ctx context.Context, sidecarID string, serves []Functio
 	const op = "leave"
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.k.sidecar(sidecarID))
+		p.HDel(ctx, r.k.execSlots(), sidecarID)
 		for _, fn := range serves {
 			p.ZRem(ctx, r.k.live(fn), sidecarID)
 		}

@@ -100,3 +100,9 @@ func (k keys) traceExecCalls(execID string) string {
 
 // traceRecent lists the latest calls' ids, newest first, capped (the status page's recent calls).
 func (k keys) traceRecent() string { return k.prefix + "trace:recent" }
+
+// waiters are the leases of call nodes waiting for their calls (sorted set of holder ids scored
+// by lease expiry, server ms), and execSlots the execution slots each live sidecar's n8n process
+// has (hash sidecar id -> "slots expiry-ms"). Both share one hash tag: one script reads both.
+func (k keys) waiters() string   { return k.prefix + "{exec}:waiters" }
+func (k keys) execSlots() string { return k.prefix + "{exec}:slots" }

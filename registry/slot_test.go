@@ -145,6 +145,18 @@ func TestNoCrossSlotCommands(t *testing.T) {
 	if err := r.Heartbeat(ctx, "sc", fns); err != nil {
 		t.Fatal(err)
 	}
+	if err := r.ReportExecutionSlots(ctx, "sc", 3); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := r.AcquireWaiter(ctx, "w1", time.Minute); err != nil || !l.Taken {
+		t.Fatalf("AcquireWaiter = %+v, %v", l, err)
+	}
+	if err := r.RefreshWaiter(ctx, "w1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReleaseWaiter(ctx, "w1"); err != nil {
+		t.Fatal(err)
+	}
 	var calls []Call
 	for _, fn := range fns {
 		c := newCall(r, fn, "caller", `{}`)

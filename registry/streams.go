@@ -463,3 +463,35 @@ func idTime(id string) time.Time {
 	}
 	return time.UnixMilli(n)
 }
+
+// MissingCalls returns which of the entries no longer exist in fn's stream. An answered call's
+// entry goes with its acknowledgement, after its reply was published; an entry that is gone
+// without a reply was lost by Redis itself (a kill -9 with appendfsync everysec loses up to a
+// second of acknowledged writes), and its caller may queue the call again.
+func (r *Registry) MissingCalls(ctx context.Context, fn FunctionKey, entryIDs []string) ([]string, error) {
+	const op = "missing calls"
+	if err := fn.Validate(); err != nil {
+		return nil, wrap(op, fn, err)
+	}
+	for _, id := range entryIDs {
+		if !validID(id) {
+			return nil, errorf(op, fn, ErrInvalid, "entry id %q is not a stream id (want MS-SEQ)", id)
+		}
+	}
+	cmds := make([]*redis.XMessageSliceCmd, len(entryIDs))
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range entryIDs {
+			cmds[i] = p.XRangeN(ctx, r.k.calls(fn), id, id, 1)
+		}
+		return nil
+	}); err != nil {
+		return nil, wrap(op, fn, err)
+	}
+	var missing []string
+	for i, c := range cmds {
+		if len(c.Val()) == 0 {
+			missing = append(missing, entryIDs[i])
+		}
+	}
+	return missing, nil
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,6 +65,7 @@ type Config struct {
 	TraceTTL         time.Duration // N8N_FN_TRACE_TTL; -1 = off
 	StatusPage       bool          // N8N_FN_STATUS_PAGE
 	MaxFrameDepth    int           // N8N_FN_MAX_FRAME_DEPTH
+	ExecutionSlots   string        // N8N_FN_EXECUTION_SLOTS: "auto" or a whole number (executionSlots reads it)
 	// Limits bound what a workflow sends (N8N_FN_MAX_PARAMS_BYTES, ..._JSON_DEPTH, ..._HEADER_BYTES,
 	// ..._RESULT_BYTES, ..._CALL_ITEMS), read by workflows.LimitsFromEnv.
 	Limits workflows.Limits
@@ -142,6 +144,9 @@ func (c *Config) checkUpstream(p *problems) {
 	}
 	if c.RedisBudgetBytes < 1 {
 		p.add("N8N_FN_REDIS_BUDGET_BYTES=%d: want at least 1 (bytes; the default is 268435456, 256 MiB)", c.RedisBudgetBytes)
+	}
+	if n, err := strconv.Atoi(c.ExecutionSlots); c.ExecutionSlots != "" && c.ExecutionSlots != "auto" && (err != nil || n < 0) {
+		p.add("N8N_FN_EXECUTION_SLOTS=%q: want auto or a whole number (0: announce none, on a queue-mode main's sidecar)", c.ExecutionSlots)
 	}
 	if c.MaxConcurrency <= 0 {
 		p.add("N8N_RUNNERS_MAX_CONCURRENCY=%d: want at least 1", c.MaxConcurrency)
@@ -269,7 +274,22 @@ func (c *Config) functionsConfig() functions.Config {
 		N8NAPIURL: c.N8NAPIURL, N8NAPIKey: c.N8NAPIKey, WebhookURL: c.WebhookURL, DiscoveryTag: c.DiscoveryTag,
 		TaskTimeout: c.TaskTimeout, MaxConcurrency: c.MaxConcurrency, Limits: c.Limits, TraceTTL: c.TraceTTL,
 		RedisBudgetBytes: c.RedisBudgetBytes,
+		ExecutionSlots:   c.executionSlots(),
 	}
+}
+
+// executionSlots is N8N_FN_EXECUTION_SLOTS as a number: "auto" is N8N_RUNNERS_MAX_CONCURRENCY,
+// the tasks this sidecar takes at once (a waiting call node holds one), which n8n's worker
+// concurrency matches by default. Validate has refused anything else that is not a number >= 0.
+func (c *Config) executionSlots() int {
+	if c.ExecutionSlots == "" || c.ExecutionSlots == "auto" {
+		return c.MaxConcurrency
+	}
+	n, err := strconv.Atoi(c.ExecutionSlots)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // runnerTaskTimeout is the timeout the spawned runner gets: a few seconds below n8n's, so the runner's

@@ -85,6 +85,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "spawn", "N8N_FN_RUNNER_DIR": "/nonexistent/x"}, []string{`N8N_FN_RUNNER_DIR="/nonexistent/x" is not a directory`}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "sometimes"}, []string{`N8N_FN_RUNNER_MODE="sometimes"`}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_RUNNERS_MAX_CONCURRENCY": "ten"}, []string{`N8N_RUNNERS_MAX_CONCURRENCY="ten": want a positive whole number`}},
+		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_EXECUTION_SLOTS": "-2"}, []string{`N8N_FN_EXECUTION_SLOTS="-2": want auto or a whole number`}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_SHUTDOWN_GRACE": "soon"}, []string{`N8N_FN_SHUTDOWN_GRACE="soon"`}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_RUNNERS_TASK_BROKER_URI": "ws://x"}, []string{"N8N_RUNNERS_TASK_BROKER_URI"}},
 		{map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none", "N8N_FN_TASK_TYPES": "python"}, []string{"must include javascript", "python tasks could never run"}},
@@ -165,6 +166,32 @@ func TestEnvDefaultsParse(t *testing.T) {
 		d.setDefaults()
 		if got, want := reflect.ValueOf(v.field(&d)).Elem().Interface(), reflect.ValueOf(v.field(&c)).Elem().Interface(); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: setDefaults gives %v, the documented default %q means %v", v.name, got, v.def, want)
+		}
+	}
+}
+
+// N8N_FN_EXECUTION_SLOTS: auto follows N8N_RUNNERS_MAX_CONCURRENCY, 0 announces none.
+func TestExecutionSlots(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{}, 10},
+		{map[string]string{"N8N_RUNNERS_MAX_CONCURRENCY": "4"}, 4},
+		{map[string]string{"N8N_FN_EXECUTION_SLOTS": "AUTO", "N8N_RUNNERS_MAX_CONCURRENCY": "6"}, 6},
+		{map[string]string{"N8N_FN_EXECUTION_SLOTS": "0"}, 0},
+		{map[string]string{"N8N_FN_EXECUTION_SLOTS": "25"}, 25},
+	} {
+		env := map[string]string{"N8N_RUNNERS_AUTH_TOKEN": "t", "N8N_FN_RUNNER_MODE": "none"}
+		for k, v := range c.env {
+			env[k] = v
+		}
+		cfg, err := ConfigFromEnv(envOf(env))
+		if err != nil {
+			t.Fatalf("%v: %v", c.env, err)
+		}
+		if got := cfg.functionsConfig().ExecutionSlots; got != c.want {
+			t.Errorf("%v: %d execution slots, want %d", c.env, got, c.want)
 		}
 	}
 }

@@ -111,6 +111,8 @@ func envTable() []envVar {
 		{name: "N8N_FN_MAX_CALL_ITEMS", shown: "10000", doc: "most input items of one call node task (each item is a call in `eachItem` mode)"},
 		{name: "N8N_FN_MAX_JSON_DEPTH", shown: "128", doc: "deepest nesting of arrays/objects in params and JSON-text params, checked before anything recursive reads them"},
 		{name: "N8N_FN_MAX_HEADER_BYTES", shown: "65536", doc: "largest directive header comment, bytes"},
+		{name: "N8N_FN_EXECUTION_SLOTS", def: "auto", doc: "execution slots of the n8n process this sidecar serves (a worker's concurrency; `auto` = N8N_RUNNERS_MAX_CONCURRENCY), announced so a call node that would leave every slot to executions waiting for calls fails at once instead of deadlocking; `0` on the sidecar of a queue-mode main, which runs no production executions",
+			field: func(c *Config) any { return &c.ExecutionSlots }, opt: optLower},
 		{name: "N8N_FN_MAX_FRAME_DEPTH", def: "10000", doc: "deepest nesting of one task-runner protocol frame from n8n or a runner behind (encoding/json's own limit)",
 			field: func(c *Config) any { return &c.MaxFrameDepth }},
 		{name: "N8N_FN_SHUTDOWN_GRACE", def: "30s", doc: "on SIGTERM: how long in-flight tasks may take to finish",

@@ -429,6 +429,10 @@ start_official_runner() {
 	)
 }
 
+# The execution slots a sidecar announces (N8N_FN_EXECUTION_SLOTS): a worker's --concurrency;
+# main runs no production executions in queue mode, so its waiting call nodes hold no worker slot.
+execution_slots() { if [ "$1" = 0 ]; then echo 0; else echo 10; fi; }
+
 start_sidecar() {
 	local k=$1 name kv
 	local -a limits=()
@@ -441,7 +445,7 @@ start_sidecar() {
 		spawn "$name" env -i PATH="$PATH" HOME="$HOME" GENERIC_TIMEZONE=UTC \
 			N8N_RUNNERS_TASK_BROKER_URI="http://$HOST:$(broker_port "$k")" N8N_RUNNERS_AUTH_TOKEN="$N8N_RUNNERS_AUTH_TOKEN" \
 			N8N_RUNNERS_TASK_TIMEOUT=300 N8N_RUNNERS_MAX_CONCURRENCY=10 \
-			N8N_FN_ID="$(proc_name "$k")" \
+			N8N_FN_ID="$(proc_name "$k")" N8N_FN_EXECUTION_SLOTS="$(execution_slots "$k")" \
 			N8N_FN_BROKER_LISTEN="$HOST:$(sidecar_broker_port "$k")" \
 			N8N_FN_HEALTH_LISTEN="$HOST:$(sidecar_health_port "$k")" \
 			N8N_FN_RUNNER_MODE=spawn N8N_FN_RUNNER_COMMAND="$NODE" N8N_FN_RUNNER_DIR="$TASK_RUNNER_DIR" \

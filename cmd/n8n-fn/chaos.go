@@ -27,6 +27,8 @@ func chaosCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	short := fs.Bool("short", false, "the short run (about 3 minutes): baseline, redis-kill, worker-restart with a 45 s call timeout")
 	experiments := fs.String("experiments", "", "comma-separated experiments, in order (default: all but soak; see --list)")
 	list := fs.Bool("list", false, "list the experiments and exit")
+	check := fs.Bool("check", false, "exit with an error when a call was lost or answered wrong, a body completed twice for a caller that got its answer, "+
+		"a fault could not be injected, baseline had any error, or a Redis experiment (redis-*) had an error from n8n-fn's call node (the README's test command runs --short --check)")
 	var cfg chaos.Config
 	fs.IntVar(&cfg.Clients, "clients", 0, "concurrent callers (default 8; --short 6)")
 	fs.DurationVar(&cfg.Period, "period", 0, "how long each experiment sends calls (default 40s; --short 20s)")
@@ -102,8 +104,13 @@ func chaosCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("encode report: %w", err)
 	}
 	if *out == "-" {
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
-		return err
+		if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil {
+			return err
+		}
+		if *check {
+			return rep.Check()
+		}
+		return nil
 	}
 	if *out == "" {
 		*out = filepath.Join(filepath.Dir(filepath.Dir(*envPath)), "chaos", "chaos-"+rep.StartedAt.Format("20060102T150405Z")+".json")
@@ -115,5 +122,11 @@ func chaosCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("write report: %w", err)
 	}
 	fmt.Fprintf(stdout, "\nreport: %s\n", *out)
+	if *check {
+		if err := rep.Check(); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "check: no call lost or wrong, no body completed twice for an answered caller, no error where none is allowed (baseline: none; redis-*: none from n8n-fn)")
+	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -286,14 +287,20 @@ func TestConfig(t *testing.T) {
 	}
 	var s Config
 	s.fill(ShortDefaults())
-	if s.ClientTimeout != 55*time.Second || len(s.Experiments) != 3 {
+	if s.ClientTimeout != 150*time.Second || len(s.Experiments) != 3 {
 		t.Fatalf("short: %+v", s)
 	}
-	// The short run must fit about 3 minutes: each experiment's period plus, at worst, one call
-	// that waits for the client timeout, plus the settle time.
+	// The short run (make test runs it) must stay within about 5 minutes: each experiment's period
+	// plus, at worst, one call that waits for the client timeout, plus the settle time.
 	budget := time.Duration(len(s.Experiments))*s.Period + s.ClientTimeout + s.Settle
-	if budget > 150*time.Second {
-		t.Fatalf("short run budget %s is above 2.5 min before setup and recovery", budget)
+	if budget > 4*time.Minute {
+		t.Fatalf("short run budget %s is above 4 min before setup and recovery", budget)
+	}
+	// A longer call timeout given on the command line still gets a client timeout above it.
+	l := Config{CallTimeout: 10 * time.Minute}
+	l.fill(ShortDefaults())
+	if l.ClientTimeout != 12*time.Minute {
+		t.Fatalf("short with a 10 min call timeout: client timeout %s", l.ClientTimeout)
 	}
 	bad := c
 	bad.Experiments = []string{"baseline", "nope"}
@@ -330,6 +337,43 @@ func TestTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	good := Report{Results: []Result{
+		{Experiment: "baseline", Calls: 10, OK: 10},
+		{Experiment: "redis-kill", Calls: 9, OK: 9, StartedTwice: 1, Faults: []string{"t+5.0s kill -9 redis"}},
+		// n8n fails the callers whose execution died with the worker: allowed.
+		{Experiment: "worker-restart", Calls: 9, OK: 7, Errors: 2, CompletedTwice: 1},
+		// n8n itself fails a caller's request while its queue's Redis loads: allowed.
+		{Experiment: "redis-restart", Calls: 9, OK: 8, Errors: 1, ErrorKinds: map[string]int{"HTTP 500: LOADING Redis is loading the dataset in memory": 1}},
+	}}
+	if err := good.Check(); err != nil {
+		t.Fatalf("a run within the targets: %v", err)
+	}
+	cases := []struct {
+		name string
+		res  Result
+		bad  int
+		want string
+	}{
+		{"lost", Result{Experiment: "worker-restart", Calls: 9, OK: 8, Lost: 1}, 0, "worker-restart: 1 of 9 calls lost"},
+		{"wrong", Result{Experiment: "main-kill", Calls: 9, OK: 8, Wrong: 1}, 0, "main-kill: 1 of 9 calls answered wrong"},
+		{"twice for an answered caller", Result{Experiment: "sidecar-kill", Calls: 9, OK: 9, CompletedTwice: 1, CompletedTwiceOK: 1}, 0, "1 bodies completed twice"},
+		{"error without a fault", Result{Experiment: "baseline", Calls: 9, OK: 8, Errors: 1}, 0, "baseline: 1 of 9 calls ended in an error"},
+		{"n8n-fn error in a Redis blip", Result{Experiment: "redis-kill", Calls: 9, OK: 8, Errors: 1, FnErrors: 1}, 0, "redis-kill: 1 of 9 calls failed in n8n-fn"},
+		{"fault not injected", Result{Experiment: "worker-down", Calls: 9, OK: 9, Faults: []string{"t+10.0s fault failed: chaos: worker1 still running after 20s"}}, 0, "fault failed"},
+		{"bad counter reports", Result{Experiment: "baseline", Calls: 1, OK: 1}, 2, "2 malformed reports"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rep := Report{Results: append(slices.Clone(good.Results), c.res), BadReports: c.bad}
+			err := rep.Check()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Check = %v, want an error with %q", err, c.want)
+			}
+		})
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -683,7 +685,7 @@ func (j *dispatchJob) notFound(ctx context.Context, attempt int) action {
 // failed: the execution answered an error status. Find the execution that claimed the call to
 // report its error; an execution that never ran (or whose worker died) is triggered again.
 func (j *dispatchJob) failed(ctx context.Context, rt roundTrip, attempt int) action {
-	msg, execStatus := j.d.executionError(ctx, j.dl.Function, j.dl.Call.ID)
+	msg, execStatus, runnerLost := j.d.executionError(ctx, j.dl.Function, j.dl.Call.ID)
 	again := time.Now().Add(time.Second).Before(j.deadline) && j.d.f.api != nil
 	if msg == "" && attempt < 2 && j.moved(ctx) {
 		// Nothing ran, and the function's webhook has moved: n8n answers an edited workflow's old
@@ -699,12 +701,50 @@ func (j *dispatchJob) failed(ctx context.Context, rt roundTrip, attempt int) act
 	case execStatus == "crashed" && again && attempt < 3:
 		j.log.Warn("the function's execution crashed (its worker died?); triggering it again")
 		return actRetry
+	case runnerLost && again && attempt < 3:
+		// n8n lost the task runner under a node of the function (the sidecar or the runner behind
+		// it died): nothing the function did failed, so it runs again, as after a worker crash.
+		j.log.Warn("the function's execution failed because n8n lost its task runner (a sidecar or runner died); triggering it again")
+		return actRetry
 	}
 	if msg == "" {
 		msg = fmt.Sprintf("n8n answered HTTP %d %s", rt.status, clipString(string(rt.answer), 200))
 	}
-	j.fail(ctx, registry.ErrorKindFailed, fmt.Sprintf("function %s failed: %s", j.name, msg))
+	j.fail(ctx, registry.ErrorKindFailed, fmt.Sprintf("function %s failed: %s", j.name, collapseNested(msg)))
 	return actDone
+}
+
+// nestedFailure matches the error of a function execution that failed because a call it made
+// failed: "n8n-fn call F: function F failed: <that call's error> (execution N)"; collapsedSuffix
+// the end collapseNested gives such a chain, so the level above counts on from it.
+var (
+	nestedFailure   = regexp.MustCompile(`^n8n-fn call .+?: function .+? failed: (.*) \(execution ([0-9]+)\)$`)
+	collapsedSuffix = regexp.MustCompile(`^(.*) \(through ([0-9]+) nested calls, execution [0-9]+\)$`)
+)
+
+// collapseNested shortens the error of a failure that came up through nested calls (a deep
+// recursion): n levels of "n8n-fn call F: function F failed: ... (execution N)" become the
+// innermost error, kept whole, and how deep it came from, instead of n repetitions before it.
+func collapseNested(msg string) string {
+	inner, levels, outer := msg, 0, ""
+	for {
+		m := nestedFailure.FindStringSubmatch(inner)
+		if m == nil {
+			break
+		}
+		if levels == 0 {
+			outer = m[2]
+		}
+		inner, levels = m[1], levels+1
+	}
+	if m := collapsedSuffix.FindStringSubmatch(inner); m != nil && levels > 0 {
+		n, _ := strconv.Atoi(m[2])
+		inner, levels = m[1], levels+n
+	}
+	if levels < 2 {
+		return msg
+	}
+	return fmt.Sprintf("%s (through %d nested calls, execution %s)", inner, levels, outer)
 }
 
 // post sends the call reference to the function's webhook and returns n8n's answer. A 404 is
@@ -827,9 +867,11 @@ func (d *dispatcher) stillPending(ctx context.Context, dl registry.Delivery) boo
 
 // executionError returns the error message and n8n status (error, crashed) of the execution that
 // claimed the call; "" when no execution claimed it or it did not fail.
-func (d *dispatcher) executionError(ctx context.Context, fn registry.FunctionKey, callID string) (string, string) {
+// The third result says whether n8n failed it because it lost the task runner under a node
+// (runnerLostError).
+func (d *dispatcher) executionError(ctx context.Context, fn registry.FunctionKey, callID string) (string, string, bool) {
 	if d.f.api == nil {
-		return "", ""
+		return "", "", false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -838,17 +880,26 @@ func (d *dispatcher) executionError(ctx context.Context, fn registry.FunctionKey
 		if err == nil && execID != "" {
 			full, err := d.f.api.GetExecution(ctx, execID, true)
 			if err == nil && (full.Status == "error" || full.Status == "crashed") {
-				return executionErrorMessage(full.Raw) + " (execution " + execID + ")", full.Status
+				return executionErrorMessage(full.Raw) + " (execution " + execID + ")", full.Status, runnerLostError(full.Raw)
 			}
 		}
 		// n8n saves a failed execution's status a moment after the webhook answered.
 		select {
 		case <-ctx.Done():
-			return "", ""
+			return "", "", false
 		case <-time.After(150 * time.Millisecond):
 		}
 	}
-	return "", ""
+	return "", "", false
+}
+
+// runnerLostError reports whether a failed execution's error is n8n's TaskRunnerDisconnectedError
+// (n8n 2.41 task-runners/errors/task-runner-disconnected-error.ts): the runner running a node's
+// task went away, which says nothing about the function's own code.
+func runnerLostError(raw []byte) bool {
+	e := gjson.GetBytes(raw, "data.resultData.error")
+	return e.Get("message").String() == "Node execution failed" &&
+		(!e.Get("description").Exists() || strings.HasPrefix(e.Get("description").String(), "This can happen for various reasons"))
 }
 
 // executionErrorMessage reads the error of a failed execution (n8n's execution JSON with data).

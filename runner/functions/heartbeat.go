@@ -25,6 +25,7 @@ type heartbeat struct {
 	// registers the functions again), since the new master may lack the last writes of the old.
 	watchInterval time.Duration
 	switched      func()
+	slots         int // execution slots of this sidecar's n8n process, announced with every beat (0: none)
 
 	kick   chan struct{}
 	cancel context.CancelFunc // set by start
@@ -40,11 +41,12 @@ type heartbeatParams struct {
 	// watchInterval (0: none) and switched (nil: nothing) follow failovers; see heartbeat.
 	watchInterval time.Duration
 	switched      func()
+	slots         int
 }
 
 func newHeartbeat(p heartbeatParams) *heartbeat {
 	return &heartbeat{log: p.log, reg: p.reg, id: p.id, served: p.served, n8nConnected: p.n8nConnected,
-		interval: p.interval, watchInterval: p.watchInterval, switched: p.switched, kick: make(chan struct{}, 1)}
+		interval: p.interval, watchInterval: p.watchInterval, switched: p.switched, slots: p.slots, kick: make(chan struct{}, 1)}
 }
 
 // beatNow asks for a heartbeat at once (after discovery changed the served set).
@@ -82,6 +84,9 @@ func (h *heartbeat) start(ctx context.Context, wg *sync.WaitGroup) {
 			err := h.reg.Heartbeat(ctx, h.id, h.served())
 			if err == nil {
 				err = n8n.report(ctx, h)
+			}
+			if err == nil && h.slots > 0 {
+				err = h.reg.ReportExecutionSlots(ctx, h.id, h.slots)
 			}
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:

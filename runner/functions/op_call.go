@@ -105,6 +105,12 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 	if err != nil {
 		return f.callFailed(reqs, data, d, o, err)
 	}
+	// From here this execution waits for its calls, holding its execution slot.
+	release, err := f.holdWaiter(ctx, label, o.taskID)
+	if err != nil {
+		return f.callFailed(reqs, data, d, o, err)
+	}
+	defer release()
 	p := f.plan(key, label, rec, data, d, o)
 	mine, followers, err := f.markIdempotent(ctx, p, reqs)
 	if err != nil {
@@ -199,8 +205,9 @@ func anyRetryable(reqs []*callReq) bool {
 // from it; a _functionCall field in the items is just data.
 func (f *Runtime) parentCalls(ctx context.Context, data *taskData) ([]*registry.ExecCall, error) {
 	var calls []registry.ExecCall
-	// A short retry: with Redis down for longer, the call fails before anything is queued.
-	err := registry.RetryOutage(ctx, time.Now().Add(2*time.Second), func() (err error) {
+	// A Redis restart (seconds, longer while it loads its AOF) costs time; with Redis down for
+	// longer than resolveOutageWait the call fails before anything is queued.
+	err := registry.RetryOutage(ctx, time.Now().Add(resolveOutageWait), func() (err error) {
 		calls, err = f.reg.ExecutionCalls(ctx, data.ExecutionID)
 		return err
 	})
@@ -237,6 +244,9 @@ func allDone(reqs []*callReq) bool {
 	}
 	return true
 }
+
+// resolveOutageWait bounds how long resolve's reads wait out a Redis outage.
+const resolveOutageWait = 15 * time.Second
 
 // errNoRetry marks call failures a retry cannot fix (bad params, payload too big).
 var errNoRetry = errors.New("not retryable")
@@ -288,12 +298,12 @@ func (f *Runtime) stopRunning(ctx context.Context, key registry.FunctionKey, cal
 func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label, replyKey string, caller callerID, pending []*callReq,
 	deadline time.Time, timeout time.Duration, cappedByTask bool, attempt int) error {
 	queued := time.Now()
-	waitIDs, byID, entryOf := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
+	waitIDs, byID, entryOf, calls := f.queueCalls(ctx, key, replyKey, caller, pending, deadline, attempt)
 	if len(waitIDs) == 0 {
 		return nil
 	}
 	waitStart := time.Now()
-	replies, err := f.reg.WaitReplies(ctx, replyKey, waitIDs, deadline)
+	replies, err := f.waitReplies(ctx, key, replyKey, waitIDs, calls, entryOf, deadline)
 	f.observeCalls(ctx, key, waitIDs, replies, err, queued)
 	f.traceFinished(ctx, waitIDs, replies, err)
 	f.log.WithFields(map[string]any{"function": key.String(), "calls": len(waitIDs), "answered": len(replies),
@@ -330,8 +340,9 @@ func (f *Runtime) callOnce(ctx context.Context, key registry.FunctionKey, label,
 // queueCalls adds one entry per pending call to the function's stream, in parallel, and returns
 // the ids of the queued ones (the others carry their error), each call by id, and its entry id.
 func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, replyKey string, caller callerID, pending []*callReq,
-	deadline time.Time, attempt int) ([]string, map[string]*callReq, map[string]string) {
+	deadline time.Time, attempt int) ([]string, map[string]*callReq, map[string]string, map[string]registry.Call) {
 	ids := make([]string, len(pending))
+	calls := make(map[string]registry.Call, len(pending))
 	entries := make([]string, len(pending))
 	byID := make(map[string]*callReq, len(pending))
 	var wg sync.WaitGroup
@@ -344,6 +355,7 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 			ID: ids[i], Function: key, ReplyKey: replyKey, Params: r.params, Binary: r.binary, Deadline: deadline,
 			Depth: depth, Stack: stackFromFrames(stack), Caller: caller.String(), IdempotencyKey: r.idem, Attempt: attempt + 1,
 		}
+		calls[ids[i]] = c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -373,7 +385,86 @@ func (f *Runtime) queueCalls(ctx context.Context, key registry.FunctionKey, repl
 			r.err = fmt.Errorf("queue the call: %w", err)
 		}
 	}
-	return waitIDs, byID, entryOf
+	return waitIDs, byID, entryOf, calls
+}
+
+// waitReplies waits for the calls' replies until deadline, in rounds of tun.lostCheck: after a
+// round that left calls unanswered, a call whose stream entry is gone without a reply was lost by
+// Redis itself (kill -9 with appendfsync everysec loses up to a second of writes, the entry with
+// them) and is queued again, with the same call id; nothing else would ever run it. Replies are
+// published before an answered call's entry is removed, so a gone entry's reply, if there is one,
+// is already in the reply list: it is read before anything is queued again.
+func (f *Runtime) waitReplies(ctx context.Context, key registry.FunctionKey, replyKey string, ids []string,
+	calls map[string]registry.Call, entryOf map[string]string, deadline time.Time) (map[string]registry.Reply, error) {
+	got := make(map[string]registry.Reply, len(ids))
+	unanswered := func() []string {
+		var out []string
+		for _, id := range ids {
+			if _, ok := got[id]; !ok {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	merge := func(reps map[string]registry.Reply) {
+		for id, rep := range reps {
+			got[id] = rep
+		}
+	}
+	for {
+		left := unanswered()
+		if len(left) == 0 {
+			return got, nil
+		}
+		round := time.Now().Add(f.tun.lostCheck)
+		last := !round.Before(deadline)
+		if last {
+			round = deadline
+		}
+		reps, err := f.reg.WaitReplies(ctx, replyKey, left, round)
+		merge(reps)
+		switch {
+		case err == nil:
+			continue
+		case last || ctx.Err() != nil || !errors.Is(err, registry.ErrTimeout):
+			return got, err
+		}
+		f.requeueLost(ctx, key, replyKey, unanswered(), calls, entryOf, merge)
+	}
+}
+
+// requeueLost queues again the calls of left whose entries Redis lost (see waitReplies).
+func (f *Runtime) requeueLost(ctx context.Context, key registry.FunctionKey, replyKey string, left []string,
+	calls map[string]registry.Call, entryOf map[string]string, merge func(map[string]registry.Reply)) {
+	if len(left) == 0 {
+		return
+	}
+	entries := make([]string, len(left))
+	idOf := make(map[string]string, len(left))
+	for i, id := range left {
+		entries[i], idOf[entryOf[id]] = entryOf[id], id
+	}
+	missing, err := f.reg.MissingCalls(ctx, key, entries)
+	if err != nil || len(missing) == 0 {
+		return // Redis is away (the next round looks again), or every call is still queued
+	}
+	// A reply published just before its entry went: read it first (non-blocking, every id, so no
+	// reply of another call is popped and dropped).
+	reps, _ := f.reg.WaitReplies(ctx, replyKey, left, time.Now().Add(100*time.Millisecond))
+	merge(reps)
+	for _, e := range missing {
+		id := idOf[e]
+		if _, ok := reps[id]; ok {
+			continue
+		}
+		entry, err := f.reg.AddCall(ctx, calls[id])
+		if err != nil {
+			f.log.WithError(err).WithField("call", id).Warn("a call Redis lost could not be queued again; the next round tries again")
+			continue
+		}
+		f.log.WithFields(map[string]any{"function": key.String(), "call": id}).Warn("the call's queue entry was lost by Redis (restarted?) before it was answered; queued it again")
+		entryOf[id] = entry
+	}
 }
 
 // absorb takes a call's reply: its items and binaries, or its error.
@@ -477,7 +568,17 @@ func buildCallReqs(data *taskData, d *workflows.CallDirective, ref workflows.Fun
 // resolve finds the function's registration (asking discovery once when it is unknown) and waits
 // up to waitForLive for a live sidecar serving it.
 func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *workflows.CallDirective) (*registry.FunctionRecord, error) {
-	rec, ok, err := f.reg.LookupFunction(ctx, key)
+	// Reads, safe to repeat: a Redis restart (seconds, longer while it loads its AOF) costs the
+	// call time, not an error.
+	var rec registry.FunctionRecord
+	var ok bool
+	lookup := func() error {
+		return registry.RetryOutage(ctx, time.Now().Add(resolveOutageWait), func() (err error) {
+			rec, ok, err = f.reg.LookupFunction(ctx, key)
+			return err
+		})
+	}
+	err := lookup()
 	if err == nil && !ok && f.disc != nil && f.api != nil {
 		// Bounded so an unknown function still fails within about 2 s (fail fast).
 		dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
@@ -486,7 +587,7 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 		if derr != nil {
 			f.log.WithError(derr).Warn("on-demand discovery failed")
 		}
-		rec, ok, err = f.reg.LookupFunction(ctx, key)
+		err = lookup()
 	}
 	if err == nil && !ok {
 		where := "scope global"
@@ -511,7 +612,11 @@ func (f *Runtime) resolve(ctx context.Context, key registry.FunctionKey, d *work
 	}
 	waitUntil := time.Now().Add(time.Duration(d.WaitForLiveMs) * time.Millisecond)
 	for {
-		live, err := f.reg.HasLiveConsumer(ctx, key)
+		var live bool
+		err := registry.RetryOutage(ctx, time.Now().Add(resolveOutageWait), func() (err error) {
+			live, err = f.reg.HasLiveConsumer(ctx, key)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("n8n-fn call %s: check for a live sidecar: %w", display(key), err)
 		}

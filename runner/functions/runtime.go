@@ -54,6 +54,11 @@ type Config struct {
 	// RedisBudgetBytes (N8N_FN_REDIS_BUDGET_BYTES) caps the bytes of unanswered calls in Redis;
 	// 0 = the registry's default.
 	RedisBudgetBytes int64
+	// ExecutionSlots (N8N_FN_EXECUTION_SLOTS): how many executions this sidecar's n8n process runs
+	// at once. Announced with the heartbeat; call nodes here take a waiter lease against the sum
+	// of every live sidecar's (waiter.go). 0: nothing announced, and this sidecar's call nodes
+	// take no lease (a queue-mode main's waiting executions hold no worker slot).
+	ExecutionSlots int
 }
 
 // EnvRedisBudget names the variable of Config.RedisBudgetBytes, for the error of a full budget.
@@ -132,6 +137,8 @@ type tunables struct {
 	workerLostAfter     time.Duration
 	// On Sentinel, how often the heartbeat checks whether a failover switched the master.
 	masterWatchInterval time.Duration
+	// A waiting call node looks for calls Redis lost every lostCheck (op_call.go waitReplies).
+	lostCheck time.Duration
 }
 
 func defaultTunables() tunables {
@@ -152,6 +159,7 @@ func defaultTunables() tunables {
 		workerWatchInterval: 5 * time.Second,
 		workerLostAfter:     20 * time.Second,
 		masterWatchInterval: time.Second, // callers wait 2 s (waitForLive) for a live sidecar
+		lostCheck:           5 * time.Second,
 	}
 }
 
@@ -216,7 +224,7 @@ func build(cfg Config, deps Deps, tun tunables) (*Runtime, error) {
 func (f *Runtime) buildDuties(deps Deps) {
 	f.hb = newHeartbeat(heartbeatParams{
 		log: f.log, reg: f.reg, id: f.cfg.ID, served: f.catalog.keys, n8nConnected: deps.N8NConnected,
-		interval: f.tun.heartbeatInterval, watchInterval: f.tun.masterWatchInterval,
+		interval: f.tun.heartbeatInterval, slots: f.cfg.ExecutionSlots, watchInterval: f.tun.masterWatchInterval,
 		switched: func() { f.disc.soon() }, // f.disc is built just below
 	})
 	f.disc = newDiscovery(discoveryParams{
