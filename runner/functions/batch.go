@@ -45,6 +45,10 @@ type pendingBatch struct {
 // taking more slots; the batch is dispatched when it is full or its wait is over. Only the
 // reader reads the function's stream, so no second reader competes for the calls.
 func (d *dispatcher) gather(ctx context.Context, l *fnLoop, dl registry.Delivery, b *workflows.Batch) bool {
+	if ctx.Err() != nil {
+		// Shutting down: no new batch after flushBatches; the call stays pending for a recoverer.
+		return false
+	}
 	d.mu.Lock()
 	trackIn(d.inflight, dl.Function, dl.EntryID, true)
 	if pb := d.batches[dl.Function]; pb != nil {
