@@ -160,3 +160,28 @@ func TestFanOutWorkflows(t *testing.T) {
 		t.Errorf("native fan-out caller must run the sub-workflow SUBID per item: %s", b)
 	}
 }
+
+// TestWideFanOutScenarios: the 32-item fan-outs split into 32 items and are compared with the
+// native 32-item fan-out, not with the 8-item one.
+func TestWideFanOutScenarios(t *testing.T) {
+	for _, name := range []string{ScenarioSubWorkflowFanOutWide, ScenarioFunctionCallFanOutWide, ScenarioFunctionCallFanOutWideBatch} {
+		scs, err := Select(All(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := scs[0]
+		if sc.Ref != ScenarioSubWorkflowFanOutWide {
+			t.Errorf("%s is compared with %q, want %q", name, sc.Ref, ScenarioSubWorkflowFanOutWide)
+		}
+		b, err := sc.Workflows[len(sc.Workflows)-1]("p-"+name, []string{"SUBID"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(`length: 32`)) {
+			t.Errorf("%s does not split into 32 items: %s", name, b)
+		}
+	}
+	if sc, _ := Select(All(), ScenarioFunctionCallFanOut); sc[0].Ref != ScenarioSubWorkflowFanOut {
+		t.Errorf("the 8-item fan-out must stay compared with %s, is %q", ScenarioSubWorkflowFanOut, sc[0].Ref)
+	}
+}

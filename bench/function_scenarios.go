@@ -32,11 +32,17 @@ const (
 	// call node queues its calls together, so one execution serves them all.
 	ScenarioFunctionCallFanOutBatch = "fn-call-fanout-batch"
 	FanOutItems                     = 8
-	FanOutWaitMs                    = 100
-	fanOutMaxSequential             = 40
-	fanOutSplitJS                   = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
-	fanOutBodyJS                    = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
-	fanOutFunctionTimeoutMillis     = 30000
+	// The same three with FanOutItemsWide items (issue 13's fan-out of 32): the native one runs 32
+	// bodies one after another (about 4 s per request), so run it with a small --seq.
+	ScenarioSubWorkflowFanOutWide       = "webhook-subworkflow-fanout32"
+	ScenarioFunctionCallFanOutWide      = "fn-call-fanout32"
+	ScenarioFunctionCallFanOutWideBatch = "fn-call-fanout32-batch"
+	FanOutItemsWide                     = 32
+	FanOutWaitMs                        = 100
+	fanOutMaxSequential                 = 40
+	fanOutSplitJS                       = "return Array.from({length: %d}, (_, i) => ({ json: { ...$input.first().json.body, i } }));"
+	fanOutBodyJS                        = "await new Promise(r => setTimeout(r, %d));\nreturn $input.all().map(item => ({ json: { ...item.json, %s: true } }));"
+	fanOutFunctionTimeoutMillis         = 30000
 )
 
 // functionScenarios returns the n8n-fn scenarios (a function call through the sidecars), measured
@@ -51,21 +57,25 @@ func functionScenarios() []Scenario {
 		functionCallScenarioWith(ScenarioFunctionCallBatch, "lastNode",
 			"as "+ScenarioFunctionCall+", with call batching on the function (batch max 16, waitMs 5): concurrent calls share one execution",
 			map[string]any{"batch": map[string]any{"max": 16, "waitMs": 5}}),
-		subWorkflowFanOutScenario(),
-		functionFanOutScenario(ScenarioFunctionCallFanOut, nil),
-		functionFanOutScenario(ScenarioFunctionCallFanOutBatch, map[string]any{"max": 32, "waitMs": 5}),
+		subWorkflowFanOutScenario(ScenarioSubWorkflowFanOut, FanOutItems),
+		functionFanOutScenario(ScenarioFunctionCallFanOut, ScenarioSubWorkflowFanOut, FanOutItems, nil),
+		functionFanOutScenario(ScenarioFunctionCallFanOutBatch, ScenarioSubWorkflowFanOut, FanOutItems, map[string]any{"max": 32, "waitMs": 5}),
+		subWorkflowFanOutScenario(ScenarioSubWorkflowFanOutWide, FanOutItemsWide),
+		functionFanOutScenario(ScenarioFunctionCallFanOutWide, ScenarioSubWorkflowFanOutWide, FanOutItemsWide, nil),
+		functionFanOutScenario(ScenarioFunctionCallFanOutWideBatch, ScenarioSubWorkflowFanOutWide, FanOutItemsWide, map[string]any{"max": 32, "waitMs": 5}),
 	}
 }
 
-func subWorkflowFanOutScenario() Scenario {
+// subWorkflowFanOutScenario is n8n's native fan-out of items sub-workflow runs.
+func subWorkflowFanOutScenario(name string, items int) Scenario {
 	sc := Scenario{
-		Name: ScenarioSubWorkflowFanOut,
+		Name: name,
 		Description: fmt.Sprintf("Webhook -> %d items -> Execute Workflow (each item, wait) -> sub-workflow (trigger -> Code waiting %d ms): "+
-			"n8n runs the items one after another on the caller's worker", FanOutItems, FanOutWaitMs),
+			"n8n runs the items one after another on the caller's worker", items, FanOutWaitMs),
 		Body:          benchBody(),
-		Check:         expectItems(FanOutItems, "sub"),
+		Check:         expectItems(items, "sub"),
 		MaxSequential: fanOutMaxSequential,
-		Ref:           ScenarioSubWorkflowFanOut, // it is the reference of fn-call-fanout, not a candidate
+		Ref:           name, // it is the reference of the function fan-outs, not a candidate
 	}
 	base := Baseline()[1].Workflows // webhook-subworkflow: the sub-workflow, then its caller
 	sc.Workflows = []WorkflowFunc{
@@ -85,7 +95,7 @@ func subWorkflowFanOutScenario() Scenario {
 			}
 			exec := nodes[1]
 			exec["parameters"].(map[string]any)["mode"] = "each"
-			return chain(wf["name"].(string), nodes[0], codeNode("Split", fmt.Sprintf(fanOutSplitJS, FanOutItems)), exec)
+			return chain(wf["name"].(string), nodes[0], codeNode("Split", fmt.Sprintf(fanOutSplitJS, items)), exec)
 		},
 	}
 	return sc
@@ -114,12 +124,13 @@ func decodeWorkflow(wf WorkflowFunc, path string, ids []string) (map[string]any,
 	return w, nodes, nil
 }
 
-func functionFanOutScenario(name string, batch map[string]any) Scenario {
+// functionFanOutScenario is the n8n-fn fan-out of items calls, compared with the native ref.
+func functionFanOutScenario(name, ref string, items int, batch map[string]any) Scenario {
 	var fnName string
 	desc := fmt.Sprintf("Webhook -> %d items -> n8n-fn call (one call per item, in parallel) -> function (Webhook -> function -> Code waiting %d ms -> return) on any worker",
-		FanOutItems, FanOutWaitMs)
+		items, FanOutWaitMs)
 	if batch != nil {
-		desc = fmt.Sprintf("as %s, with call batching on the function (batch max %v): the %d calls share one execution", ScenarioFunctionCallFanOut, batch["max"], FanOutItems)
+		desc = fmt.Sprintf("as the fan-out of %d, with call batching on the function (batch max %v): the %d calls share one execution", items, batch["max"], items)
 	}
 	return Scenario{
 		Name:        name,
@@ -138,15 +149,15 @@ func functionFanOutScenario(name string, batch map[string]any) Scenario {
 			},
 			func(path string, _ []string) ([]byte, error) {
 				return chain("bench "+path, webhookNode(path),
-					codeNode("Split", fmt.Sprintf(fanOutSplitJS, FanOutItems)),
+					codeNode("Split", fmt.Sprintf(fanOutSplitJS, items)),
 					directiveNode("Call", map[string]any{"op": "call", "function": path, "timeoutMs": fanOutFunctionTimeoutMillis}))
 			},
 		},
 		Body:          benchBody(),
-		Check:         expectItems(FanOutItems, "fn"),
+		Check:         expectItems(items, "fn"),
 		Ready:         func(ctx context.Context, env Env) error { return functionReady(ctx, env, fnName) },
 		MaxSequential: fanOutMaxSequential,
-		Ref:           ScenarioSubWorkflowFanOut,
+		Ref:           ref,
 	}
 }
 

@@ -18,7 +18,7 @@
 #   N8N_FN_STACK_PORT_BASE (5678) + REDIS_PORT (6379) for a second stack next to the shared one,
 #   N8N_FN_NO_BUILD=1 (up keeps the n8n-fn binary there is instead of rebuilding it),
 #   N8N_FN_STACK_FN_REDIS_URL (n8n's Redis) for the sidecars' function Redis (e.g. a redis+cluster:// URL),
-#   N8N_FN_MAX_* and N8N_FN_REDIS_BUDGET_BYTES are passed to the sidecars when set.
+#   N8N_FN_MAX_*, N8N_FN_REDIS_BUDGET_BYTES, GOMEMLIMIT and GOGC are passed to the sidecars when set.
 # Everything runtime lives in $N8N_FN_CACHE/stack: data/, logs/, pids/, secrets.env, stack.env.
 set -euo pipefail
 
@@ -440,7 +440,7 @@ start_sidecar() {
 	alive "$name" && return 0
 	[ -x "$FN_BIN" ] || die "no sidecar binary at $FN_BIN (go build failed?)"
 	# The sidecar's limits, when set here (N8N_FN_MAX_RESULT_BYTES=67108864 scripts/stack.sh restart-runners).
-	while IFS= read -r kv; do limits+=("$kv"); done < <(env | grep -E '^N8N_FN_(MAX_[A-Z_]+|REDIS_BUDGET_BYTES)=' || true)
+	while IFS= read -r kv; do limits+=("$kv"); done < <(env | grep -E '^(N8N_FN_(MAX_[A-Z_]+|REDIS_BUDGET_BYTES)|GOMEMLIMIT|GOGC)=' || true)
 	(
 		spawn "$name" env -i PATH="$PATH" HOME="$HOME" GENERIC_TIMEZONE=UTC \
 			N8N_RUNNERS_TASK_BROKER_URI="http://$HOST:$(broker_port "$k")" N8N_RUNNERS_AUTH_TOKEN="$N8N_RUNNERS_AUTH_TOKEN" \
