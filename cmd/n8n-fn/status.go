@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,7 +26,8 @@ const statusUsage = `Usage: n8n-fn status [--json]
 
 Shows every function known to Redis: registration, stream length, pending calls, undelivered
 calls (lag), the age of the oldest pending call, consumers with their pending count and idle
-time, live sidecars and dead letters. Also lists live sidecars.
+time, live sidecars and dead letters. Also lists live sidecars and how full the Redis call budget
+is (N8N_FN_REDIS_BUDGET_BYTES: the bytes unanswered calls hold, against the budget).
 
 ` + redisEnvHelp
 
@@ -57,19 +59,31 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return redisHint(err)
 	}
+	var b budgetStatus
+	if b.UsedBytes, b.LimitBytes, err = reg.BudgetUsage(ctx); err != nil {
+		return redisHint(err)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			Functions []registry.FunctionStatus `json:"functions"`
 			Sidecars  []registry.SidecarInfo    `json:"sidecars"`
-		}{st, sidecars})
+			Budget    budgetStatus              `json:"budget"`
+		}{st, sidecars, b})
 	}
-	printStatus(stdout, st, sidecars)
+	printStatus(stdout, st, sidecars, b)
 	return nil
 }
 
-func printStatus(w io.Writer, st []registry.FunctionStatus, sidecars []registry.SidecarInfo) {
+// budgetStatus is how full the Redis call budget is: what unanswered calls hold against
+// N8N_FN_REDIS_BUDGET_BYTES (as this command reads it; every sidecar should have the same).
+type budgetStatus struct {
+	UsedBytes  int64 `json:"usedBytes"`
+	LimitBytes int64 `json:"limitBytes"`
+}
+
+func printStatus(w io.Writer, st []registry.FunctionStatus, sidecars []registry.SidecarInfo, b budgetStatus) {
 	if len(st) == 0 {
 		fmt.Fprintln(w, "no functions registered (is a sidecar running with the same N8N_FN_PREFIX?)")
 	}
@@ -118,6 +132,12 @@ func printStatus(w io.Writer, st []registry.FunctionStatus, sidecars []registry.
 		}
 		fmt.Fprintf(w, "  %s  last heartbeat %s  serves %s\n", s.ID, s.At.Format(time.RFC3339), strings.Join(names, ", "))
 	}
+	pct := 0.0
+	if b.LimitBytes > 0 {
+		pct = 100 * float64(b.UsedBytes) / float64(b.LimitBytes)
+	}
+	fmt.Fprintf(w, "\nRedis call budget: unanswered calls hold %d of %d bytes (%.1f%% full; N8N_FN_REDIS_BUDGET_BYTES)\n",
+		b.UsedBytes, b.LimitBytes, pct)
 }
 
 // registryFromEnv opens the registry the sidecar uses (N8N_FN_REDIS_URL, N8N_FN_PREFIX).
@@ -130,7 +150,16 @@ func registryFromEnv() (*registry.Registry, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: N8N_FN_REDIS_URL: %v", errUsage, err)
 	}
-	reg, err := registry.New(client, registry.Config{Prefix: os.Getenv("N8N_FN_PREFIX")})
+	cfg := registry.Config{Prefix: os.Getenv("N8N_FN_PREFIX")}
+	if v := os.Getenv("N8N_FN_REDIS_BUDGET_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			_ = client.Close()
+			return nil, nil, fmt.Errorf("%w: N8N_FN_REDIS_BUDGET_BYTES=%q: want a whole number of bytes, at least 1", errUsage, v)
+		}
+		cfg.BudgetBytes = n
+	}
+	reg, err := registry.New(client, cfg)
 	if err != nil {
 		_ = client.Close()
 		return nil, nil, fmt.Errorf("%w: N8N_FN_PREFIX: %v", errUsage, err)
