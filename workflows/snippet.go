@@ -82,80 +82,9 @@ func EncodeDirective(d Directive) (string, error) {
 	o.add("v", CurrentVersion)
 	switch d := d.(type) {
 	case *FunctionDirective:
-		o.add("name", d.Name)
-		o.add("scope", d.Scope)
-		if d.Description != "" {
-			o.add("description", d.Description)
-		}
-		var ps []string
-		for _, p := range d.Params {
-			var po obj
-			po.add("name", p.Name)
-			po.add("type", p.Type)
-			if p.Required {
-				po.add("required", true)
-			}
-			if p.Default != nil {
-				po.add("default", p.Default)
-			}
-			if p.Description != "" {
-				po.add("description", p.Description)
-			}
-			ps = append(ps, po.String())
-		}
-		o.add("params", json.RawMessage("["+strings.Join(ps, ",")+"]"))
-		o.add("timeoutMs", d.TimeoutMs)
-		if d.MaxConcurrency != 0 {
-			o.add("maxConcurrency", d.MaxConcurrency)
-		}
-		if d.GlobalConcurrency != 0 {
-			o.add("globalConcurrency", d.GlobalConcurrency)
-		}
+		encodeFunction(&o, d)
 	case *CallDirective:
-		o.add("function", d.Function)
-		o.add("scope", d.Scope)
-		o.add("mode", d.Mode)
-		if d.TimeoutMs != 0 {
-			o.add("timeoutMs", d.TimeoutMs)
-		}
-		if d.Retries != 0 {
-			o.add("retries", d.Retries)
-			o.add("retryBackoffMs", d.RetryBackoffMs)
-		}
-		if d.ResultField != "" {
-			o.add("resultField", d.ResultField)
-		}
-		if d.IdempotencyKey != "" {
-			o.add("idempotencyKey", d.IdempotencyKey)
-		}
-		if d.WaitForLiveMs != DefaultWaitForLiveMs {
-			o.add("waitForLive", d.WaitForLiveMs)
-		}
-		if d.ParamsField != "" {
-			o.add("paramsField", d.ParamsField)
-		}
-		if d.ParamsWithItem {
-			o.add("paramsWithItem", true)
-		}
-		if d.ParseValues {
-			o.add("parseValues", true)
-		}
-		// resultMode is written only when it is not what resultField alone implies.
-		if implied := map[bool]string{true: ResultField, false: ResultItems}[d.ResultField != ""]; d.ResultMode != "" && d.ResultMode != implied {
-			o.add("resultMode", d.ResultMode)
-		}
-		if d.ValueField != "" {
-			o.add("valueField", d.ValueField)
-		}
-		if d.SkipNull {
-			o.add("skipNull", true)
-		}
-		if d.ErrorOutput != "" && d.ErrorOutput != ErrorOutputError {
-			o.add("errorOutput", d.ErrorOutput)
-			if d.ErrorField != "" {
-				o.add("errorField", d.ErrorField)
-			}
-		}
+		encodeCall(&o, d)
 	case *ReturnDirective:
 		if d.Fail {
 			o.add("fail", true)
@@ -168,6 +97,87 @@ func EncodeDirective(d Directive) (string, error) {
 		return "", fmt.Errorf("%w: cannot encode a %T", ErrDirective, d)
 	}
 	return strings.ReplaceAll(o.String(), "*/", `*\/`), nil
+}
+
+// encodeFunction writes a function directive's fields after "op" and "v".
+func encodeFunction(o *obj, d *FunctionDirective) {
+	o.add("name", d.Name)
+	o.add("scope", d.Scope)
+	if d.Description != "" {
+		o.add("description", d.Description)
+	}
+	var ps []string
+	for _, p := range d.Params {
+		var po obj
+		po.add("name", p.Name)
+		po.add("type", p.Type)
+		if p.Required {
+			po.add("required", true)
+		}
+		if p.Default != nil {
+			po.add("default", p.Default)
+		}
+		if p.Description != "" {
+			po.add("description", p.Description)
+		}
+		ps = append(ps, po.String())
+	}
+	o.add("params", json.RawMessage("["+strings.Join(ps, ",")+"]"))
+	o.add("timeoutMs", d.TimeoutMs)
+	if d.MaxConcurrency != 0 {
+		o.add("maxConcurrency", d.MaxConcurrency)
+	}
+	if d.GlobalConcurrency != 0 {
+		o.add("globalConcurrency", d.GlobalConcurrency)
+	}
+}
+
+// encodeCall writes a call directive's fields after "op" and "v".
+func encodeCall(o *obj, d *CallDirective) {
+	o.add("function", d.Function)
+	o.add("scope", d.Scope)
+	o.add("mode", d.Mode)
+	if d.TimeoutMs != 0 {
+		o.add("timeoutMs", d.TimeoutMs)
+	}
+	if d.Retries != 0 {
+		o.add("retries", d.Retries)
+		o.add("retryBackoffMs", d.RetryBackoffMs)
+	}
+	if d.ResultField != "" {
+		o.add("resultField", d.ResultField)
+	}
+	if d.IdempotencyKey != "" {
+		o.add("idempotencyKey", d.IdempotencyKey)
+	}
+	if d.WaitForLiveMs != DefaultWaitForLiveMs {
+		o.add("waitForLive", d.WaitForLiveMs)
+	}
+	if d.ParamsField != "" {
+		o.add("paramsField", d.ParamsField)
+	}
+	if d.ParamsWithItem {
+		o.add("paramsWithItem", true)
+	}
+	if d.ParseValues {
+		o.add("parseValues", true)
+	}
+	// resultMode is written only when it is not what resultField alone implies.
+	if implied := map[bool]string{true: ResultField, false: ResultItems}[d.ResultField != ""]; d.ResultMode != "" && d.ResultMode != implied {
+		o.add("resultMode", d.ResultMode)
+	}
+	if d.ValueField != "" {
+		o.add("valueField", d.ValueField)
+	}
+	if d.SkipNull {
+		o.add("skipNull", true)
+	}
+	if d.ErrorOutput != "" && d.ErrorOutput != ErrorOutputError {
+		o.add("errorOutput", d.ErrorOutput)
+		if d.ErrorField != "" {
+			o.add("errorField", d.ErrorField)
+		}
+	}
 }
 
 // ConnTarget is one target of an n8n connection.
