@@ -130,6 +130,12 @@ func encodeFunction(o *obj, d *FunctionDirective) {
 	if d.GlobalConcurrency != 0 {
 		o.add("globalConcurrency", d.GlobalConcurrency)
 	}
+	if d.Batch != nil {
+		var b obj
+		b.add("max", d.Batch.Max)
+		b.add("waitMs", d.Batch.WaitMs)
+		o.add("batch", json.RawMessage(b.String()))
+	}
 }
 
 // encodeCall writes a call directive's fields after "op" and "v".
