@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/n8n-fn/n8n-fn/internal/goldentest"
 )
 
 // lintGoldenSet is a set of workflows between which every finding of LintWorkflow and
@@ -74,23 +76,5 @@ func TestLintGolden(t *testing.T) {
 		}
 		write(dir+" as a set", LintSet(set))
 	}
-	checkGolden(t, "testdata/lint.golden", got.String())
-}
-
-// checkGolden compares got with the golden file; N8N_FN_WRITE_GOLDEN=1 writes it instead (only
-// for a deliberate change of the output: the file pins the behaviour).
-func checkGolden(t *testing.T, golden, got string) {
-	t.Helper()
-	if os.Getenv("N8N_FN_WRITE_GOLDEN") != "" {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s:\n%s", golden, got)
-	}
+	goldentest.Check(t, "testdata/lint.golden", got.String())
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/n8n-fn/n8n-fn/internal/goldentest"
 )
 
 // migratePlanInput is two workflows whose Function nodes take each path of deciding a function
@@ -68,5 +70,5 @@ func TestMigratePlan(t *testing.T) {
 			t.Errorf("Migrate error %v, want it to start %q", err, tc.want)
 		}
 	}
-	checkGolden(t, "testdata/migrate-plan.golden", got.String())
+	goldentest.Check(t, "testdata/migrate-plan.golden", got.String())
 }
