@@ -85,94 +85,22 @@ func TestDecodeFastEveryType(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, handled, err := decodeFast(m.MessageType(), frame, false)
-		if !handled { // decoded by encoding/json instead
+		if _, handled, _ := decodeFast(m.MessageType(), frame, false); !handled { // decoded by encoding/json instead
 			continue
 		}
 		fast++
-		if err != nil || !reflect.DeepEqual(got, m) {
-			t.Fatalf("decodeFast(%s) = %#v, %v; want %#v", frame, got, err, m)
-		}
 		for _, alias := range []bool{false, true} {
 			got, _, err := decodeFast(m.MessageType(), frame, alias)
 			if err != nil || !reflect.DeepEqual(got, m) {
-				t.Errorf("decodeFast(%s, alias=%v) = %#v, %v", frame, alias, got, err)
+				t.Errorf("decodeFast(%s, alias=%v) = %#v, %v; want %#v", frame, alias, got, err, m)
 			}
 		}
-		// Every string field: null and missing read as "", a number is refused by name.
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(frame, &fields); err != nil {
 			t.Fatal(err)
 		}
-		for k, v := range fields {
-			if k == "type" || v[0] != '"' {
-				continue
-			}
-			for _, repl := range []string{"null", "", "5"} {
-				edited := map[string]json.RawMessage{}
-				for k2, v2 := range fields {
-					edited[k2] = v2
-				}
-				if repl == "" {
-					delete(edited, k)
-				} else {
-					edited[k] = json.RawMessage(repl)
-				}
-				in, _ := json.Marshal(edited)
-				got, _, err := decodeFast(m.MessageType(), in, false)
-				if repl == "5" {
-					want := fmt.Sprintf("field %q is not a string", k)
-					if err == nil || err.Error() != want {
-						t.Errorf("decodeFast(%s) error = %v, want %q", in, err, want)
-					}
-					full, err := Decode(in)
-					wantFull := "n8nproto: malformed message: " + m.MessageType() + ": " + want
-					if full != nil || err == nil || err.Error() != wantFull {
-						t.Errorf("Decode(%s) = %v, %v; want %q", in, full, err, wantFull)
-					}
-					continue
-				}
-				if err != nil {
-					t.Fatalf("decodeFast(%s): %v", in, err)
-				}
-				if reflect.ValueOf(got).FieldByName(fieldOf(t, m, k)).String() != "" {
-					t.Errorf("decodeFast(%s): field %s = %#v, want \"\"", in, k, got)
-				}
-			}
-		}
-		// The payload: missing is nil, null stays null.
-		payloadKey := ""
-		for k, v := range fields {
-			if v[0] == '{' {
-				payloadKey = k
-			}
-		}
-		for _, tc := range []struct {
-			repl string
-			want json.RawMessage
-		}{{"", nil}, {"null", json.RawMessage("null")}, {` [ ] `, json.RawMessage("[ ]")}} {
-			edited := map[string]json.RawMessage{}
-			for k2, v2 := range fields {
-				edited[k2] = v2
-			}
-			if tc.repl == "" {
-				delete(edited, payloadKey)
-			} else {
-				edited[payloadKey] = json.RawMessage(tc.repl)
-			}
-			in, _ := json.Marshal(edited)
-			if tc.repl == ` [ ] ` { // json.Marshal compacts: put the spaces back by hand
-				in = []byte(`{"type":"` + m.MessageType() + `","taskId":"t",` + `"` + payloadKey + `": [ ] }`)
-			}
-			got, _, err := decodeFast(m.MessageType(), in, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := reflect.ValueOf(got).FieldByName(fieldOf(t, m, payloadKey)).Interface().(json.RawMessage)
-			if !reflect.DeepEqual(p, tc.want) {
-				t.Errorf("decodeFast(%s) payload = %q, want %q", in, p, tc.want)
-			}
-		}
+		checkFastIDs(t, m, fields)
+		checkFastPayload(t, m, fields)
 		if _, handled, err := decodeFast(m.MessageType(), []byte(`{"type":"`+m.MessageType()+`",`), false); !handled || err == nil || err.Error() != "invalid JSON" {
 			t.Errorf("%s: invalid JSON: handled=%v err=%v", m.MessageType(), handled, err)
 		}
@@ -185,6 +113,81 @@ func TestDecodeFastEveryType(t *testing.T) {
 		// Not a fast type: passed on before the frame is even validated.
 		if m, handled, err := decodeFast(typ, []byte(`{broken`), false); handled || m != nil || err != nil {
 			t.Errorf("decodeFast(%s) = %v %v %v", typ, m, handled, err)
+		}
+	}
+}
+
+// edited is fields with key set to raw (removed when raw is ""), as a frame.
+func edited(fields map[string]json.RawMessage, key, raw string) []byte {
+	out := map[string]json.RawMessage{}
+	for k, v := range fields {
+		out[k] = v
+	}
+	if raw == "" {
+		delete(out, key)
+	} else {
+		out[key] = json.RawMessage(raw)
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
+
+// checkFastIDs: every string field of m's frame reads as "" when null or missing, and a number
+// there is refused by name, by decodeFast and by Decode.
+func checkFastIDs(t *testing.T, m Message, fields map[string]json.RawMessage) {
+	t.Helper()
+	for k, v := range fields {
+		if k == "type" || v[0] != '"' {
+			continue
+		}
+		in := edited(fields, k, "5")
+		want := fmt.Sprintf("field %q is not a string", k)
+		if _, _, err := decodeFast(m.MessageType(), in, false); err == nil || err.Error() != want {
+			t.Errorf("decodeFast(%s) error = %v, want %q", in, err, want)
+		}
+		wantFull := "n8nproto: malformed message: " + m.MessageType() + ": " + want
+		if full, err := Decode(in); full != nil || err == nil || err.Error() != wantFull {
+			t.Errorf("Decode(%s) = %v, %v; want %q", in, full, err, wantFull)
+		}
+		for _, repl := range []string{"null", ""} {
+			in := edited(fields, k, repl)
+			got, _, err := decodeFast(m.MessageType(), in, false)
+			if err != nil {
+				t.Fatalf("decodeFast(%s): %v", in, err)
+			}
+			if reflect.ValueOf(got).FieldByName(fieldOf(t, m, k)).String() != "" {
+				t.Errorf("decodeFast(%s): field %s = %#v, want \"\"", in, k, got)
+			}
+		}
+	}
+}
+
+// checkFastPayload: the payload of m's frame is nil when missing, stays null when null, and is
+// the raw value without the spaces around it.
+func checkFastPayload(t *testing.T, m Message, fields map[string]json.RawMessage) {
+	t.Helper()
+	payloadKey := ""
+	for k, v := range fields {
+		if v[0] == '{' {
+			payloadKey = k
+		}
+	}
+	for _, tc := range []struct {
+		in   []byte
+		want json.RawMessage
+	}{
+		{edited(fields, payloadKey, ""), nil},
+		{edited(fields, payloadKey, "null"), json.RawMessage("null")},
+		// json.Marshal compacts: a frame with spaces around the payload, by hand
+		{[]byte(`{"type":"` + m.MessageType() + `","taskId":"t","` + payloadKey + `": [ ] }`), json.RawMessage("[ ]")},
+	} {
+		got, _, err := decodeFast(m.MessageType(), tc.in, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := reflect.ValueOf(got).FieldByName(fieldOf(t, m, payloadKey)).Interface().(json.RawMessage)
+		if !reflect.DeepEqual(p, tc.want) {
+			t.Errorf("decodeFast(%s) payload = %q, want %q", tc.in, p, tc.want)
 		}
 	}
 }
