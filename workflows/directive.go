@@ -649,6 +649,13 @@ func topField(s string) string {
 // parseCallShaping checks the fields that say where a call's params come from and where its
 // result and errors go, and fills in the result mode.
 func parseCallShaping(f *fields, d *CallDirective) {
+	checkParamsShaping(f, d)
+	checkResultShaping(f, d)
+	checkErrorShaping(f, d)
+}
+
+// checkParamsShaping checks paramsField and the options that only mean something with it.
+func checkParamsShaping(f *fields, d *CallDirective) {
 	if f.has("paramsField") {
 		if why := topField(d.ParamsField); why != "" {
 			f.fail("paramsField", why)
@@ -661,6 +668,11 @@ func parseCallShaping(f *fields, d *CallDirective) {
 			f.fail(opt, "only applies with \"paramsField\" (the field that holds the params)")
 		}
 	}
+}
+
+// checkResultShaping checks resultMode against the fields it uses or ignores (resultField,
+// valueField, skipNull).
+func checkResultShaping(f *fields, d *CallDirective) {
 	mode := d.EffectiveResultMode()
 	switch d.ResultMode {
 	case "", ResultItems, ResultField, ResultMerge, ResultReplace, ResultNone:
@@ -683,6 +695,11 @@ func parseCallShaping(f *fields, d *CallDirective) {
 	if f.has("skipNull") && mode != ResultField {
 		f.fail("skipNull", "only applies with resultMode \"field\" (merge skips a null result anyway)")
 	}
+}
+
+// checkErrorShaping checks errorOutput and errorField, which only the input and details outputs
+// take.
+func checkErrorShaping(f *fields, d *CallDirective) {
 	switch d.ErrorOutput {
 	case "", ErrorOutputError:
 		if f.has("errorField") {
