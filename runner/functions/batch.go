@@ -204,6 +204,11 @@ func (d *dispatcher) tryBatch(ctx context.Context, batch []registry.Delivery) []
 		ref.Sign(f.signer)
 		refs = append(refs, ref)
 	}
+	queued := make([]time.Duration, len(jobs))
+	for i, j := range jobs {
+		queued[i] = time.Duration(sinceEntry(j.dl.EntryID, time.Now())) * time.Millisecond
+	}
+	f.met.Batched(fn.String(), len(jobs), queued)
 	body, err := json.Marshal(map[string]any{workflows.BatchField: refs})
 	if err != nil {
 		log.WithError(err).Warn("could not encode the batch; dispatching the calls one by one")
