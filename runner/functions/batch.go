@@ -154,6 +154,10 @@ func (d *dispatcher) launchBatch(pb *pendingBatch) {
 func (d *dispatcher) dispatchBatch(ctx context.Context, batch []registry.Delivery) {
 	if len(batch) > 1 {
 		batch = d.tryBatch(ctx, batch)
+	} else if len(batch) == 1 {
+		// A call that found no company: its dispatch counts as usual, the histogram shows it
+		// as a batch of one (what tells an operator that batching does not pay here).
+		d.f.met.BatchSize(batch[0].Function.String(), 1)
 	}
 	for _, dl := range batch {
 		d.dispatch(ctx, dl)

@@ -100,6 +100,18 @@ func TestBatchedCallsShareOneExecution(t *testing.T) {
 		t.Errorf("queue waits after one batch of 5: %v observed, want 5", n)
 	}
 
+	// A lone call is a batch of one in the histogram (and an ordinary dispatch).
+	if _, err := h.call(t, call, false, `{"a":2,"b":2}`); err != nil {
+		t.Fatal(err)
+	}
+	sc = scrapeOf(t, m)
+	if hs := sc[metrics.Prefix+"batch_calls"].GetMetric(); len(hs) != 1 || hs[0].GetHistogram().GetSampleCount() != 2 || hs[0].GetHistogram().GetSampleSum() != 6 {
+		t.Errorf("batch size histogram after a batch of 5 and a lone call: %v", hs)
+	}
+	if n := metricValue(sc, metrics.Prefix+"function_dispatches_total"); n != 2 {
+		t.Errorf("dispatches after a batch and a lone call: %v, want 2", n)
+	}
+
 	// One bad call fails the batch; retried one by one, the others succeed.
 	h.wf.set(func(w *fnWorkflow) {
 		w.body = func(items []json.RawMessage) ([]json.RawMessage, error) {

@@ -153,10 +153,19 @@ func (m *Metrics) Batched(function string, calls int, queued []time.Duration) {
 	m.reclaimed.WithLabelValues(function)
 	m.deadLetters.WithLabelValues(function)
 	m.reruns.WithLabelValues(function)
-	m.batchSize.WithLabelValues(function).Observe(float64(calls))
+	m.BatchSize(function, calls)
 	for _, q := range queued {
 		m.queueWait.WithLabelValues(function).Observe(max(q, 0).Seconds())
 	}
+}
+
+// BatchSize records that a dispatch of a batching function served calls calls (1: a call that
+// found no others to share its execution with).
+func (m *Metrics) BatchSize(function string, calls int) {
+	if m == nil {
+		return
+	}
+	m.batchSize.WithLabelValues(function).Observe(float64(calls))
 }
 
 // Dispatched counts one trigger of a function execution; dispatch is the call's dispatch number
