@@ -154,6 +154,10 @@ func (d *dispatcher) launchBatch(pb *pendingBatch) {
 func (d *dispatcher) dispatchBatch(ctx context.Context, batch []registry.Delivery) {
 	if len(batch) > 1 {
 		batch = d.tryBatch(ctx, batch)
+	} else if len(batch) == 1 {
+		// A call that found no company: its dispatch counts as usual, the histogram shows it
+		// as a batch of one (what tells an operator that batching does not pay here).
+		d.f.met.BatchSize(batch[0].Function.String(), 1)
 	}
 	for _, dl := range batch {
 		d.dispatch(ctx, dl)
@@ -204,6 +208,11 @@ func (d *dispatcher) tryBatch(ctx context.Context, batch []registry.Delivery) []
 		ref.Sign(f.signer)
 		refs = append(refs, ref)
 	}
+	queued := make([]time.Duration, len(jobs))
+	for i, j := range jobs {
+		queued[i] = time.Duration(sinceEntry(j.dl.EntryID, time.Now())) * time.Millisecond
+	}
+	f.met.Batched(fn.String(), len(jobs), queued)
 	body, err := json.Marshal(map[string]any{workflows.BatchField: refs})
 	if err != nil {
 		log.WithError(err).Warn("could not encode the batch; dispatching the calls one by one")
