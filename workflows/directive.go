@@ -184,9 +184,15 @@ type FunctionDirective struct {
 
 // Batch is a function's {"batch":{"max":16,"waitMs":5}}: the dispatcher hands up to Max pending
 // calls to one execution, waiting at most WaitMs after the first for more.
+//
+// Parallel (opt-in, 0 = off) trades a little latency for bigger batches under load, as Nagle's
+// algorithm does for small packets: one sidecar at a time reads the function's calls, and a batch
+// that is not full waits while Parallel batches of the function are running, gathering the calls
+// that arrive meanwhile (a full batch goes at once, up to maxConcurrency).
 type Batch struct {
-	Max    int `json:"max"`
-	WaitMs int `json:"waitMs"`
+	Max      int `json:"max"`
+	WaitMs   int `json:"waitMs"`
+	Parallel int `json:"parallel,omitempty"`
 }
 
 // Batch limits.
@@ -194,6 +200,7 @@ const (
 	MaxBatch           = 256
 	DefaultBatchWaitMs = 5
 	MaxBatchWaitMs     = 1000
+	MaxBatchParallel   = 256
 )
 
 // CallDirective is {"op":"call",...}: it calls a function and waits for its return value.
@@ -514,11 +521,12 @@ func parseBatch(f *fields, b gjson.Result) *Batch {
 		f.fail("batch", fmt.Sprintf("expected an object {\"max\":16,\"waitMs\":5}, got %s", excerpt(b.Raw)))
 		return nil
 	}
-	bf := newFields(f.node, "", []byte(b.Raw), "max", "waitMs")
+	bf := newFields(f.node, "", []byte(b.Raw), "max", "waitMs", "parallel")
 	bf.lim = f.lim
 	out := &Batch{
-		Max:    bf.integer("max", 0, 1, MaxBatch, false, ""),
-		WaitMs: bf.integer("waitMs", DefaultBatchWaitMs, 0, MaxBatchWaitMs, true, " ms"),
+		Max:      bf.integer("max", 0, 1, MaxBatch, false, ""),
+		WaitMs:   bf.integer("waitMs", DefaultBatchWaitMs, 0, MaxBatchWaitMs, true, " ms"),
+		Parallel: bf.integer("parallel", 0, 1, MaxBatchParallel, true, ""),
 	}
 	if !bf.has("max") {
 		bf.fail("max", fmt.Sprintf("is required: how many calls one execution may serve (2..%d)", MaxBatch))
