@@ -105,7 +105,7 @@ func (d *dispatcher) shutdown(ctx context.Context) {
 	if d.stopRead != nil {
 		d.stopRead()
 	}
-	d.dropLeads() // another sidecar reads the batching functions from its next renewal on
+	d.dropLeads()    // another sidecar reads the batching functions from its next renewal on
 	d.flushBatches() // a batch being gathered is dispatched now, not after shutdown waited
 	done := make(chan struct{})
 	go func() {
