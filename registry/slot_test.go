@@ -148,6 +148,15 @@ func TestNoCrossSlotCommands(t *testing.T) {
 	if err := r.ReportExecutionSlots(ctx, "sc", 3); err != nil {
 		t.Fatal(err)
 	}
+	if err := r.ReportN8NGone(ctx, "sc", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.N8NState(ctx, "sc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LatestN8NGone(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if l, err := r.AcquireWaiter(ctx, "w1", time.Minute); err != nil || !l.Taken {
 		t.Fatalf("AcquireWaiter = %+v, %v", l, err)
 	}
@@ -183,7 +192,16 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		if _, err := r.NextDispatch(ctx, d.Function, d.Call.ID, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.ClaimCall(ctx, d.Function, d.Call.ID, 1, "exec-"+d.Call.ID, "s1", time.Minute); err != nil {
+		if ok, err := r.FenceDispatch(ctx, d.Function, d.Call.ID, 1); err != nil || !ok {
+			t.Fatalf("FenceDispatch = %v, %v", ok, err)
+		}
+		if _, err := r.NextDispatch(ctx, d.Function, d.Call.ID, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.ClaimCall(ctx, d.Function, d.Call.ID, 3, "exec-"+d.Call.ID, "s1", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ClaimState(ctx, d.Function, d.Call.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.AcquireSlot(ctx, d.Function, d.Call.ID, 1, time.Minute); err != nil {
@@ -195,7 +213,7 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		if err := r.ReleaseSlot(ctx, d.Function, d.Call.ID); err != nil {
 			t.Fatal(err)
 		}
-		ec := ExecCall{Function: d.Function, CallID: d.Call.ID, EntryID: d.EntryID, ReplyKey: d.Call.ReplyKey, Deadline: d.Call.Deadline, Depth: 1, Dispatch: 1}
+		ec := ExecCall{Function: d.Function, CallID: d.Call.ID, EntryID: d.EntryID, ReplyKey: d.Call.ReplyKey, Deadline: d.Call.Deadline, Depth: 1, Dispatch: 3}
 		if err := r.BindExecution(ctx, "exec-"+d.Call.ID, []ExecCall{ec}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
