@@ -292,9 +292,15 @@ func TestFenceRacesClaim(t *testing.T) {
 		var wg sync.WaitGroup
 		var ok bool
 		var fenceErr, claimErr error
+		start := make(chan struct{})
 		wg.Add(2)
-		go func() { defer wg.Done(); ok, fenceErr = r.FenceDispatch(ctx, fn, c.ID, 1) }()
-		go func() { defer wg.Done(); claimErr = r.ClaimCall(ctx, fn, c.ID, 1, "exec-race", "sc", time.Minute) }()
+		go func() { defer wg.Done(); <-start; ok, fenceErr = r.FenceDispatch(ctx, fn, c.ID, 1) }()
+		go func() {
+			defer wg.Done()
+			<-start
+			claimErr = r.ClaimCall(ctx, fn, c.ID, 1, "exec-race", "sc", time.Minute)
+		}()
+		close(start)
 		wg.Wait()
 		if fenceErr != nil {
 			t.Fatal(fenceErr)
