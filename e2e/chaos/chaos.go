@@ -179,10 +179,16 @@ type Result struct {
 	// error (a body running for nobody).
 	RanForGone int `json:"ran_for_gone"`
 	// NotRun: calls with an error whose body never started.
-	NotRun int     `json:"not_run"`
-	P50s   float64 `json:"p50_s"`
-	P95s   float64 `json:"p95_s"`
-	MaxS   float64 `json:"max_s"`
+	NotRun int `json:"not_run"`
+	// Died: calls whose body was running on a worker when it was killed (its function execution
+	// died with it); DiedOK of those answered right, DiedAnswerS the seconds from the kill to each
+	// one's answer, sorted (issue 12's target: 15 s plus the body's time).
+	Died        int       `json:"died,omitempty"`
+	DiedOK      int       `json:"died_ok,omitempty"`
+	DiedAnswerS []float64 `json:"died_answer_s,omitempty"`
+	P50s        float64   `json:"p50_s"`
+	P95s        float64   `json:"p95_s"`
+	MaxS        float64   `json:"max_s"`
 	// Faults is what the injector did, with the time into the experiment.
 	Faults []string `json:"faults"`
 	Note   string   `json:"note,omitempty"`
@@ -292,9 +298,17 @@ type run struct {
 	rndMu   sync.Mutex
 
 	expStart time.Time
+	expName  string
 	mu       sync.Mutex
 	faults   []string
 	records  map[string][]callRecord // by experiment
+	kills    map[string][]workerKill // by experiment
+}
+
+// workerKill is one kill of a worker and the bodies that were running on it.
+type workerKill struct {
+	at   time.Time
+	keys []string
 }
 
 // Run deploys the suite's workflows, runs the experiments one after another, removes the
@@ -316,7 +330,7 @@ func Run(ctx context.Context, env Env, cfg Config, def Config, logw io.Writer) (
 	calls.HTTP = &http.Client{Timeout: cfg.ClientTimeout, Transport: tr}
 	r := &run{cfg: cfg, stack: env.Stack, api: env.Client, calls: &calls, counter: cnt,
 		name: "chaos-" + randomSuffix(), log: logw, rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed>>1|1)),
-		records: map[string][]callRecord{}}
+		records: map[string][]callRecord{}, kills: map[string][]workerKill{}}
 	r.logf("stack %s, experiments %s, %d clients, body %s-%s, call timeout %s, seed %d",
 		env.Stack.Env.BaseURL, strings.Join(cfg.Experiments, ","), cfg.Clients, cfg.BodyMin, cfg.BodyMax, cfg.CallTimeout, cfg.Seed)
 	ids, err := r.deploy(ctx)
@@ -449,7 +463,7 @@ func (r *run) experiment(ctx context.Context, e Experiment) ([]string, error) {
 		period = r.cfg.Soak
 	}
 	r.mu.Lock()
-	r.expStart, r.faults = time.Now(), nil
+	r.expStart, r.expName, r.faults = time.Now(), e.Name, nil
 	r.mu.Unlock()
 	r.logf("experiment %s (%s): %d clients for %s", e.Name, e.Description, r.cfg.Clients, period)
 	end := time.Now().Add(period)
@@ -661,8 +675,14 @@ func (r *run) killAndRestart(ctx context.Context, name string, sig syscall.Signa
 		r.fault("stack back (stack.sh up took %.1fs)", time.Since(t0).Seconds())
 		return nil
 	}
+	died := r.counter.runningKeys(name, time.Now(), r.cfg.BodyMax+5*time.Second)
 	if err := r.stack.Signal(name, sig); err != nil {
 		return err
+	}
+	if len(died) > 0 { // a worker: its function executions die with it
+		r.mu.Lock()
+		r.kills[r.expName] = append(r.kills[r.expName], workerKill{at: time.Now(), keys: died})
+		r.mu.Unlock()
 	}
 	r.fault("%s %s (pid %d; bodies running by worker: %v)", sigName, name, pid, running)
 	if err := r.stack.WaitGone(ctx, name, 20*time.Second); err != nil {
@@ -754,12 +774,39 @@ func (r *run) summary(exp string) Result {
 			res.NotRun++
 		}
 	}
+	r.diedAnswers(exp, recs, &res)
 	sort.Float64s(lat)
 	res.P50s, res.P95s = pct(lat, 50), pct(lat, 95)
 	if len(lat) > 0 {
 		res.MaxS = round1(lat[len(lat)-1])
 	}
 	return res
+}
+
+// diedAnswers fills res.Died*: for each call whose body ran on a killed worker, how long after the
+// kill its caller had its answer.
+func (r *run) diedAnswers(exp string, recs []callRecord, res *Result) {
+	r.mu.Lock()
+	kills := slices.Clone(r.kills[exp])
+	r.mu.Unlock()
+	byKey := make(map[string]callRecord, len(recs))
+	for _, rec := range recs {
+		byKey[rec.Key] = rec
+	}
+	for _, k := range kills {
+		for _, key := range k.keys {
+			rec, ok := byKey[key]
+			if !ok || rec.End.Before(k.at) {
+				continue
+			}
+			res.Died++
+			if rec.Outcome == OutcomeOK {
+				res.DiedOK++
+			}
+			res.DiedAnswerS = append(res.DiedAnswerS, round1(rec.End.Sub(k.at).Seconds()))
+		}
+	}
+	sort.Float64s(res.DiedAnswerS)
 }
 
 func (r *run) results(names []string, faults map[string][]string) []Result {
@@ -826,7 +873,7 @@ func (rep Report) Table(w io.Writer) {
 	fmt.Fprintln(w, "(N ok): of those, calls whose caller got the right answer; ran4gone: calls without a right answer whose body")
 	fmt.Fprintln(w, "completed after the client had its error; not-run: errors whose body never started; p50/p95/max: right answers.")
 	for _, r := range rep.Results {
-		if len(r.ErrorKinds) == 0 && len(r.Faults) == 0 && len(r.TwiceKeys) == 0 {
+		if len(r.ErrorKinds) == 0 && len(r.Faults) == 0 && len(r.TwiceKeys) == 0 && r.Died == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s:\n", r.Experiment)
@@ -835,6 +882,10 @@ func (rep Report) Table(w io.Writer) {
 		}
 		for _, k := range r.TwiceKeys {
 			fmt.Fprintf(w, "  done2+  %s\n", k)
+		}
+		if r.Died > 0 {
+			fmt.Fprintf(w, "  died    %d calls whose body died with the killed worker (%d answered right): answered %v s after the kill\n",
+				r.Died, r.DiedOK, r.DiedAnswerS)
 		}
 		kinds := make([]string, 0, len(r.ErrorKinds))
 		for k := range r.ErrorKinds {

@@ -161,6 +161,12 @@ func TestCounter(t *testing.T) {
 	if run["worker1"] != 1 || run["worker2"] != 1 {
 		t.Fatalf("running = %v", run)
 	}
+	if keys := c.runningKeys("worker1", time.Now(), time.Minute); len(keys) != 1 || keys[0] != "k1" {
+		t.Fatalf("runningKeys(worker1) = %v, want [k1] (a1 runs there)", keys)
+	}
+	if keys := c.runningKeys("worker2", time.Now(), time.Minute); len(keys) != 1 || keys[0] != "k2" {
+		t.Fatalf("runningKeys(worker2) = %v, want [k2] (k1's run there completed)", keys)
+	}
 	if len(c.running(time.Now().Add(2*time.Minute), time.Minute)) != 0 {
 		t.Fatal("runs older than maxAge still count as running")
 	}
@@ -320,6 +326,29 @@ func TestConfig(t *testing.T) {
 	b, err := json.Marshal(c)
 	if err != nil || !strings.Contains(string(b), `"call_timeout":"2m30s"`) {
 		t.Fatalf("config JSON %s, %v", b, err)
+	}
+}
+
+// TestDiedAnswers: the calls whose body ran on a killed worker are timed from the kill to their
+// answer; others, and answers from before the kill, are not counted.
+func TestDiedAnswers(t *testing.T) {
+	kill := time.Now()
+	r := &run{kills: map[string][]workerKill{"worker-restart": {{at: kill, keys: []string{"a", "b", "gone"}}}}}
+	recs := []callRecord{
+		{Key: "a", End: kill.Add(7300 * time.Millisecond), Outcome: OutcomeOK},
+		{Key: "b", End: kill.Add(2 * time.Second), Outcome: OutcomeError},
+		{Key: "c", End: kill.Add(90 * time.Second), Outcome: OutcomeOK}, // its body ran elsewhere
+		{Key: "gone", End: kill.Add(-time.Second), Outcome: OutcomeOK},  // answered before the kill
+	}
+	var res Result
+	r.diedAnswers("worker-restart", recs, &res)
+	if res.Died != 2 || res.DiedOK != 1 || len(res.DiedAnswerS) != 2 || res.DiedAnswerS[0] != 2 || res.DiedAnswerS[1] != 7.3 {
+		t.Fatalf("died %d, ok %d, answers %v; want 2, 1, [2 7.3]", res.Died, res.DiedOK, res.DiedAnswerS)
+	}
+	var b strings.Builder
+	Report{Results: []Result{{Experiment: "worker-restart", Died: res.Died, DiedOK: res.DiedOK, DiedAnswerS: res.DiedAnswerS}}}.Table(&b)
+	if !strings.Contains(b.String(), "died    2 calls whose body died with the killed worker (1 answered right): answered [2 7.3] s after the kill") {
+		t.Fatalf("table:\n%s", b.String())
 	}
 }
 

@@ -160,6 +160,24 @@ func (c *counter) running(now time.Time, maxAge time.Duration) map[string]int {
 	return out
 }
 
+// runningKeys returns the keys whose body runs on worker now (started within the last maxAge,
+// not completed), sorted: the calls whose function execution dies when that worker is killed.
+func (c *counter) runningKeys(worker string, now time.Time, maxAge time.Duration) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for key, runs := range c.runs {
+		for _, run := range runs {
+			if run.Worker == worker && !run.Started.IsZero() && run.Done.IsZero() && now.Sub(run.Started) < maxAge {
+				out = append(out, key)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // busiest is the worker running the most bodies now ("" when none runs any); ties go to the
 // first name in order, so a run is reproducible.
 func busiest(running map[string]int) string {
