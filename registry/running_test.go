@@ -38,7 +38,7 @@ func TestN8NLost(t *testing.T) {
 // reported (an older report changes nothing), per sidecar and as the latest of any sidecar, and
 // read back with the sidecar's liveness.
 func TestN8NGone(t *testing.T) {
-	r, rs := newTestRegistry(t, Config{HeartbeatTTL: 2 * time.Second})
+	r, _ := newTestRegistry(t, Config{HeartbeatTTL: 2 * time.Second})
 	ctx := ctxT(t)
 	if st, err := r.N8NState(ctx, "worker1"); err != nil || !st.GoneAt.IsZero() || st.Alive {
 		t.Fatalf("unknown sidecar: %+v, %v", st, err)
@@ -72,6 +72,18 @@ func TestN8NGone(t *testing.T) {
 	}
 	if at, _ := r.LatestN8NGone(ctx); !at.Equal(t3) {
 		t.Fatalf("LatestN8NGone = %v, want %v", at, t3)
+	}
+}
+
+// TestN8NGoneOutlivesHeartbeats: the record of a gone process expires (a stale one must not
+// outlive every call), and a sidecar beating again with its n8n back does not clear it: it dates
+// the claims that process's executions made.
+func TestN8NGoneOutlivesHeartbeats(t *testing.T) {
+	r, rs := newTestRegistry(t, Config{HeartbeatTTL: 2 * time.Second})
+	ctx := ctxT(t)
+	t1 := time.UnixMilli(time.Now().UnixMilli())
+	if err := r.ReportN8NGone(ctx, "worker1", t1); err != nil {
+		t.Fatal(err)
 	}
 	// The records expire (a stale one must not outlive every call), and a heartbeat does not clear them.
 	if ttl := rs.Client().PTTL(ctx, r.k.n8nGone("worker1")).Val(); ttl <= time.Hour {
