@@ -353,12 +353,12 @@ func TestDiedAnswers(t *testing.T) {
 	}
 	var res Result
 	r.diedAnswers("worker-restart", recs, &res)
-	if res.Died != 2 || res.DiedOK != 1 || len(res.DiedAnswerS) != 2 || res.DiedAnswerS[0] != 2 || res.DiedAnswerS[1] != 7.3 {
-		t.Fatalf("died %d, ok %d, answers %v; want 2, 1, [2 7.3]", res.Died, res.DiedOK, res.DiedAnswerS)
+	if res.Died != 2 || res.DiedOK != 1 || !slices.Equal(res.DiedAnswerS, []float64{7.3}) || !slices.Equal(res.DiedErrorS, []float64{2}) {
+		t.Fatalf("died %d, ok %d, answers %v, errors %v; want 2, 1, [7.3], [2]", res.Died, res.DiedOK, res.DiedAnswerS, res.DiedErrorS)
 	}
 	var b strings.Builder
-	Report{Results: []Result{{Experiment: "worker-restart", Died: res.Died, DiedOK: res.DiedOK, DiedAnswerS: res.DiedAnswerS}}}.Table(&b)
-	if !strings.Contains(b.String(), "died    2 calls whose body died with the killed worker (1 answered right): answered [2 7.3] s after the kill") {
+	Report{Results: []Result{res}}.Table(&b)
+	if !strings.Contains(b.String(), "died    2 calls whose body died with the killed worker: 1 answered right [7.3] s after the kill, the others' errors after [2] s") {
 		t.Fatalf("table:\n%s", b.String())
 	}
 }
