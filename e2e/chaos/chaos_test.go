@@ -505,3 +505,37 @@ func TestNormalizeWords(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletedTwiceLostWithWorker: a body that completed on a worker killed before its return
+// node answered, and completed again in the re-run that answered the caller, is told apart from
+// a body that completed twice while its first result could still be returned (a miss).
+func TestCompletedTwiceLostWithWorker(t *testing.T) {
+	t0 := time.Now()
+	c := &counter{runs: map[string][]*bodyRun{}}
+	done := func(key, exec, worker string, at time.Time) {
+		ev := bodyEvent{Key: key, Exec: exec, Worker: worker}
+		c.record(ev, true, at.Add(-time.Second))
+		c.record(ev, false, at)
+	}
+	done("lost", "1", "worker2", t0)                    // completed, then worker2 was killed before it returned
+	done("lost", "2", "worker1", t0.Add(4*time.Second)) // the re-run that answered
+	done("twice", "3", "worker1", t0)                   // completed on a worker nobody killed ...
+	done("twice", "4", "worker2", t0.Add(3*time.Second))
+	r := &run{counter: c,
+		kills: map[string][]workerKill{"worker-restart": {{at: t0.Add(100 * time.Millisecond), worker: "worker2"}}},
+		records: map[string][]callRecord{"worker-restart": {
+			{Key: "lost", Start: t0.Add(-2 * time.Second), End: t0.Add(5 * time.Second), Outcome: OutcomeOK},
+			{Key: "twice", Start: t0.Add(-2 * time.Second), End: t0.Add(5 * time.Second), Outcome: OutcomeOK},
+		}}}
+	res := r.summary("worker-restart")
+	if res.CompletedTwice != 2 || res.CompletedTwiceLost != 1 || res.CompletedTwiceOK != 1 {
+		t.Fatalf("completed twice %d, lost with the worker %d, ok %d; want 2, 1, 1 (%v)", res.CompletedTwice, res.CompletedTwiceLost, res.CompletedTwiceOK, res.TwiceKeys)
+	}
+	if err := (Report{Results: []Result{res}}).Check(); err == nil || !strings.Contains(err.Error(), "1 bodies completed twice") {
+		t.Fatalf("Check = %v; want the one real double completion", err)
+	}
+	res.CompletedTwiceOK = 0
+	if err := (Report{Results: []Result{res}}).Check(); err != nil {
+		t.Fatalf("Check with only a result lost with its worker: %v", err)
+	}
+}

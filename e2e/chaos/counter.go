@@ -144,6 +144,19 @@ func (c *counter) count(key string) bodyCount {
 	return bc
 }
 
+// completions returns the completed runs of key (copies).
+func (c *counter) completions(key string) []bodyRun {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []bodyRun
+	for _, run := range c.runs[key] {
+		if !run.Done.IsZero() {
+			out = append(out, *run)
+		}
+	}
+	return out
+}
+
 // running returns, per worker, the bodies running now (started, not completed) that started
 // within the last maxAge: a run whose worker died never completes and must not count for ever.
 func (c *counter) running(now time.Time, maxAge time.Duration) map[string]int {
