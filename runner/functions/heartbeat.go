@@ -12,8 +12,9 @@ import (
 )
 
 // heartbeat tells the registry every interval that this sidecar is alive, which functions it
-// serves (callers fail fast when no live sidecar serves theirs) and, while it has no connection
-// to its n8n process, for how long (dispatchers then run that worker's calls again).
+// serves (callers fail fast when no live sidecar serves theirs), while it has no connection to
+// its n8n process for how long, and at once when it found that process gone (dispatchers then run
+// that worker's calls again).
 type heartbeat struct {
 	log          *logrus.Entry
 	reg          *registry.Registry
