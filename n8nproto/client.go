@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -59,6 +60,14 @@ type RunnerConfig struct {
 	SettingsTimeout time.Duration // an accepted task without tasksettings after this is dropped, 60 s
 	ReadTimeout     time.Duration // connection considered dead without any frame or ping for this long, 2 min (n8n pings every 30 s; raise it with N8N_RUNNERS_HEARTBEAT_INTERVAL above 60 s)
 	HTTPClient      *http.Client  // for POST /runners/auth; default: 10 s timeout
+
+	// OnBrokerGone, when set, is called (from Run's goroutine: it must not block) when a connect
+	// attempt finds nothing listening at the broker's address (connection refused), once per spell
+	// without a connection. With the broker in the n8n process next to the runner, as a sidecar
+	// runs, that means the n8n process is gone (killed, crashed, or exited after its graceful
+	// shutdown), and with it every execution it ran; a network blip or a broker that dropped the
+	// connection while its process lives on does not refuse connections on the same host.
+	OnBrokerGone func(at time.Time)
 }
 
 func (c *RunnerConfig) setDefaults() {
@@ -201,6 +210,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("runner: Run called twice")
 	}
 	attempt := 0
+	goneTold := false // OnBrokerGone was called in this spell without a connection
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -214,7 +224,14 @@ func (r *Runner) Run(ctx context.Context) error {
 			return err
 		}
 		if registered {
-			attempt = 0
+			attempt, goneTold = 0, false
+		}
+		if !goneTold && Refused(err) {
+			goneTold = true
+			r.log.Warn("nothing listens at the n8n task broker's address (connection refused): its n8n process is gone")
+			if r.cfg.OnBrokerGone != nil {
+				r.cfg.OnBrokerGone(time.Now())
+			}
 		}
 		delay := backoff(r.cfg.ReconnectMin, r.cfg.ReconnectMax, attempt)
 		attempt++
@@ -228,6 +245,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Refused reports whether err is a refused TCP connection: nothing listens at the address.
+func Refused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // backoff is exponential with "equal jitter": a delay in [d/2, d], d = min·2^attempt capped at max.
 func backoff(min, max time.Duration, attempt int) time.Duration {

@@ -60,7 +60,9 @@ func (c ExecCall) Delivery() Delivery {
 }
 
 // Hash fields of a claim record: d = latest dispatch number, n<k> = execution that claimed
-// dispatch k, x<exec> = dispatch claimed by that execution, s<exec> = its sidecar, a = answered.
+// dispatch k, x<exec> = dispatch claimed by that execution, s<exec> = its sidecar, t<exec> = when
+// it claimed (unix ms, the claiming sidecar's clock, so it compares with that sidecar's
+// ReportN8NGone), a = answered.
 var nextDispatchScript = redis.NewScript(`
 local n = redis.call('HINCRBY', KEYS[1], 'd', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -74,9 +76,18 @@ if d ~= ARGV[1] then return {'stale', d} end
 if redis.call('HGET', KEYS[1], 'a') then return {'answered', ''} end
 local c = redis.call('HGET', KEYS[1], 'n' .. ARGV[1])
 if c and c ~= ARGV[2] then return {'claimed', c} end
-redis.call('HSET', KEYS[1], 'n' .. ARGV[1], ARGV[2], 'x' .. ARGV[2], ARGV[1], 's' .. ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'n' .. ARGV[1], ARGV[2], 'x' .. ARGV[2], ARGV[1], 's' .. ARGV[2], ARGV[3], 't' .. ARGV[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {'ok', ''}
+`)
+
+// fenceScript retires dispatch ARGV[1] while no execution has claimed it (and the call is not
+// answered): the latest number moves on, so a late execution of that dispatch claims nothing.
+var fenceScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'd') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'n' .. ARGV[1]) or redis.call('HGET', KEYS[1], 'a') then return 0 end
+redis.call('HINCRBY', KEYS[1], 'd', 1)
+return 1
 `)
 
 // The same execution may answer again (a retry after a Redis blip lost the first answer's reply):
@@ -108,7 +119,8 @@ func (r *Registry) NextDispatch(ctx context.Context, fn FunctionKey, callID stri
 }
 
 // ClaimCall claims dispatch number dispatch of a call for the n8n execution execID, which runs on
-// the worker of sidecarID. Claiming again from the same execution succeeds (a retried node);
+// the worker of sidecarID, and records when (this process's clock: ClaimCall is called by the
+// sidecar of that worker, the one that reports its n8n process gone). Claiming again from the same execution succeeds (a retried node);
 // any other execution gets ErrClaimed, a reference of an earlier dispatch ErrStaleDispatch, an
 // answered call ErrAnswered, and a call no dispatcher dispatched ErrNotFound.
 func (r *Registry) ClaimCall(ctx context.Context, fn FunctionKey, callID string, dispatch int64, execID, sidecarID string, ttl time.Duration) error {
@@ -125,7 +137,7 @@ func (r *Registry) ClaimCall(ctx context.Context, fn FunctionKey, callID string,
 	var res []string
 	err := r.confirmed(ctx, false, func(ctx context.Context, c redis.Cmdable, _ bool) (err error) {
 		res, err = claimScript.Run(ctx, c, []string{r.k.claim(fn, callID)},
-			strconv.FormatInt(dispatch, 10), execID, sidecarID, ttl.Milliseconds()).StringSlice()
+			strconv.FormatInt(dispatch, 10), execID, sidecarID, ttl.Milliseconds(), time.Now().UnixMilli()).StringSlice()
 		return err
 	}, func() bool { return len(res) > 0 && (res[0] == "nodispatch" || res[0] == "stale") })
 	if err != nil {
@@ -193,17 +205,55 @@ func (r *Registry) ExecutionCalls(ctx context.Context, execID string) ([]ExecCal
 	return calls, nil
 }
 
+// Claim is who holds a call's latest dispatch.
+type Claim struct {
+	Exec     string    // the execution that claimed the latest dispatch ("" when none yet)
+	Sidecar  string    // the sidecar whose worker runs it
+	Dispatch int64     // the latest dispatch number (0: never dispatched, or the record expired)
+	At       time.Time // when it claimed, on that sidecar's clock (zero for claims of older versions)
+}
+
+// ClaimState says which execution claimed the call's latest dispatch, on which sidecar and when.
+func (r *Registry) ClaimState(ctx context.Context, fn FunctionKey, callID string) (Claim, error) {
+	h, err := r.rdb.HGetAll(ctx, r.k.claim(fn, callID)).Result()
+	if err != nil {
+		return Claim{}, wrap("claim of", fn, err)
+	}
+	var c Claim
+	c.Dispatch, _ = strconv.ParseInt(h["d"], 10, 64)
+	c.Exec = h["n"+h["d"]]
+	if c.Exec != "" {
+		c.Sidecar = h["s"+c.Exec]
+		if ms, err := strconv.ParseInt(h["t"+c.Exec], 10, 64); err == nil && ms > 0 {
+			c.At = time.UnixMilli(ms)
+		}
+	}
+	return c, nil
+}
+
 // ClaimOf says which execution claimed the call's latest dispatch ("" when none yet) and on which
 // sidecar it runs.
 func (r *Registry) ClaimOf(ctx context.Context, fn FunctionKey, callID string) (execID, sidecarID string, dispatch int64, err error) {
-	const op = "claim of"
-	h, err := r.rdb.HGetAll(ctx, r.k.claim(fn, callID)).Result()
-	if err != nil {
-		return "", "", 0, wrap(op, fn, err)
+	c, err := r.ClaimState(ctx, fn, callID)
+	return c.Exec, c.Sidecar, c.Dispatch, err
+}
+
+// FenceDispatch retires dispatch number dispatch of a call if it is still the latest and no
+// execution has claimed it (and the call is unanswered), and says whether it did. After it, an
+// execution presenting that number gets ErrStaleDispatch and runs nothing, so the dispatcher can
+// trigger the call again without it running twice. Atomic: an execution claiming at the same
+// moment either wins (nothing is fenced) or is refused.
+func (r *Registry) FenceDispatch(ctx context.Context, fn FunctionKey, callID string, dispatch int64) (bool, error) {
+	const op = "fence dispatch"
+	if err := checkCall(fn, callID, time.Second); err != nil {
+		return false, wrap(op, fn, err)
 	}
-	dispatch, _ = strconv.ParseInt(h["d"], 10, 64)
-	execID = h["n"+h["d"]]
-	return execID, h["s"+execID], dispatch, nil
+	var n int64
+	err := r.durable(ctx, func(ctx context.Context, c redis.Cmdable, _ bool) (err error) {
+		n, err = fenceScript.Run(ctx, c, []string{r.k.claim(fn, callID)}, strconv.FormatInt(dispatch, 10)).Int64()
+		return err
+	})
+	return n == 1, wrap(op, fn, err)
 }
 
 // CompleteClaimed answers a call on behalf of execution execID: only an execution that claimed

@@ -180,3 +180,139 @@ func TestIdempotentInFlight(t *testing.T) {
 		t.Fatalf("runner after finish = %q", id)
 	}
 }
+
+// TestClaimRecordsItsTime: a claim records when it was made (the claiming sidecar's clock), so a
+// dispatcher can tell whether that sidecar's n8n process went away after it.
+func TestClaimRecordsItsTime(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{})
+	ctx := ctxT(t)
+	fn := fnKey("claimtime")
+	mustEnsure(t, r, fn)
+	c := newCall(r, fn, "caller-ct", `{}`)
+	mustAdd(t, r, c)
+	if _, err := r.NextDispatch(ctx, fn, c.ID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := r.ClaimState(ctx, fn, c.ID); err != nil || st.Exec != "" || !st.At.IsZero() || st.Dispatch != 1 {
+		t.Fatalf("unclaimed: %+v, %v", st, err)
+	}
+	before := time.Now().Add(-time.Millisecond)
+	if err := r.ClaimCall(ctx, fn, c.ID, 1, "exec-1", "sc-a", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now().Add(time.Millisecond)
+	st, err := r.ClaimState(ctx, fn, c.ID)
+	if err != nil || st.Exec != "exec-1" || st.Sidecar != "sc-a" || st.Dispatch != 1 {
+		t.Fatalf("claimed: %+v, %v", st, err)
+	}
+	if st.At.Before(before) || st.At.After(after) {
+		t.Fatalf("claim time %v outside [%v, %v]", st.At, before, after)
+	}
+	// A re-dispatch hides the old claim: the latest dispatch is unclaimed.
+	if _, err := r.NextDispatch(ctx, fn, c.ID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.ClaimState(ctx, fn, c.ID); st.Exec != "" || st.Dispatch != 2 || !st.At.IsZero() {
+		t.Fatalf("after the re-dispatch: %+v", st)
+	}
+}
+
+// TestFenceDispatch: a dispatch nobody claimed can be retired; a late execution of it then claims
+// nothing and cannot answer, so triggering the call again runs it once. A claimed, answered or
+// superseded dispatch is left alone.
+func TestFenceDispatch(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{})
+	ctx := ctxT(t)
+	fn := fnKey("fence")
+	mustEnsure(t, r, fn)
+	c := newCall(r, fn, "caller-fence", `{}`)
+	entry := mustAdd(t, r, c)
+	if ok, err := r.FenceDispatch(ctx, fn, c.ID, 1); err != nil || ok {
+		t.Fatalf("fence of a call never dispatched = %v, %v; want false", ok, err)
+	}
+	if n, _ := r.NextDispatch(ctx, fn, c.ID, time.Minute); n != 1 {
+		t.Fatalf("dispatch %d", n)
+	}
+	if ok, err := r.FenceDispatch(ctx, fn, c.ID, 2); err != nil || ok {
+		t.Fatalf("fence of a dispatch that is not the latest = %v, %v; want false", ok, err)
+	}
+	if ok, err := r.FenceDispatch(ctx, fn, c.ID, 1); err != nil || !ok {
+		t.Fatalf("fence of the unclaimed dispatch 1 = %v, %v; want true", ok, err)
+	}
+	if ok, _ := r.FenceDispatch(ctx, fn, c.ID, 1); ok {
+		t.Fatal("dispatch 1 fenced twice")
+	}
+	// The execution of dispatch 1 was alive after all (slow, queued): it claims nothing ...
+	if err := r.ClaimCall(ctx, fn, c.ID, 1, "exec-late", "sc-a", time.Minute); !errors.Is(err, ErrStaleDispatch) {
+		t.Fatalf("claim of the fenced dispatch: %v, want ErrStaleDispatch", err)
+	}
+	// ... and cannot answer.
+	call := ExecCall{Function: fn, CallID: c.ID, EntryID: entry, ReplyKey: c.ReplyKey, Deadline: c.Deadline, Depth: 1, Dispatch: 1}
+	if err := r.CompleteClaimed(ctx, call, "exec-late", Reply{CallID: c.ID, OK: true}); !errors.Is(err, ErrNotClaimant) {
+		t.Fatalf("answer of the fenced dispatch's execution: %v, want ErrNotClaimant", err)
+	}
+	// The dispatcher triggers it again under a new number: that one runs and answers.
+	n, err := r.NextDispatch(ctx, fn, c.ID, time.Minute)
+	if err != nil || n != 3 {
+		t.Fatalf("dispatch after the fence = %d, %v; want 3 (2 was the fence)", n, err)
+	}
+	if err := r.ClaimCall(ctx, fn, c.ID, 3, "exec-3", "sc-b", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.FenceDispatch(ctx, fn, c.ID, 3); err != nil || ok {
+		t.Fatalf("fence of a claimed dispatch = %v, %v; want false", ok, err)
+	}
+	call.Dispatch = 3
+	if err := r.CompleteClaimed(ctx, call, "exec-3", Reply{CallID: c.ID, OK: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Answered: nothing to fence even on a new, unclaimed number.
+	if n, _ := r.NextDispatch(ctx, fn, c.ID, time.Minute); n != 4 {
+		t.Fatalf("dispatch %d", n)
+	}
+	if ok, _ := r.FenceDispatch(ctx, fn, c.ID, 4); ok {
+		t.Fatal("an answered call's dispatch was fenced")
+	}
+}
+
+// TestFenceRacesClaim: a fence and a claim of the same dispatch at once have one winner: either
+// the execution claimed it (no fence) or it was fenced (the claim is stale), never both.
+func TestFenceRacesClaim(t *testing.T) {
+	r, _ := newTestRegistry(t, Config{})
+	ctx := ctxT(t)
+	fn := fnKey("fencerace")
+	mustEnsure(t, r, fn)
+	fenced, claimed := 0, 0
+	for i := range 40 {
+		c := newCall(r, fn, "caller-fr", `{}`)
+		mustAdd(t, r, c)
+		if _, err := r.NextDispatch(ctx, fn, c.ID, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var ok bool
+		var fenceErr, claimErr error
+		start := make(chan struct{})
+		wg.Add(2)
+		go func() { defer wg.Done(); <-start; ok, fenceErr = r.FenceDispatch(ctx, fn, c.ID, 1) }()
+		go func() {
+			defer wg.Done()
+			<-start
+			claimErr = r.ClaimCall(ctx, fn, c.ID, 1, "exec-race", "sc", time.Minute)
+		}()
+		close(start)
+		wg.Wait()
+		if fenceErr != nil {
+			t.Fatal(fenceErr)
+		}
+		switch {
+		case ok && errors.Is(claimErr, ErrStaleDispatch):
+			fenced++
+		case !ok && claimErr == nil:
+			claimed++
+		default:
+			t.Fatalf("round %d: fenced %v and claim %v: both or neither won", i, ok, claimErr)
+		}
+	}
+	t.Logf("fence won %d, claim won %d", fenced, claimed)
+}

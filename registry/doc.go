@@ -11,13 +11,17 @@
 //	P{scope/name}:fn       registration record, JSON, TTL RegistrationTTL
 //	P{scope/name}:live     sorted set sidecar id -> heartbeat expiry (server ms)
 //	P{scope/name}:claim:<call>  hash: latest dispatch number, the execution that claimed each
-//	                       dispatch and its sidecar, answered flag; TTL the call's deadline + 10 min
+//	                       dispatch, its sidecar and claim time, answered flag; TTL the call's
+//	                       deadline + 10 min
 //	P{scope/name}:slots    sorted set call id -> lease expiry: the function's global concurrency
 //	P{scope/name}:idem:<key>[:run]  stored result of an idempotency key / the call running it
 //	P{x:<execution>}:calls the calls an n8n execution claimed (JSON), TTL as the claims
 //	P{r:caller}:replies    a caller's reply list, TTL ReplyTTL
 //	P sidecar:<id>         sidecar heartbeat record, TTL HeartbeatTTL
 //	P n8nlost:<id>         ms the sidecar has been without its n8n process, TTL HeartbeatTTL
+//	P n8ngone:<id>         when the sidecar last found its n8n process gone (connection refused;
+//	                       unix ms, its own clock), TTL 24 h
+//	P n8ngone              the latest of those of any sidecar, TTL 24 h
 //	P index                sorted set of known functions ("scope/name")
 //	P{exec}:waiters        sorted set waiting call node -> lease expiry (AcquireWaiter)
 //	P{exec}:slots          hash sidecar id -> "execution slots expiry-ms" (ReportExecutionSlots)
@@ -37,7 +41,10 @@
 //	            -> BindExecution(execution, calls)
 //	return:     ExecutionCalls(execution) -> CompleteClaimed(call, execution, reply)
 //	            (= only a claimant, only the first answer; then PublishReply, then Ack)
-//	dispatcher: while it waits, ClaimOf + N8NLost: a worker gone for long -> trigger again
+//	dispatcher: while it waits, ClaimState + N8NState: the claiming sidecar's n8n process went
+//	            away after the claim (ReportN8NGone), or it has been without n8n for long, or
+//	            stopped heartbeating -> trigger again; unclaimed after a process went away
+//	            (LatestN8NGone) -> FenceDispatch (only while still unclaimed) -> trigger again
 //	caller:     gave up (timeout, task cancelled) -> CancelCalls (never run what nobody waits for)
 //	recoverer:  Reclaim(fn, me, claimIdle, n) every few seconds -> dispatch again; Trim(fn) now and then
 //	janitor:    Unregistered -> RemoveUnregistered (functions no longer published)

@@ -39,6 +39,16 @@ func (k keys) sidecar(id string) string { return k.prefix + "sidecar:" + id }
 // Outside "sidecar:" so that sidecarPattern matches heartbeat records only.
 func (k keys) n8nLost(id string) string { return k.prefix + "n8nlost:" + id }
 
+// n8nGone is when the sidecar last found its n8n process gone (unix ms, on that sidecar's own
+// clock; TTL n8nGoneTTL): a connection to the task broker in that process was refused. Dispatchers
+// compare it with the claim time ("t<exec>" of claim, the same sidecar's clock) of the calls that
+// process's executions claimed. Outside "sidecar:" so that sidecarPattern matches heartbeats only.
+func (k keys) n8nGone(id string) string { return k.prefix + "n8ngone:" + id }
+
+// n8nGoneLatest is the latest n8nGone of any sidecar (unix ms, TTL n8nGoneTTL), for a call that
+// no execution claimed yet: it may have been taken by the worker that went away.
+func (k keys) n8nGoneLatest() string { return k.prefix + "n8ngone" }
+
 // sidecarPattern matches every sidecar heartbeat key, for SCAN.
 func (k keys) sidecarPattern() string { return k.prefix + "sidecar:*" }
 
@@ -58,8 +68,10 @@ func (k keys) functionKeys(fn FunctionKey) []string {
 }
 
 // claim is a call's dispatch record (hash): "d" = how many times it was dispatched (the number the
-// signed call reference carries), "x" = the n8n execution that claimed the current dispatch,
-// "s" = the sidecar that runs that execution. Tagged by the function: checked with the stream.
+// signed call reference carries), "n<k>" = the n8n execution that claimed dispatch k, "x<exec>" =
+// the dispatch that execution claimed, "s<exec>" = the sidecar that runs it, "t<exec>" = when it
+// claimed (unix ms, that sidecar's clock), "a" = the execution that answered. Tagged by the
+// function: checked with the stream.
 func (k keys) claim(fn FunctionKey, callID string) string { return k.tag(fn) + ":claim:" + callID }
 
 // execution lists the calls an n8n execution claimed (JSON array, TTL of the latest deadline):

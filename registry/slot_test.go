@@ -148,6 +148,7 @@ func TestNoCrossSlotCommands(t *testing.T) {
 	if err := r.ReportExecutionSlots(ctx, "sc", 3); err != nil {
 		t.Fatal(err)
 	}
+	goneOps(ctx, t, r, "sc")
 	if l, err := r.AcquireWaiter(ctx, "w1", time.Minute); err != nil || !l.Taken {
 		t.Fatalf("AcquireWaiter = %+v, %v", l, err)
 	}
@@ -183,9 +184,7 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		if _, err := r.NextDispatch(ctx, d.Function, d.Call.ID, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.ClaimCall(ctx, d.Function, d.Call.ID, 1, "exec-"+d.Call.ID, "s1", time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		fenceAndClaim(ctx, t, r, d, "exec-"+d.Call.ID)
 		if _, err := r.AcquireSlot(ctx, d.Function, d.Call.ID, 1, time.Minute); err != nil {
 			t.Fatal(err)
 		}
@@ -195,7 +194,7 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		if err := r.ReleaseSlot(ctx, d.Function, d.Call.ID); err != nil {
 			t.Fatal(err)
 		}
-		ec := ExecCall{Function: d.Function, CallID: d.Call.ID, EntryID: d.EntryID, ReplyKey: d.Call.ReplyKey, Deadline: d.Call.Deadline, Depth: 1, Dispatch: 1}
+		ec := ExecCall{Function: d.Function, CallID: d.Call.ID, EntryID: d.EntryID, ReplyKey: d.Call.ReplyKey, Deadline: d.Call.Deadline, Depth: 1, Dispatch: 3}
 		if err := r.BindExecution(ctx, "exec-"+d.Call.ID, []ExecCall{ec}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
@@ -246,6 +245,38 @@ func TestNoCrossSlotCommands(t *testing.T) {
 		t.Errorf("CROSSSLOT on Cluster: %s", v)
 	}
 	t.Logf("%d multi-key commands checked", chk.multiKey)
+}
+
+// goneOps runs the operations of a gone n8n process (TestNoCrossSlotCommands).
+func goneOps(ctx context.Context, t *testing.T, r *Registry, sidecar string) {
+	t.Helper()
+	if err := r.ReportN8NGone(ctx, sidecar, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.N8NState(ctx, sidecar); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LatestN8NGone(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fenceAndClaim fences dispatch 1 of a delivered call, dispatches it again (3) and claims that
+// for execID (TestNoCrossSlotCommands).
+func fenceAndClaim(ctx context.Context, t *testing.T, r *Registry, d Delivery, execID string) {
+	t.Helper()
+	if ok, err := r.FenceDispatch(ctx, d.Function, d.Call.ID, 1); err != nil || !ok {
+		t.Fatalf("FenceDispatch = %v, %v", ok, err)
+	}
+	if _, err := r.NextDispatch(ctx, d.Function, d.Call.ID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ClaimCall(ctx, d.Function, d.Call.ID, 3, execID, "s1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ClaimState(ctx, d.Function, d.Call.ID); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestSlotCheckerCatchesCrossSlot proves the hook would notice a CROSSSLOT command.

@@ -70,6 +70,9 @@ func New(cfg Config, log *logrus.Entry) (*Sidecar, error) {
 		MaxPayload:     cfg.MaxPayload,
 		MaxFrameDepth:  cfg.MaxFrameDepth,
 		Logger:         log.WithField("role", "runner"),
+		// The n8n process behind BrokerURI is gone: its function executions are dead, and the
+		// function runtime (set below, before Run) tells the dispatchers waiting for them.
+		OnBrokerGone: func(at time.Time) { s.fns.N8NGone(at) },
 	}, s)
 	if err != nil {
 		return nil, fmt.Errorf("create runner: %w", err)

@@ -181,6 +181,23 @@ func TestCounter(t *testing.T) {
 	}
 }
 
+// TestRunningKeys: the keys whose body runs on a worker now, which die when it is killed.
+func TestRunningKeys(t *testing.T) {
+	c := &counter{runs: map[string][]*bodyRun{}}
+	now := time.Now()
+	c.record(bodyEvent{Key: "k1", Exec: "10", Worker: "worker1"}, true, now)
+	c.record(bodyEvent{Key: "k1", Exec: "11", Worker: "worker2"}, true, now) // the re-run elsewhere
+	c.record(bodyEvent{Key: "k1", Exec: "11", Worker: "worker2"}, false, now)
+	c.record(bodyEvent{Key: "k2", Exec: "12", Worker: "worker2"}, true, now)
+	c.record(bodyEvent{Key: "k0", Exec: "9", Worker: "worker1"}, true, now.Add(-time.Hour)) // long dead
+	if keys := c.runningKeys("worker1", now, time.Minute); !slices.Equal(keys, []string{"k1"}) {
+		t.Fatalf("runningKeys(worker1) = %v, want [k1]", keys)
+	}
+	if keys := c.runningKeys("worker2", now, time.Minute); !slices.Equal(keys, []string{"k2"}) {
+		t.Fatalf("runningKeys(worker2) = %v, want [k2] (k1's run there completed)", keys)
+	}
+}
+
 func TestBusiest(t *testing.T) {
 	if w := busiest(map[string]int{"worker2": 3, "worker1": 3, "worker3": 1}); w != "worker1" {
 		t.Fatalf("tie: %q, want worker1", w)
@@ -320,6 +337,29 @@ func TestConfig(t *testing.T) {
 	b, err := json.Marshal(c)
 	if err != nil || !strings.Contains(string(b), `"call_timeout":"2m30s"`) {
 		t.Fatalf("config JSON %s, %v", b, err)
+	}
+}
+
+// TestDiedAnswers: the calls whose body ran on a killed worker are timed from the kill to their
+// answer; others, and answers from before the kill, are not counted.
+func TestDiedAnswers(t *testing.T) {
+	kill := time.Now()
+	r := &run{kills: map[string][]workerKill{"worker-restart": {{at: kill, keys: []string{"a", "b", "gone"}}}}}
+	recs := []callRecord{
+		{Key: "a", End: kill.Add(7300 * time.Millisecond), Outcome: OutcomeOK},
+		{Key: "b", End: kill.Add(2 * time.Second), Outcome: OutcomeError},
+		{Key: "c", End: kill.Add(90 * time.Second), Outcome: OutcomeOK}, // its body ran elsewhere
+		{Key: "gone", End: kill.Add(-time.Second), Outcome: OutcomeOK},  // answered before the kill
+	}
+	var res Result
+	r.diedAnswers("worker-restart", recs, &res)
+	if res.Died != 2 || res.DiedOK != 1 || !slices.Equal(res.DiedAnswerS, []float64{7.3}) || !slices.Equal(res.DiedErrorS, []float64{2}) {
+		t.Fatalf("died %d, ok %d, answers %v, errors %v; want 2, 1, [7.3], [2]", res.Died, res.DiedOK, res.DiedAnswerS, res.DiedErrorS)
+	}
+	var b strings.Builder
+	Report{Results: []Result{res}}.Table(&b)
+	if !strings.Contains(b.String(), "died    2 calls whose body died with the killed worker: 1 answered right [7.3] s after the kill, the others' errors after [2] s") {
+		t.Fatalf("table:\n%s", b.String())
 	}
 }
 
@@ -463,5 +503,39 @@ func TestNormalizeWords(t *testing.T) {
 		if got := normalize(tc.in); got != tc.want {
 			t.Errorf("normalize(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestCompletedTwiceLostWithWorker: a body that completed on a worker killed before its return
+// node answered, and completed again in the re-run that answered the caller, is told apart from
+// a body that completed twice while its first result could still be returned (a miss).
+func TestCompletedTwiceLostWithWorker(t *testing.T) {
+	t0 := time.Now()
+	c := &counter{runs: map[string][]*bodyRun{}}
+	done := func(key, exec, worker string, at time.Time) {
+		ev := bodyEvent{Key: key, Exec: exec, Worker: worker}
+		c.record(ev, true, at.Add(-time.Second))
+		c.record(ev, false, at)
+	}
+	done("lost", "1", "worker2", t0)                    // completed, then worker2 was killed before it returned
+	done("lost", "2", "worker1", t0.Add(4*time.Second)) // the re-run that answered
+	done("twice", "3", "worker1", t0)                   // completed on a worker nobody killed ...
+	done("twice", "4", "worker2", t0.Add(3*time.Second))
+	r := &run{counter: c,
+		kills: map[string][]workerKill{"worker-restart": {{at: t0.Add(100 * time.Millisecond), worker: "worker2"}}},
+		records: map[string][]callRecord{"worker-restart": {
+			{Key: "lost", Start: t0.Add(-2 * time.Second), End: t0.Add(5 * time.Second), Outcome: OutcomeOK},
+			{Key: "twice", Start: t0.Add(-2 * time.Second), End: t0.Add(5 * time.Second), Outcome: OutcomeOK},
+		}}}
+	res := r.summary("worker-restart")
+	if res.CompletedTwice != 2 || res.CompletedTwiceLost != 1 || res.CompletedTwiceOK != 1 {
+		t.Fatalf("completed twice %d, lost with the worker %d, ok %d; want 2, 1, 1 (%v)", res.CompletedTwice, res.CompletedTwiceLost, res.CompletedTwiceOK, res.TwiceKeys)
+	}
+	if err := (Report{Results: []Result{res}}).Check(); err == nil || !strings.Contains(err.Error(), "1 bodies completed twice") {
+		t.Fatalf("Check = %v; want the one real double completion", err)
+	}
+	res.CompletedTwiceOK = 0
+	if err := (Report{Results: []Result{res}}).Check(); err != nil {
+		t.Fatalf("Check with only a result lost with its worker: %v", err)
 	}
 }

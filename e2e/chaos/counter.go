@@ -144,6 +144,19 @@ func (c *counter) count(key string) bodyCount {
 	return bc
 }
 
+// completions returns the completed runs of key (copies).
+func (c *counter) completions(key string) []bodyRun {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []bodyRun
+	for _, run := range c.runs[key] {
+		if !run.Done.IsZero() {
+			out = append(out, *run)
+		}
+	}
+	return out
+}
+
 // running returns, per worker, the bodies running now (started, not completed) that started
 // within the last maxAge: a run whose worker died never completes and must not count for ever.
 func (c *counter) running(now time.Time, maxAge time.Duration) map[string]int {
@@ -157,6 +170,24 @@ func (c *counter) running(now time.Time, maxAge time.Duration) map[string]int {
 			}
 		}
 	}
+	return out
+}
+
+// runningKeys returns the keys whose body runs on worker now (started within the last maxAge,
+// not completed), sorted: the calls whose function execution dies when that worker is killed.
+func (c *counter) runningKeys(worker string, now time.Time, maxAge time.Duration) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for key, runs := range c.runs {
+		for _, run := range runs {
+			if run.Worker == worker && !run.Started.IsZero() && run.Done.IsZero() && now.Sub(run.Started) < maxAge {
+				out = append(out, key)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 

@@ -246,7 +246,7 @@ func (d *dispatcher) tryBatch(ctx context.Context, batch []registry.Delivery) []
 	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(s.Record.WebhookPath, "/")
 	start := time.Now()
 	pctx, lost := context.WithCancelCause(rctx)
-	stopWatch := d.watchWorker(pctx, lost, fn, jobs[0].dl.Call.ID, map[string]bool{})
+	stopWatch := d.watchWorker(pctx, lost, watched{fn: fn, callID: jobs[0].dl.Call.ID, dispatch: refs[0].Dispatch, since: start, lostOn: map[string]bool{}})
 	status, _, err := d.post(pctx, method, url, body, deadline, jobs[0].dl.Call.ID, false)
 	stopWatch()
 	cause := context.Cause(pctx)

@@ -546,7 +546,7 @@ func (j *dispatchJob) trigger(ctx context.Context) roundTrip {
 	url := strings.TrimRight(f.cfg.WebhookURL, "/") + "/" + strings.TrimLeft(j.s.Record.WebhookPath, "/")
 	start := time.Now()
 	pctx, lost := context.WithCancelCause(ctx)
-	stopWatch := j.d.watchWorker(pctx, lost, j.dl.Function, j.dl.Call.ID, j.lostOn)
+	stopWatch := j.d.watchWorker(pctx, lost, watched{fn: j.dl.Function, callID: j.dl.Call.ID, dispatch: n, since: start, lostOn: j.lostOn, fence: true})
 	status, answer, err := j.d.post(pctx, method, url, body, j.deadline, j.dl.Call.ID, j.wait404)
 	stopWatch()
 	cause := context.Cause(pctx)
@@ -788,10 +788,32 @@ func (d *dispatcher) post(ctx context.Context, method, url string, body []byte, 
 // errWorkerLost cancels a dispatch whose function execution runs on a worker that is gone.
 var errWorkerLost = errors.New("the worker running the function's execution is gone")
 
-// watchWorker checks, while a dispatch waits for the function's execution, whether the sidecar
-// that runs it (the one whose worker claimed the call) lost its n8n process for workerLostAfter or
-// stopped heartbeating, and then cancels the wait with errWorkerLost. The returned func stops it.
-func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCauseFunc, fn registry.FunctionKey, callID string, lostOn map[string]bool) func() {
+// watched is one trigger whose function execution the dispatcher watches (watchWorker).
+type watched struct {
+	fn       registry.FunctionKey
+	callID   string
+	dispatch int64     // the dispatch number this trigger posted
+	since    time.Time // when it was posted (this sidecar's clock)
+	lostOn   map[string]bool
+	// fence lets the watch retire the dispatch while no execution claimed it, after some
+	// worker's n8n process went away: not for a batch (its other calls' numbers stay valid).
+	fence bool
+}
+
+// watchWorker checks every workerWatchInterval, while a dispatch waits for the function's
+// execution, whether that execution is dead, and then cancels the wait with errWorkerLost, so the
+// dispatcher runs the call again at once instead of after n8n's stalled-job handling (85-100 s):
+//   - the sidecar whose worker claimed the call found its n8n process gone after the claim (a
+//     refused connection to its task broker: the process and its executions are gone, whether
+//     it comes back in 2 s or never), or it has been without n8n for workerLostAfter, or it
+//     stopped heartbeating;
+//   - no execution has claimed the call unclaimedGrace after some worker's n8n process went away
+//     since the dispatch began (the job may have died with it before the function node ran): the
+//     dispatch is fenced first (FenceDispatch, only while still unclaimed), so if the execution
+//     was alive after all it claims nothing and the call still runs once.
+//
+// The returned func stops it.
+func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCauseFunc, w watched) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -806,15 +828,8 @@ func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCause
 				return
 			case <-t.C:
 			}
-			_, sid, _, err := d.f.reg.ClaimOf(ctx, fn, callID)
-			if err != nil || sid == "" || lostOn[sid] {
-				// Not started yet (or still claimed on the worker already given up on), or Redis
-				// is busy: n8n's own timeout still applies.
-				continue
-			}
-			if why := d.workerGone(ctx, sid); why != "" {
-				lostOn[sid] = true
-				cancel(fmt.Errorf("%w: sidecar %s %s", errWorkerLost, sid, why))
+			if why := d.executionGone(ctx, w); why != "" {
+				cancel(fmt.Errorf("%w: %s", errWorkerLost, why))
 				return
 			}
 		}
@@ -825,16 +840,58 @@ func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCause
 	}
 }
 
-// workerGone says why the worker of sidecar sid is gone, "" while it looks alive.
-func (d *dispatcher) workerGone(ctx context.Context, sid string) string {
-	lostFor, alive, err := d.f.reg.N8NLost(ctx, sid)
+// executionGone says why the watched dispatch's execution is dead, "" while it may be alive (or
+// Redis is busy: n8n's own timeout still applies).
+func (d *dispatcher) executionGone(ctx context.Context, w watched) string {
+	c, err := d.f.reg.ClaimState(ctx, w.fn, w.callID)
+	switch {
+	case err != nil || c.Dispatch != w.dispatch:
+		// Dispatched again since (by a recoverer elsewhere): that dispatch is not ours to judge.
+		return ""
+	case c.Exec == "":
+		if w.fence && d.fencedUnclaimed(ctx, w) {
+			return "no execution claimed the call after a worker's n8n process went away since it was dispatched (its job may have died with it)"
+		}
+		return ""
+	}
+	why := d.workerGone(ctx, c, w.lostOn)
+	if why != "" {
+		why = "sidecar " + c.Sidecar + " " + why
+	}
+	return why
+}
+
+// fencedUnclaimed retires the watched, still unclaimed dispatch when some worker's n8n process
+// went away after the dispatch began and unclaimedGrace ago at least (an execution on a live
+// worker claims its call within milliseconds of starting), and says whether it did.
+func (d *dispatcher) fencedUnclaimed(ctx context.Context, w watched) bool {
+	gone, err := d.f.reg.LatestN8NGone(ctx)
+	if err != nil || !gone.After(w.since) || time.Since(gone) < d.f.tun.unclaimedGrace {
+		return false
+	}
+	ok, err := d.f.reg.FenceDispatch(ctx, w.fn, w.callID, w.dispatch)
+	return err == nil && ok
+}
+
+// workerGone says why the worker running claim c is gone, "" while it looks alive.
+func (d *dispatcher) workerGone(ctx context.Context, c registry.Claim, lostOn map[string]bool) string {
+	st, err := d.f.reg.N8NState(ctx, c.Sidecar)
 	switch {
 	case err != nil:
 		return ""
-	case !alive:
+	case !c.At.IsZero() && st.GoneAt.After(c.At):
+		// Both times are that sidecar's clock: its n8n process went away after the execution
+		// claimed the call, so the execution died with it (a restarted process runs it no more).
+		return fmt.Sprintf("found its n8n process gone %s after the function's execution claimed the call (its task broker refused connections)", st.GoneAt.Sub(c.At).Round(time.Millisecond))
+	case lostOn[c.Sidecar]:
+		// Given up on once already: its reports may still describe the old loss.
+		return ""
+	case !st.Alive:
+		lostOn[c.Sidecar] = true
 		return "stopped heartbeating"
-	case lostFor >= d.f.tun.workerLostAfter:
-		return fmt.Sprintf("has had no n8n process for %s", lostFor.Round(time.Second))
+	case st.LostFor >= d.f.tun.workerLostAfter:
+		lostOn[c.Sidecar] = true
+		return fmt.Sprintf("has had no n8n process for %s", st.LostFor.Round(time.Second))
 	}
 	return ""
 }

@@ -67,6 +67,12 @@ type fnWorkflow struct {
 	// onHang first: its worker died.
 	hangOnce atomic.Bool
 	onHang   func()
+	// holdOnce makes the next execution stop before its function node ran and hand its webhook
+	// body to held: its worker died after taking the job, before the claim (it never answers), or
+	// it is queued (the test runs it and sends the webhook's answer to unhold).
+	holdOnce atomic.Bool
+	held     chan []byte
+	unhold   chan []byte
 	maxSeen  atomic.Int32
 	delay    time.Duration
 	execSeq  *atomic.Int64 // n8n's execution ids (shared by copies)
@@ -126,6 +132,15 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 	fail := func(err error) {
 		rw.WriteHeader(http.StatusInternalServerError)
 		_, _ = rw.Write([]byte(`{"message":"Error in workflow"}`))
+	}
+	if w.holdOnce.CompareAndSwap(true, false) {
+		w.held <- b
+		select {
+		case <-ctx.Done():
+		case answer := <-w.unhold:
+			_, _ = rw.Write(answer)
+		}
+		return
 	}
 	webhookItem := json.RawMessage(`{"headers":{},"params":{},"query":{},"body":` + string(b) + `}`)
 	exec := w.nextExec()

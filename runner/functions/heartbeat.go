@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -11,8 +12,9 @@ import (
 )
 
 // heartbeat tells the registry every interval that this sidecar is alive, which functions it
-// serves (callers fail fast when no live sidecar serves theirs) and, while it has no connection
-// to its n8n process, for how long (dispatchers then run that worker's calls again).
+// serves (callers fail fast when no live sidecar serves theirs), while it has no connection to
+// its n8n process for how long, and at once when it found that process gone (dispatchers then run
+// that worker's calls again).
 type heartbeat struct {
 	log          *logrus.Entry
 	reg          *registry.Registry
@@ -26,6 +28,10 @@ type heartbeat struct {
 	watchInterval time.Duration
 	switched      func()
 	slots         int // execution slots of this sidecar's n8n process, announced with every beat (0: none)
+
+	// goneAt is when this sidecar last found its n8n process gone (unix ms; 0: not since start),
+	// written to the registry by the next beat (n8nReport).
+	goneAt atomic.Int64
 
 	kick   chan struct{}
 	cancel context.CancelFunc // set by start
@@ -134,6 +140,19 @@ func (h *heartbeat) wait(ctx context.Context, tick, watch <-chan time.Time, mast
 	}
 }
 
+// n8nGone records that the n8n process was found gone at `at` and beats at once, so dispatchers
+// waiting for that process's executions learn it within their next watch.
+func (h *heartbeat) n8nGone(at time.Time) {
+	ms := at.UnixMilli()
+	for {
+		cur := h.goneAt.Load()
+		if ms <= cur || h.goneAt.CompareAndSwap(cur, ms) {
+			break
+		}
+	}
+	h.beatNow()
+}
+
 // shutdown ends the heartbeat (it leaves the registry on its way out).
 func (h *heartbeat) shutdown() {
 	if h.cancel != nil {
@@ -141,13 +160,22 @@ func (h *heartbeat) shutdown() {
 	}
 }
 
-// n8nReport tracks how long this sidecar has been without its n8n process, for ReportN8N.
+// n8nReport tracks how long this sidecar has been without its n8n process, for ReportN8N, and
+// which gone process it has told the registry of (ReportN8NGone).
 type n8nReport struct {
 	lostSince time.Time // when the connection was first seen lost; zero while connected
 	reported  bool      // a loss is on record in the registry (it must be cleared when back)
+	goneSent  int64     // the goneAt (unix ms) on record; a later one is sent
 }
 
 func (r *n8nReport) report(ctx context.Context, h *heartbeat) error {
+	if g := h.goneAt.Load(); g > r.goneSent {
+		if err := h.reg.ReportN8NGone(ctx, h.id, time.UnixMilli(g)); err != nil {
+			return err
+		}
+		r.goneSent = g
+		h.log.WithField("at", time.UnixMilli(g).UTC().Format(time.RFC3339Nano)).Info("told the registry that this sidecar's n8n process is gone: dispatchers run its function executions again")
+	}
 	if h.n8nConnected == nil {
 		return nil
 	}

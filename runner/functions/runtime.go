@@ -132,9 +132,12 @@ type tunables struct {
 	janitorInterval   time.Duration
 	janitorGrace      time.Duration
 	// A dispatcher waiting for a function execution checks every workerWatchInterval whether the
-	// sidecar running it lost its n8n process for workerLostAfter (the worker died).
+	// sidecar running it found its n8n process gone after the claim, or lost it for
+	// workerLostAfter (the worker died), and whether an unclaimed call may have died with a worker
+	// unclaimedGrace ago (dispatcher.go watchWorker).
 	workerWatchInterval time.Duration
 	workerLostAfter     time.Duration
+	unclaimedGrace      time.Duration
 	// On Sentinel, how often the heartbeat checks whether a failover switched the master.
 	masterWatchInterval time.Duration
 	// A waiting call node looks for calls Redis lost every lostCheck (op_call.go waitReplies).
@@ -156,10 +159,16 @@ func defaultTunables() tunables {
 		// a discovery round that failed once or a sidecar that restarts.
 		janitorInterval: time.Minute,
 		janitorGrace:    5 * time.Minute,
+		// The watch costs two Redis reads per waiting dispatch and tick; every 2 s a dead
+		// execution is noticed within 2 s of its sidecar's report (issue 12: a call whose
+		// execution died is answered within 15 s plus the body's time).
+		workerWatchInterval: 2 * time.Second,
 		// Long enough for a sidecar to reconnect after a blip (it retries within seconds), short
 		// against n8n's own ~100 s before it fails a dead worker's job.
-		workerWatchInterval: 5 * time.Second,
-		workerLostAfter:     20 * time.Second,
+		workerLostAfter: 20 * time.Second,
+		// An execution claims its call within milliseconds of starting; a call still unclaimed
+		// this long after a worker's n8n process went away may have died with it.
+		unclaimedGrace:      3 * time.Second,
 		masterWatchInterval: time.Second, // callers wait 2 s (waitForLive) for a live sidecar
 		lostCheck:           5 * time.Second,
 		batchLeadInterval:   time.Second,
@@ -246,6 +255,17 @@ func (f *Runtime) buildDuties(deps Deps) {
 		log: f.log, reg: f.reg, servedHere: func(k registry.FunctionKey) bool { return f.catalog.get(k) != nil },
 		discovered: f.disc.succeeded, interval: f.tun.janitorInterval, grace: f.tun.janitorGrace,
 	})
+}
+
+// N8NGone tells the runtime that this sidecar found its n8n process gone at `at`: a connection to
+// the task broker in it was refused (n8nproto.RunnerConfig.OnBrokerGone), so every execution that
+// process ran is dead. The heartbeat publishes it at once; dispatchers waiting for a function
+// execution whose call this sidecar claimed before `at` run the call again instead of waiting for
+// n8n's stalled-job handling. It never blocks.
+func (f *Runtime) N8NGone(at time.Time) {
+	if f.hb != nil {
+		f.hb.n8nGone(at)
+	}
 }
 
 // Ops returns the ops the runtime serves, keyed by directive op name.
