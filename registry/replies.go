@@ -202,22 +202,57 @@ func (r *Registry) popReply(ctx context.Context, f *features, key string, d time
 
 // encodeReply is json.Marshal(rep) with the items written as they are into a buffer of the final
 // size: json.Marshal would copy a 30 MB result twice more (its growing buffer, then the result).
-// The items were checked where they were built (the return op), and are checked again here.
+// ItemList is written as the array it makes. The items were checked where they were built (the
+// return op), and are checked again here.
 func encodeReply(rep Reply) ([]byte, error) {
-	items := rep.Items
-	rep.Items = nil
+	items, list := rep.Items, rep.ItemList
+	rep.Items, rep.ItemList = nil, nil
 	head, err := json.Marshal(rep)
-	if err != nil || len(items) == 0 {
+	if err != nil || (len(items) == 0 && list == nil) {
 		return head, err
 	}
-	if !gjson.ValidBytes(items) {
-		return nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
+	var size int
+	if len(items) > 0 {
+		if !gjson.ValidBytes(items) {
+			return nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
+		}
+		size = len(items)
+	} else {
+		for i, v := range list {
+			if len(v) == 0 || !gjson.ValidBytes(v) {
+				return nil, fmt.Errorf("reply %s: item %d is not valid JSON", rep.CallID, i)
+			}
+		}
+		size = Reply{ItemList: list}.ItemsSize()
 	}
-	b := make([]byte, 0, len(head)+len(items)+10)
+	b := make([]byte, 0, len(head)+size+10)
 	b = append(b, head[:len(head)-1]...) // without its closing brace
 	b = append(b, `,"items":`...)
-	b = append(b, items...)
-	return append(b, '}'), nil
+	if len(items) > 0 {
+		b = append(b, items...)
+		return append(b, '}'), nil
+	}
+	b = append(b, '[')
+	for i, v := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return append(b, "]}"...), nil
+}
+
+// ItemsSize is how many bytes the items of rep take in the stored reply (Items, or ItemList as an
+// array): what a result limit counts.
+func (rep Reply) ItemsSize() int {
+	if len(rep.Items) > 0 || rep.ItemList == nil {
+		return len(rep.Items)
+	}
+	n := 2 + max(len(rep.ItemList)-1, 0)
+	for _, v := range rep.ItemList {
+		n += len(v)
+	}
+	return n
 }
 
 // decodeReply is json.Unmarshal into rep without copying a reply's items (json.Unmarshal of the

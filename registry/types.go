@@ -77,6 +77,11 @@ type Reply struct {
 	CallID string          `json:"callId"`
 	OK     bool            `json:"ok"`
 	Items  json.RawMessage `json:"items,omitempty"`
+	// ItemList is Items one value at a time, for a reply being published (never set on one read):
+	// they are written into the stored reply as the array Items would hold, so the function's
+	// sidecar copies a big result once instead of joining it into an array first. Set Items or
+	// ItemList, not both (Items wins).
+	ItemList []json.RawMessage `json:"-"`
 	// Binaries holds each returned item's n8n binary object, parallel to Items (null where an
 	// item has none); absent when no item has binary data.
 	Binaries  []json.RawMessage `json:"binaries,omitempty"`

@@ -60,8 +60,8 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 		if d.Fail {
 			r.OK, r.ErrorKind = false, registry.ErrorKindFailed
 			r.Error = d.FailMessage(firstJSON(data, idx))
-		} else if r.Items, r.Binaries, err = replyItems(out, idx); err != nil {
-			return nil, fmt.Errorf("n8n-fn return: encode the result of call %s: %w", c.CallID, err)
+		} else {
+			r.ItemList, r.Binaries = replyItems(out, idx)
 		}
 		tooBig := f.cfg.Limits.CheckResult(replySize(r))
 		if tooBig != nil {
@@ -114,19 +114,23 @@ func firstJSON(data *taskData, idx []int) json.RawMessage {
 
 // replySize is how many bytes a reply's items and binaries take.
 func replySize(r registry.Reply) int {
-	n := len(r.Items)
+	n := r.ItemsSize()
 	for _, b := range r.Binaries {
 		n += len(b)
 	}
 	return n
 }
 
-// replyItems encodes the items idx of out as a reply's items and binaries.
-func replyItems(out []outItem, idx []int) (json.RawMessage, []json.RawMessage, error) {
+// replyItems are the items idx of out as a reply's items (each the item's own json, not a copy:
+// the encoded reply is their only copy; registry checks them as it writes them) and binaries.
+func replyItems(out []outItem, idx []int) ([]json.RawMessage, []json.RawMessage) {
 	items := make([]json.RawMessage, len(idx))
 	var bins []json.RawMessage
 	for k, i := range idx {
 		items[k] = out[i].JSON
+		if len(items[k]) == 0 {
+			items[k] = json.RawMessage("null")
+		}
 		if len(out[i].Binary) > 0 {
 			if bins == nil {
 				bins = make([]json.RawMessage, len(idx))
@@ -134,16 +138,12 @@ func replyItems(out []outItem, idx []int) (json.RawMessage, []json.RawMessage, e
 			bins[k] = out[i].Binary
 		}
 	}
-	b, err := joinJSON(items)
-	if err != nil {
-		return nil, nil, err
-	}
 	for k := range bins {
 		if bins[k] == nil {
 			bins[k] = json.RawMessage("null")
 		}
 	}
-	return b, bins, nil
+	return items, bins
 }
 
 // notACall is the error of a return node in an execution that claimed no call.

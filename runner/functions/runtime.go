@@ -446,26 +446,6 @@ func resultJSON(items []outItem) (json.RawMessage, error) {
 	return append(b, `]}`...), nil
 }
 
-// joinJSON writes values as one JSON array into a buffer of its final size (see resultJSON).
-func joinJSON(values []json.RawMessage) (json.RawMessage, error) {
-	n := 2
-	for _, v := range values {
-		n += len(v) + 1
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, v := range values {
-		if err := checkRaw(v); err != nil {
-			return nil, fmt.Errorf("value %d: %w", i, err)
-		}
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendRaw(b, v)
-	}
-	return append(b, ']'), nil
-}
-
 // checkRaw refuses what would break the JSON it is written into (json.Marshal checked it too).
 // Values come from n8n's frames (checked when read) or from our own encoding; empty is null.
 func checkRaw(v json.RawMessage) error {
