@@ -28,6 +28,9 @@ type wsConn struct {
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
 
 func (c *wsConn) send(ctx context.Context, m Message) error {
+	if dp, ok := m.(doneParts); ok {
+		return c.sendDoneParts(ctx, dp)
+	}
 	// A big payload (task data, a result) goes to the socket as it is: head, payload, "}" written
 	// into one message, so the sidecar never holds a second, frame-sized copy of it.
 	if head, payload, ok, err := encodeFastParts(m); ok {

@@ -16,7 +16,7 @@ import (
 // of the call(s) its own execution claimed, whatever fields they carry; they are pushed to the
 // caller's reply list and the call's stream entry is acknowledged. The node outputs the items
 // without _functionCall.
-func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (n8nproto.Parts, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err
 	}
@@ -33,7 +33,7 @@ func (f *Runtime) returnOp(ctx context.Context, t *n8nproto.UpstreamTask, h *wor
 
 // runReturn is returnOp after the data request: the items are the result of the call(s) this
 // execution claimed (registry.ExecutionCalls), whatever fields they carry.
-func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.ReturnDirective) (json.RawMessage, error) {
+func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.ReturnDirective) (n8nproto.Parts, error) {
 	// A Redis blip costs time only: every step here is safe to repeat.
 	var calls []registry.ExecCall
 	err := registry.RetryOutage(ctx, time.Time{}, func() (err error) {
@@ -85,7 +85,7 @@ func (f *Runtime) runReturn(ctx context.Context, data *taskData, d *workflows.Re
 		f.log.WithFields(map[string]any{"function": c.Function.String(), "call": c.CallID, "ok": r.OK, "items": len(idx),
 			"queued_ms": sinceEntry(c.EntryID, time.Now())}).Debug("function call returned")
 	}
-	return resultJSON(out)
+	return resultParts(out)
 }
 
 // groupByCall says which input items answer which of the execution's calls: all of them when it

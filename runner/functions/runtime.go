@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/tidwall/gjson"
 
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
@@ -79,7 +80,7 @@ type Deps struct {
 // Op answers one directive task. It returns the runner:taskdone data ({"result":[...]}). An error
 // fails the node (or becomes an error item with continueOnFail); return an *OpError to control the
 // message n8n shows. The sidecar's own ops (echo) have the same shape.
-type Op func(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error)
+type Op func(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (n8nproto.Parts, error)
 
 // OpError is an error an op wants shown in n8n with a description (the grey text under the
 // message in the node's error view).
@@ -413,37 +414,97 @@ type pairedItem struct {
 	Item int `json:"item"`
 }
 
-// resultJSON is the taskdone data {"result":[{"json":...,"binary":...,"pairedItem":{"item":N}}]},
-// written into one buffer of its final size: json.Marshal would copy every item's json twice more
-// (its growing buffer, then the result), three times a 30 MB result for a moment.
-func resultJSON(items []outItem) (json.RawMessage, error) {
+// resultParts is the taskdone data {"result":[{"json":...,"binary":...,"pairedItem":{"item":N}}]}
+// as parts for DoneParts: an item's json or binary of bigValue or more is a part of its own (the
+// value itself, where it was read: n8n's data response, a reply read from Redis), everything else
+// is written into one buffer of its final size. A 30 MB result was copied once more to be sent
+// (and json.Marshal would have copied it three times).
+func resultParts(items []outItem) (n8nproto.Parts, error) {
 	n := len(`{"result":[]}`)
 	for _, it := range items {
-		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + len(it.JSON) + len(it.Binary) + 20
+		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + 20 + smallLen(it.JSON) + smallLen(it.Binary)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"result":[`...)
+	pb := partsBuilder{buf: make([]byte, 0, n)}
+	pb.glue(`{"result":[`)
 	for i, it := range items {
 		if i > 0 {
-			b = append(b, ',')
+			pb.glue(",")
 		}
-		if err := checkRaw(it.JSON); err != nil {
+		if err := checkValue(it.JSON); err != nil {
 			return nil, fmt.Errorf("encode the node's output: item %d json: %w", i, err)
 		}
-		b = append(b, `{"json":`...)
-		b = appendRaw(b, it.JSON)
+		pb.glue(`{"json":`)
+		pb.value(it.JSON)
 		if len(it.Binary) > 0 {
-			if err := checkRaw(it.Binary); err != nil {
+			if err := checkValue(it.Binary); err != nil {
 				return nil, fmt.Errorf("encode the node's output: item %d binary: %w", i, err)
 			}
-			b = append(b, `,"binary":`...)
-			b = append(b, it.Binary...)
+			pb.glue(`,"binary":`)
+			pb.value(it.Binary)
 		}
-		b = append(b, `,"pairedItem":{"item":`...)
-		b = strconv.AppendInt(b, int64(it.PairedItem.Item), 10)
-		b = append(b, `}}`...)
+		pb.glue(`,"pairedItem":{"item":`)
+		pb.buf = strconv.AppendInt(pb.buf, int64(it.PairedItem.Item), 10)
+		pb.glue(`}}`)
 	}
-	return append(b, `]}`...), nil
+	pb.glue(`]}`)
+	return pb.done(), nil
+}
+
+// bigValue is the size from which resultParts sends a value as it is instead of copying it.
+const bigValue = 64 << 10
+
+// smallLen is what v takes in resultParts' buffer.
+func smallLen(v json.RawMessage) int {
+	if len(v) >= bigValue {
+		return 0
+	}
+	return max(len(v), len("null"))
+}
+
+// partsBuilder collects Parts: glue and small values go into buf (sized beforehand, so it never
+// moves), a big value becomes a part of its own between two slices of buf.
+type partsBuilder struct {
+	parts n8nproto.Parts
+	buf   []byte
+	start int // where the part not yet cut from buf begins
+}
+
+func (pb *partsBuilder) glue(s string) { pb.buf = append(pb.buf, s...) }
+
+func (pb *partsBuilder) value(v json.RawMessage) {
+	if len(v) < bigValue {
+		pb.buf = appendRaw(pb.buf, v)
+		return
+	}
+	pb.cut()
+	pb.parts = append(pb.parts, v)
+}
+
+// cut makes what buf holds since the last cut a part (capacity cut too: nothing appends into it).
+func (pb *partsBuilder) cut() {
+	if len(pb.buf) > pb.start {
+		pb.parts = append(pb.parts, pb.buf[pb.start:len(pb.buf):len(pb.buf)])
+		pb.start = len(pb.buf)
+	}
+}
+
+func (pb *partsBuilder) done() n8nproto.Parts {
+	pb.cut()
+	return pb.parts
+}
+
+// checkValue refuses a value that would break the result it is written into: not JSON, or nested
+// so deep that the frame (three levels around it) would pass n8nproto.DefaultMaxFrameDepth
+// (DoneParts does not parse what it sends; the depth is checked first, since gjson's validator
+// recurses). Empty is null.
+func checkValue(v json.RawMessage) error {
+	if len(v) == 0 {
+		return nil
+	}
+	if err := jsonlimit.Check(v, n8nproto.DefaultMaxFrameDepth-3); err != nil {
+		return err
+	}
+	return checkRaw(v)
 }
 
 // checkRaw refuses what would break the JSON it is written into (json.Marshal checked it too).
