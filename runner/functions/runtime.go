@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
+	"github.com/n8n-fn/n8n-fn/internal/jsonparts"
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
@@ -422,76 +422,36 @@ type pairedItem struct {
 func resultParts(items []outItem) (n8nproto.Parts, error) {
 	n := len(`{"result":[]}`)
 	for _, it := range items {
-		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + 20 + smallLen(it.JSON) + smallLen(it.Binary)
+		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + 20 + jsonparts.SmallLen(len(it.JSON), bigValue) + jsonparts.SmallLen(len(it.Binary), bigValue)
 	}
-	pb := partsBuilder{buf: make([]byte, 0, n)}
-	pb.glue(`{"result":[`)
+	pb := jsonparts.NewBuilder(n, bigValue)
+	pb.Glue(`{"result":[`)
 	for i, it := range items {
 		if i > 0 {
-			pb.glue(",")
+			pb.Glue(",")
 		}
 		if err := checkValue(it.JSON); err != nil {
 			return nil, fmt.Errorf("encode the node's output: item %d json: %w", i, err)
 		}
-		pb.glue(`{"json":`)
-		pb.value(it.JSON)
+		pb.Glue(`{"json":`)
+		pb.Value(it.JSON)
 		if len(it.Binary) > 0 {
 			if err := checkValue(it.Binary); err != nil {
 				return nil, fmt.Errorf("encode the node's output: item %d binary: %w", i, err)
 			}
-			pb.glue(`,"binary":`)
-			pb.value(it.Binary)
+			pb.Glue(`,"binary":`)
+			pb.Value(it.Binary)
 		}
-		pb.glue(`,"pairedItem":{"item":`)
-		pb.buf = strconv.AppendInt(pb.buf, int64(it.PairedItem.Item), 10)
-		pb.glue(`}}`)
+		pb.Glue(`,"pairedItem":{"item":`)
+		pb.Int(int64(it.PairedItem.Item))
+		pb.Glue(`}}`)
 	}
-	pb.glue(`]}`)
-	return pb.done(), nil
+	pb.Glue(`]}`)
+	return pb.Parts(), nil
 }
 
 // bigValue is the size from which resultParts sends a value as it is instead of copying it.
 const bigValue = 64 << 10
-
-// smallLen is what v takes in resultParts' buffer.
-func smallLen(v json.RawMessage) int {
-	if len(v) >= bigValue {
-		return 0
-	}
-	return max(len(v), len("null"))
-}
-
-// partsBuilder collects Parts: glue and small values go into buf (sized beforehand, so it never
-// moves), a big value becomes a part of its own between two slices of buf.
-type partsBuilder struct {
-	parts n8nproto.Parts
-	buf   []byte
-	start int // where the part not yet cut from buf begins
-}
-
-func (pb *partsBuilder) glue(s string) { pb.buf = append(pb.buf, s...) }
-
-func (pb *partsBuilder) value(v json.RawMessage) {
-	if len(v) < bigValue {
-		pb.buf = appendRaw(pb.buf, v)
-		return
-	}
-	pb.cut()
-	pb.parts = append(pb.parts, v)
-}
-
-// cut makes what buf holds since the last cut a part (capacity cut too: nothing appends into it).
-func (pb *partsBuilder) cut() {
-	if len(pb.buf) > pb.start {
-		pb.parts = append(pb.parts, pb.buf[pb.start:len(pb.buf):len(pb.buf)])
-		pb.start = len(pb.buf)
-	}
-}
-
-func (pb *partsBuilder) done() n8nproto.Parts {
-	pb.cut()
-	return pb.parts
-}
 
 // checkValue refuses a value that would break the result it is written into: not JSON, or nested
 // so deep that the frame (three levels around it) would pass n8nproto.DefaultMaxFrameDepth
@@ -514,14 +474,6 @@ func checkRaw(v json.RawMessage) error {
 		return errors.New("not valid JSON")
 	}
 	return nil
-}
-
-// appendRaw appends v, or null for an empty value (as json.Marshal writes a nil RawMessage).
-func appendRaw(b []byte, v json.RawMessage) []byte {
-	if len(v) == 0 {
-		return append(b, "null"...)
-	}
-	return append(b, v...)
 }
 
 // webhookClient is the HTTP client the dispatcher posts call references with; each request has
