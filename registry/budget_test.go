@@ -269,6 +269,18 @@ func TestReplyCodec(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if enc, items, err := EncodeReply(rep); err != nil || string(enc) != string(b) || len(items) != len(rep.ItemList) {
+			t.Fatalf("EncodeReply of %s: %s, %d items, %v", rep.CallID, enc, len(items), err)
+		} else {
+			for k, it := range items {
+				if string(it) != string(rep.ItemList[k]) || cap(it) != len(it) {
+					t.Fatalf("EncodeReply item %d is %s (cap %d), want %s", k, it, cap(it), rep.ItemList[k])
+				}
+			}
+			if again, _ := encodeReply(Reply{CallID: "ignored", Encoded: enc}); string(again) != string(enc) {
+				t.Fatalf("a reply with Encoded set is not pushed as it is")
+			}
+		}
 		var std, got Reply
 		if err := json.Unmarshal(b, &std); err != nil {
 			t.Fatalf("encodeReply wrote invalid JSON %s: %v", b, err)

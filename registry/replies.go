@@ -205,22 +205,41 @@ func (r *Registry) popReply(ctx context.Context, f *features, key string, d time
 // ItemList is written as the array it makes. The items were checked where they were built (the
 // return op), and are checked again here.
 func encodeReply(rep Reply) ([]byte, error) {
+	b, _, err := encodeReplyItems(rep)
+	return b, err
+}
+
+// EncodeReply encodes rep as Complete would (into Reply.Encoded) and returns the items of its
+// ItemList as slices of the encoded reply, in order.
+func EncodeReply(rep Reply) (json.RawMessage, []json.RawMessage, error) {
+	b, items, err := encodeReplyItems(rep)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err)
+	}
+	return b, items, nil
+}
+
+// encodeReplyItems is encodeReply, with the items of an ItemList as slices of the result.
+func encodeReplyItems(rep Reply) ([]byte, []json.RawMessage, error) {
+	if rep.Encoded != nil {
+		return rep.Encoded, nil, nil
+	}
 	items, list := rep.Items, rep.ItemList
 	rep.Items, rep.ItemList = nil, nil
 	head, err := json.Marshal(rep)
 	if err != nil || (len(items) == 0 && list == nil) {
-		return head, err
+		return head, nil, err
 	}
 	var size int
 	if len(items) > 0 {
 		if !gjson.ValidBytes(items) {
-			return nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
+			return nil, nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
 		}
 		size = len(items)
 	} else {
 		for i, v := range list {
 			if len(v) == 0 || !gjson.ValidBytes(v) {
-				return nil, fmt.Errorf("reply %s: item %d is not valid JSON", rep.CallID, i)
+				return nil, nil, fmt.Errorf("reply %s: item %d is not valid JSON", rep.CallID, i)
 			}
 		}
 		size = Reply{ItemList: list}.ItemsSize()
@@ -230,16 +249,25 @@ func encodeReply(rep Reply) ([]byte, error) {
 	b = append(b, `,"items":`...)
 	if len(items) > 0 {
 		b = append(b, items...)
-		return append(b, '}'), nil
+		return append(b, '}'), nil, nil
 	}
 	b = append(b, '[')
+	at := make([]int, len(list))
 	for i, v := range list {
 		if i > 0 {
 			b = append(b, ',')
 		}
+		at[i] = len(b)
 		b = append(b, v...)
 	}
-	return append(b, "]}"...), nil
+	b = append(b, "]}"...)
+	// b has its final size now (it never moved): the items are slices of it, capacity cut.
+	out := make([]json.RawMessage, len(list))
+	for i, v := range list {
+		end := at[i] + len(v)
+		out[i] = b[at[i]:end:end]
+	}
+	return b, out, nil
 }
 
 // ItemsSize is how many bytes the items of rep take in the stored reply (Items, or ItemList as an
