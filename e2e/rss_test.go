@@ -196,7 +196,7 @@ func TestSidecarPeakRSS(t *testing.T) {
 		rows = append(rows, row)
 		// Target (issue 10): a sidecar's peak stays within about 2x the payload plus its idle size
 		// ("about": 10 % and 16 MB over; a passing result is held twice by the function's sidecar
-		// while it pushes the reply to Redis, see README).
+		// while it encodes the reply, see README).
 		if limit := row.sidecarIdle + 22*payload/10/1024 + 16*1024; row.sidecarP > limit {
 			t.Errorf("%s: %s peaked at %d MB, over 2x the payload (%d MB) + idle (%d MB)",
 				scenario, row.sidecar, row.sidecarP/1024, payload/mib, row.sidecarIdle/1024)
