@@ -29,33 +29,41 @@ func (g cpuGroups) snapshot() cpuTicks {
 		return nil
 	}
 	tops := map[int]string{}
-	files, _ := filepath.Glob(filepath.Join(g.pidDir, "*.pid"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(b))
-		if len(fields) == 0 {
-			continue
-		}
-		if pid, err := strconv.Atoi(fields[0]); err == nil {
-			tops[pid] = strings.TrimSuffix(filepath.Base(f), ".pid")
-		}
-	}
+	readPIDFiles(g.pidDir, func(name string, pid int) { tops[pid] = name })
 	if len(tops) == 0 {
 		return nil
 	}
-	type proc struct {
-		ppid  int
-		ticks int64
-		comm  string
-	}
-	procs := map[int]proc{}
-	entries, err := os.ReadDir("/proc")
+	procs, err := readProcs()
 	if err != nil {
 		return nil
 	}
+	out := cpuTicks{}
+	for pid, p := range procs {
+		group := groupOf(pid, procs, tops)
+		if group == "" && strings.HasPrefix(p.comm, "postgres") {
+			group = "postgres"
+		}
+		if group != "" {
+			out[group] += p.ticks
+		}
+	}
+	return out
+}
+
+// proc is what snapshot needs of one process.
+type proc struct {
+	ppid  int
+	ticks int64 // CPU time with that of its reaped children
+	comm  string
+}
+
+// readProcs reads every process of /proc; one that exits meanwhile or cannot be read is left out.
+func readProcs() (map[int]proc, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	procs := map[int]proc{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -65,48 +73,50 @@ func (g cpuGroups) snapshot() cpuTicks {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		s := string(b)
-		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closing < open || closing+2 > len(s) {
-			continue
-		}
-		// After "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-		// utime stime cutime cstime. cutime/cstime hold the reaped children: a PostgreSQL backend
-		// or a runner that exits during the phase keeps counting through its parent.
-		f := strings.Fields(s[closing+2:])
-		if len(f) < 15 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		var ticks int64
-		for _, i := range []int{11, 12, 13, 14} {
-			v, _ := strconv.ParseInt(f[i], 10, 64)
-			ticks += v
-		}
-		procs[pid] = proc{ppid: ppid, ticks: ticks, comm: s[open+1 : closing]}
-	}
-	out := cpuTicks{}
-	for pid, p := range procs {
-		group := ""
-		for x, depth := pid, 0; depth < 64; depth++ {
-			if name, ok := tops[x]; ok {
-				group = name
-				break
-			}
-			q, ok := procs[x]
-			if !ok || q.ppid == x {
-				break
-			}
-			x = q.ppid
-		}
-		if group == "" && strings.HasPrefix(p.comm, "postgres") {
-			group = "postgres"
-		}
-		if group != "" {
-			out[group] += p.ticks
+		if p, ok := parseProcStat(string(b)); ok {
+			procs[pid] = p
 		}
 	}
-	return out
+	return procs, nil
+}
+
+// parseProcStat reads /proc/<pid>/stat. The name is in parentheses and may hold both spaces and
+// parentheses, so the fields start after the last ')'.
+func parseProcStat(s string) (proc, bool) {
+	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || closing < open || closing+2 > len(s) {
+		return proc{}, false
+	}
+	// After "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+	// utime stime cutime cstime. cutime/cstime hold the reaped children: a PostgreSQL backend
+	// or a runner that exits during the phase keeps counting through its parent.
+	f := strings.Fields(s[closing+2:])
+	if len(f) < 15 {
+		return proc{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		ticks += v
+	}
+	return proc{ppid: ppid, ticks: ticks, comm: s[open+1 : closing]}, true
+}
+
+// groupOf is the group of the nearest of pid and its ancestors (64 at most) that a pid file names;
+// "" when none does.
+func groupOf(pid int, procs map[int]proc, tops map[int]string) string {
+	for x, depth := pid, 0; depth < 64; depth++ {
+		if name, ok := tops[x]; ok {
+			return name
+		}
+		q, ok := procs[x]
+		if !ok || q.ppid == x {
+			return ""
+		}
+		x = q.ppid
+	}
+	return ""
 }
 
 // perRequest turns two snapshots into CPU milliseconds per request, group by group, plus "total".

@@ -19,7 +19,7 @@ const ScenarioFunctionCall = "fn-call"
 const ScenarioFunctionCallImmediate = "fn-call-immediate"
 
 // ScenarioFunctionCallBatch is fn-call with call batching on the function ("batch":{"max":16,
-// "waitMs":5}): concurrent calls share executions.
+// "waitMs":5,"parallel":1}): concurrent calls meet in one sidecar's batches and share executions.
 const ScenarioFunctionCallBatch = "fn-call-batch"
 
 // Fan-out: one request becomes FanOutItems items and each item calls a sub-workflow / function
@@ -55,8 +55,8 @@ func functionScenarios() []Scenario {
 		functionCallScenario(ScenarioFunctionCallImmediate, "onReceived",
 			"as "+ScenarioFunctionCall+", with the function's Webhook set to respond immediately (main does not wait for the function's execution)"),
 		functionCallScenarioWith(ScenarioFunctionCallBatch, "lastNode",
-			"as "+ScenarioFunctionCall+", with call batching on the function (batch max 16, waitMs 5): concurrent calls share one execution",
-			map[string]any{"batch": map[string]any{"max": 16, "waitMs": 5}}),
+			"as "+ScenarioFunctionCall+", with call batching on the function (batch max 16, waitMs 5, parallel 1): concurrent calls share one execution",
+			map[string]any{"batch": map[string]any{"max": 16, "waitMs": 5, "parallel": 1}}),
 		subWorkflowFanOutScenario(ScenarioSubWorkflowFanOut, FanOutItems),
 		functionFanOutScenario(ScenarioFunctionCallFanOut, ScenarioSubWorkflowFanOut, FanOutItems, nil),
 		functionFanOutScenario(ScenarioFunctionCallFanOutBatch, ScenarioSubWorkflowFanOut, FanOutItems, map[string]any{"max": 32, "waitMs": 5}),

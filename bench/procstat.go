@@ -14,8 +14,15 @@ import (
 // stackPIDs reads the pid files scripts/stack.sh writes: name (main, sidecar-worker1, ...) -> pid.
 func stackPIDs(pidDir string) map[string]int {
 	out := map[string]int{}
+	readPIDFiles(pidDir, func(name string, pid int) { out[name] = pid })
+	return out
+}
+
+// readPIDFiles calls found for each pid file of pidDir (in name order) whose first field is a
+// number: the file's name without ".pid", and that pid. No pidDir, no calls.
+func readPIDFiles(pidDir string, found func(name string, pid int)) {
 	if pidDir == "" {
-		return out
+		return
 	}
 	files, _ := filepath.Glob(filepath.Join(pidDir, "*.pid"))
 	for _, f := range files {
@@ -28,10 +35,9 @@ func stackPIDs(pidDir string) map[string]int {
 			continue
 		}
 		if pid, err := strconv.Atoi(fields[0]); err == nil {
-			out[strings.TrimSuffix(filepath.Base(f), ".pid")] = pid
+			found(strings.TrimSuffix(filepath.Base(f), ".pid"), pid)
 		}
 	}
-	return out
 }
 
 // rssKB is the resident set size of one process (VmRSS), 0 when unknown.

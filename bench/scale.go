@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/registry"
 )
@@ -130,13 +132,16 @@ type ScaleReport struct {
 
 // scaleRun holds what a scale run created, for the cleanup.
 type scaleRun struct {
-	env    Env
-	cfg    ScaleConfig
-	logw   io.Writer
-	runID  string
-	mu     sync.Mutex
-	ids    []string // every workflow created, in order
-	fnames []string // every function name published (the measured one first)
+	env       Env
+	cfg       ScaleConfig
+	logw      io.Writer
+	runID     string
+	pidDir    string // scripts/stack.sh's pid files, "" when the stack has none
+	redisPort int    // to tell the sidecars' Redis connections from their others
+	cpu       cpuGroups
+	mu        sync.Mutex
+	ids       []string // every workflow created, in order
+	fnames    []string // every function name published (the measured one first)
 }
 
 // RunScale runs the scale benchmark and removes everything it created (also on error).
@@ -157,17 +162,9 @@ func RunScale(ctx context.Context, env Env, cfg ScaleConfig, logw io.Writer) (re
 	if err != nil {
 		return rep, fmt.Errorf("bench: %w", err)
 	}
-	redisPort := 0
-	if u, perr := url.Parse(strings.Replace(env.Stack.RedisURL, "redis+", "", 1)); perr == nil {
-		redisPort, _ = strconv.Atoi(u.Port())
-	}
-	pidDir := ""
-	if dir := env.Stack.Vars["N8N_STACK_DIR"]; dir != "" {
-		pidDir = filepath.Join(dir, "pids")
-	}
-	cpu := cpuGroups{pidDir: pidDir}
-
-	r := &scaleRun{env: env, cfg: cfg, logw: logw, runID: fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)}
+	r := &scaleRun{env: env, cfg: cfg, logw: logw, runID: fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff),
+		redisPort: redisPort(env.Stack.RedisURL), pidDir: stackPIDDir(env.Stack)}
+	r.cpu = cpuGroups{pidDir: r.pidDir}
 	defer func() {
 		t0 := time.Now()
 		r.cleanup()
@@ -176,101 +173,24 @@ func RunScale(ctx context.Context, env Env, cfg ScaleConfig, logw io.Writer) (re
 
 	load := *env.Client
 	load.HTTP = &http.Client{Timeout: cfg.Timeout, Transport: n8napi.NewTransport()}
-
-	// The measured function and its caller: the fn-call scenario.
-	measured := deployed{sc: functionCallScenario(ScenarioFunctionCall, "lastNode", "scale: the measured call"), path: "bs" + r.runID + "-m"}
-	err = deploy(ctx, env, &measured)
-	r.add(measured.ids...)
+	measured, err := r.deployMeasured(ctx)
 	if err != nil {
 		return rep, err
 	}
-	r.fnames = append(r.fnames, measured.path)
-
-	if cfg.Plain > 0 {
-		t0 := time.Now()
-		if err := r.publishMany(ctx, cfg.Plain, r.plainWorkflow); err != nil {
-			return rep, err
-		}
-		fmt.Fprintf(logw, "bench: scale: published %d plain workflows in %.0f s\n", cfg.Plain, time.Since(t0).Seconds())
+	if err := r.publishPlain(ctx); err != nil {
+		return rep, err
 	}
-
 	for _, level := range cfg.Levels {
-		lv := ScaleLevel{Functions: level}
-		if add := level - len(r.fnames); add > 0 {
-			t0 := time.Now()
-			if err := r.publishMany(ctx, add, r.functionWorkflow); err != nil {
-				return rep, err
-			}
-			fmt.Fprintf(logw, "bench: scale: published %d more functions (%d) in %.0f s\n", add, len(r.fnames), time.Since(t0).Seconds())
-		}
-		t0 := time.Now()
-		if err := r.waitServed(ctx, reg, pidDir); err != nil {
+		lv, err := r.prepareLevel(ctx, level, reg, rdb)
+		if err != nil {
 			return rep, err
 		}
-		lv.ServedAfterS = round(time.Since(t0).Seconds())
-		lv.Functions = len(r.fnames)
-		lv.Workflows = len(r.ids)
-		fmt.Fprintf(logw, "bench: scale: %d functions served by every sidecar after %.1f s; idle window %s\n", lv.Functions, lv.ServedAfterS, cfg.Idle)
-
-		// Idle window.
-		before := cpu.snapshot()
-		select {
-		case <-ctx.Done():
-			return rep, fmt.Errorf("bench: %w", ctx.Err())
-		case <-time.After(cfg.Idle):
-		}
-		after := cpu.snapshot()
-		pct := func(group string) float64 {
-			if before == nil || after == nil {
-				return 0
-			}
-			return round(float64(after[group]-before[group]) * 1000 / clockTicks / float64(cfg.Idle.Milliseconds()) * 100)
-		}
-		lv.MainIdleCPUPct = pct("main")
-		clients, cerr := rdb.ClientList(ctx).Result()
-		if cerr != nil {
-			return rep, fmt.Errorf("bench: CLIENT LIST: %w", cerr)
-		}
-		conns := parseClientList(clients)
-		lv.RedisClients = len(conns)
-		peers := tcpPeers()
-		pids := stackPIDs(pidDir)
-		names := make([]string, 0, len(pids))
-		for n := range pids {
-			if strings.HasPrefix(n, "sidecar-") {
-				names = append(names, n)
-			}
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			s := SidecarScale{Name: n, IdleCPUPct: pct(n), RSSMB: round(float64(rssKB(pids[n])) / 1024)}
-			ports := localPortsTo(pids[n], redisPort, peers)
-			for _, c := range conns {
-				if ports[c.port] {
-					s.RedisConns++
-					if c.blocked {
-						s.Blocked++
-					}
-				}
-			}
-			lv.Sidecars = append(lv.Sidecars, s)
-		}
-
-		// The call.
 		if err := scaleWarmup(ctx, &load, measured, cfg.Warmup); err != nil {
-			rep.Levels = append(rep.Levels, lv)
+			rep.Levels = append(rep.Levels, lv) // what the idle stack showed still counts
 			return rep, err
 		}
-		lv.Call = measure(ctx, &load, measured, cpu, 1, cfg.Calls, 0)
-		fmt.Fprintf(logw, "bench: scale: %d functions: call p50 %.1f ms, p95 %.1f ms, errors %d\n", lv.Functions, lv.Call.P50Ms, lv.Call.P95Ms, lv.Call.Errors)
-
-		if !cfg.SkipProbes {
-			ms, err := r.probeCallable(ctx, &load)
-			if err != nil {
-				return rep, err
-			}
-			lv.CallableAfterMs = ms
-			fmt.Fprintf(logw, "bench: scale: %d functions: a newly published function answered after %.0f ms\n", lv.Functions, ms)
+		if err := r.measureLevel(ctx, &load, measured, &lv); err != nil {
+			return rep, err
 		}
 		rep.Levels = append(rep.Levels, lv)
 	}
@@ -278,6 +198,144 @@ func RunScale(ctx context.Context, env Env, cfg ScaleConfig, logw io.Writer) (re
 		rep.P50Ratio = div(rep.Levels[n-1].Call.P50Ms, rep.Levels[0].Call.P50Ms)
 	}
 	return rep, nil
+}
+
+// redisPort is the port of a redis:// (or redis+sentinel://...) URL, 0 when it has none.
+func redisPort(redisURL string) int {
+	port := 0
+	if u, err := url.Parse(strings.Replace(redisURL, "redis+", "", 1)); err == nil {
+		port, _ = strconv.Atoi(u.Port())
+	}
+	return port
+}
+
+// stackPIDDir is where scripts/stack.sh keeps the stack's pid files, "" for a stack it did not start.
+func stackPIDDir(stack n8napi.StackEnv) string {
+	if dir := stack.Vars["N8N_STACK_DIR"]; dir != "" {
+		return filepath.Join(dir, "pids")
+	}
+	return ""
+}
+
+// deployMeasured publishes the measured function and its caller: the fn-call scenario.
+func (r *scaleRun) deployMeasured(ctx context.Context) (deployed, error) {
+	measured := deployed{sc: functionCallScenario(ScenarioFunctionCall, "lastNode", "scale: the measured call"), path: "bs" + r.runID + "-m"}
+	err := deploy(ctx, r.env, &measured)
+	r.add(measured.ids...)
+	if err != nil {
+		return measured, err
+	}
+	r.fnames = append(r.fnames, measured.path)
+	return measured, nil
+}
+
+// publishPlain publishes cfg.Plain workflows that are no functions, before the first level.
+func (r *scaleRun) publishPlain(ctx context.Context) error {
+	if r.cfg.Plain <= 0 {
+		return nil
+	}
+	t0 := time.Now()
+	if err := r.publishMany(ctx, r.cfg.Plain, r.plainWorkflow); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.logw, "bench: scale: published %d plain workflows in %.0f s\n", r.cfg.Plain, time.Since(t0).Seconds())
+	return nil
+}
+
+// prepareLevel publishes functions up to level, waits until every sidecar serves them, and
+// watches the idle stack for cfg.Idle: everything of the level but the call.
+func (r *scaleRun) prepareLevel(ctx context.Context, level int, reg *registry.Registry, rdb redis.UniversalClient) (ScaleLevel, error) {
+	lv := ScaleLevel{Functions: level}
+	if add := level - len(r.fnames); add > 0 {
+		t0 := time.Now()
+		if err := r.publishMany(ctx, add, r.functionWorkflow); err != nil {
+			return lv, err
+		}
+		fmt.Fprintf(r.logw, "bench: scale: published %d more functions (%d) in %.0f s\n", add, len(r.fnames), time.Since(t0).Seconds())
+	}
+	t0 := time.Now()
+	if err := r.waitServed(ctx, reg, r.pidDir); err != nil {
+		return lv, err
+	}
+	lv.ServedAfterS = round(time.Since(t0).Seconds())
+	lv.Functions = len(r.fnames)
+	lv.Workflows = len(r.ids)
+	fmt.Fprintf(r.logw, "bench: scale: %d functions served by every sidecar after %.1f s; idle window %s\n", lv.Functions, lv.ServedAfterS, r.cfg.Idle)
+	return lv, r.idleWindow(ctx, rdb, &lv)
+}
+
+// idleWindow watches the idle stack for cfg.Idle: main's and each sidecar's CPU over it, then
+// Redis's connections and each sidecar's share of them and its RSS.
+func (r *scaleRun) idleWindow(ctx context.Context, rdb redis.UniversalClient, lv *ScaleLevel) error {
+	before := r.cpu.snapshot()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("bench: %w", ctx.Err())
+	case <-time.After(r.cfg.Idle):
+	}
+	after := r.cpu.snapshot()
+	pct := func(group string) float64 {
+		if before == nil || after == nil {
+			return 0
+		}
+		return round(float64(after[group]-before[group]) * 1000 / clockTicks / float64(r.cfg.Idle.Milliseconds()) * 100)
+	}
+	lv.MainIdleCPUPct = pct("main")
+	clients, err := rdb.ClientList(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("bench: CLIENT LIST: %w", err)
+	}
+	conns := parseClientList(clients)
+	lv.RedisClients = len(conns)
+	peers := tcpPeers()
+	lv.Sidecars = sidecarScales(stackPIDs(r.pidDir), conns, pct, func(pid int) map[int]bool {
+		return localPortsTo(pid, r.redisPort, peers)
+	})
+	return nil
+}
+
+// sidecarScales is one row per sidecar of the stack (its pid file is sidecar-*), by name: its idle
+// CPU (pct of its group), RSS, and the Redis connections whose client port it holds (ports).
+func sidecarScales(pids map[string]int, conns []clientConn, pct func(group string) float64, ports func(pid int) map[int]bool) []SidecarScale {
+	names := make([]string, 0, len(pids))
+	for n := range pids {
+		if strings.HasPrefix(n, "sidecar-") {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	var out []SidecarScale
+	for _, n := range names {
+		s := SidecarScale{Name: n, IdleCPUPct: pct(n), RSSMB: round(float64(rssKB(pids[n])) / 1024)}
+		own := ports(pids[n])
+		for _, c := range conns {
+			if own[c.port] {
+				s.RedisConns++
+				if c.blocked {
+					s.Blocked++
+				}
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// measureLevel measures the sequential calls of the warmed-up function and, unless
+// cfg.SkipProbes, how long a newly published function takes to answer.
+func (r *scaleRun) measureLevel(ctx context.Context, load *n8napi.Client, measured deployed, lv *ScaleLevel) error {
+	lv.Call = measure(ctx, load, measured, r.cpu, 1, r.cfg.Calls, 0)
+	fmt.Fprintf(r.logw, "bench: scale: %d functions: call p50 %.1f ms, p95 %.1f ms, errors %d\n", lv.Functions, lv.Call.P50Ms, lv.Call.P95Ms, lv.Call.Errors)
+	if r.cfg.SkipProbes {
+		return nil
+	}
+	ms, err := r.probeCallable(ctx, load)
+	if err != nil {
+		return err
+	}
+	lv.CallableAfterMs = ms
+	fmt.Fprintf(r.logw, "bench: scale: %d functions: a newly published function answered after %.0f ms\n", lv.Functions, ms)
+	return nil
 }
 
 // scaleWarmup makes n warm-up calls and fails only when none answers: with hundreds of workflows on

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -78,5 +79,29 @@ func TestScaleTable(t *testing.T) {
 	out := buf.String()
 	if !strings.Contains(out, "sidecar-main") || !strings.Contains(out, "call p50 at 500 functions / at 1: 1.10") {
 		t.Fatalf("table:\n%s", out)
+	}
+}
+
+// TestSidecarScales: only sidecar-* pid files make rows, sorted by name; each row counts the
+// Redis connections whose client port the sidecar holds, and the blocked ones among them.
+func TestSidecarScales(t *testing.T) {
+	pids := map[string]int{"sidecar-worker1": -2, "main": -1, "sidecar-main": -3, "worker1": -4}
+	conns := []clientConn{{port: 1}, {port: 2, blocked: true}, {port: 3}, {port: 9, blocked: true}}
+	ports := map[int]map[int]bool{-2: {1: true, 2: true}, -3: {3: true, 4: true}}
+	got := sidecarScales(pids, conns, func(g string) float64 { return float64(len(g)) }, func(pid int) map[int]bool { return ports[pid] })
+	want := []SidecarScale{
+		{Name: "sidecar-main", IdleCPUPct: 12, RedisConns: 1},
+		{Name: "sidecar-worker1", IdleCPUPct: 15, RedisConns: 2, Blocked: 1},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("sidecarScales = %+v, want %+v", got, want)
+	}
+	if got := sidecarScales(map[string]int{"main": 1}, conns, nil, nil); got != nil {
+		t.Errorf("no sidecars: %+v", got)
+	}
+	for in, want := range map[string]int{"redis://h:6390/0": 6390, "redis+sentinel://h:26379/m": 26379, "redis://h": 0, "::": 0} {
+		if got := redisPort(in); got != want {
+			t.Errorf("redisPort(%q) = %d, want %d", in, got, want)
+		}
 	}
 }

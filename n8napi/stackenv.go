@@ -55,33 +55,8 @@ func DefaultStackEnvPath() (string, error) {
 // LoadStackEnv reads KEY=VALUE lines (blank lines and # comments ignored, values may be single-
 // or double-quoted) and checks that the keys every client needs are there.
 func LoadStackEnv(path string) (StackEnv, error) {
-	f, err := os.Open(path)
+	vars, err := readEnvFile(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return StackEnv{}, fmt.Errorf("load stack env %s: %w", path, ErrNoStackEnv)
-		}
-		return StackEnv{}, fmt.Errorf("load stack env %s: %w", path, err)
-	}
-	defer f.Close()
-	vars := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		line = strings.TrimPrefix(line, "export ")
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || strings.TrimSpace(k) == "" {
-			return StackEnv{}, fmt.Errorf("load stack env %s: line %d is not KEY=VALUE: %q", path, n, line)
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		vars[strings.TrimSpace(k)] = v
-	}
-	if err := sc.Err(); err != nil {
 		return StackEnv{}, fmt.Errorf("load stack env %s: %w", path, err)
 	}
 	var missing []string
@@ -109,21 +84,67 @@ func LoadStackEnv(path string) (StackEnv, error) {
 	if e.WebhookURL == "" {
 		e.WebhookURL = e.BaseURL + "/webhook"
 	}
-	if s := vars["N8N_MAIN_BROKER_PORT"]; s != "" {
+	if err := e.readBrokerPorts(); err != nil {
+		return StackEnv{}, fmt.Errorf("load stack env %s: %w", path, err)
+	}
+	return e, nil
+}
+
+// readEnvFile reads the KEY=VALUE lines of an env file into a map (a later key wins).
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, ErrNoStackEnv
+		}
+		return nil, err
+	}
+	defer f.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("line %d is not KEY=VALUE: %q", n, line)
+		}
+		vars[strings.TrimSpace(k)] = unquote(strings.TrimSpace(v))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return vars, nil
+}
+
+// unquote takes one pair of matching single or double quotes off v, as a shell would read it.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
+}
+
+// readBrokerPorts sets the broker ports from their variables (unset: none).
+func (e *StackEnv) readBrokerPorts() error {
+	if s := e.Vars["N8N_MAIN_BROKER_PORT"]; s != "" {
 		p, err := strconv.Atoi(s)
 		if err != nil {
-			return StackEnv{}, fmt.Errorf("load stack env %s: N8N_MAIN_BROKER_PORT=%q is not a port: %w", path, s, err)
+			return fmt.Errorf("N8N_MAIN_BROKER_PORT=%q is not a port: %w", s, err)
 		}
 		e.MainBrokerPort = p
 	}
-	if s := vars["N8N_WORKER_BROKER_PORTS"]; s != "" {
+	if s := e.Vars["N8N_WORKER_BROKER_PORTS"]; s != "" {
 		for _, part := range strings.Split(s, ",") {
 			p, err := strconv.Atoi(strings.TrimSpace(part))
 			if err != nil {
-				return StackEnv{}, fmt.Errorf("load stack env %s: N8N_WORKER_BROKER_PORTS=%q: %w", path, s, err)
+				return fmt.Errorf("N8N_WORKER_BROKER_PORTS=%q: %w", s, err)
 			}
 			e.WorkerBrokerPorts = append(e.WorkerBrokerPorts, p)
 		}
 	}
-	return e, nil
+	return nil
 }

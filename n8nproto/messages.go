@@ -223,6 +223,28 @@ func (m RPC) TaskKey() string              { return m.TaskID }
 func (m TaskDone) TaskKey() string         { return m.TaskID }
 func (m TaskError) TaskKey() string        { return m.TaskID }
 
+// taskIDCopier is every task message of this package (and a pointer to one: the methods take
+// values, so the copy never writes through the caller's pointer).
+type taskIDCopier interface {
+	TaskMessage
+	copyWithTaskID(id string) TaskMessage
+}
+
+func (m TaskOfferAccept) copyWithTaskID(id string) TaskMessage  { m.TaskID = id; return m }
+func (m TaskSettings) copyWithTaskID(id string) TaskMessage     { m.TaskID = id; return m }
+func (m TaskCancel) copyWithTaskID(id string) TaskMessage       { m.TaskID = id; return m }
+func (m TaskDataResponse) copyWithTaskID(id string) TaskMessage { m.TaskID = id; return m }
+func (m NodeTypes) copyWithTaskID(id string) TaskMessage        { m.TaskID = id; return m }
+func (m RPCResponse) copyWithTaskID(id string) TaskMessage      { m.TaskID = id; return m }
+func (m TaskAccepted) copyWithTaskID(id string) TaskMessage     { m.TaskID = id; return m }
+func (m TaskRejected) copyWithTaskID(id string) TaskMessage     { m.TaskID = id; return m }
+func (m TaskDeferred) copyWithTaskID(id string) TaskMessage     { m.TaskID = id; return m }
+func (m TaskDataRequest) copyWithTaskID(id string) TaskMessage  { m.TaskID = id; return m }
+func (m NodeTypesRequest) copyWithTaskID(id string) TaskMessage { m.TaskID = id; return m }
+func (m RPC) copyWithTaskID(id string) TaskMessage              { m.TaskID = id; return m }
+func (m TaskDone) copyWithTaskID(id string) TaskMessage         { m.TaskID = id; return m }
+func (m TaskError) copyWithTaskID(id string) TaskMessage        { m.TaskID = id; return m }
+
 // ErrMalformedMessage is returned by Decode for frames that are not a JSON object with a string "type".
 var ErrMalformedMessage = errors.New("n8nproto: malformed message")
 
@@ -361,87 +383,103 @@ func decode(data []byte, alias bool) (Message, error) {
 // one validation pass plus gjson field extraction is several times faster than encoding/json
 // scanning every byte into a RawMessage.
 func decodeFast(typ string, data []byte, alias bool) (Message, bool, error) {
-	var keys []string
-	switch typ {
-	case TypeTaskDataResponse:
-		keys = []string{"taskId", "requestId", "data"}
-	case TypeNodeTypes:
-		keys = []string{"taskId", "requestId", "nodeTypes"}
-	case TypeTaskDataRequest, TypeNodeTypesRequest:
-		keys = []string{"taskId", "requestId", "requestParams"}
-	case TypeRPCResponse:
-		keys = []string{"taskId", "callId", "status", "data"}
-	case TypeRPC:
-		keys = []string{"taskId", "callId", "name", "params"}
-	case TypeTaskSettings:
-		keys = []string{"taskId", "settings"}
-	case TypeTaskDone:
-		keys = []string{"taskId", "data"}
-	case TypeTaskError:
-		keys = []string{"taskId", "error"}
-	default:
+	f, ok := fastFrameOf(typ)
+	if !ok {
 		return nil, false, nil
 	}
 	if !gjson.ValidBytes(data) {
 		return nil, true, errors.New("invalid JSON")
 	}
-	// Read through an unsafe string view (GetManyBytes would copy the whole frame). The ids are
-	// cloned; the payload is cloned too, unless alias (decodeOwned): then it is a sub-slice of data
-	// (capacity cut at its end, so an append copies).
+	// Read through an unsafe string view (GetManyBytes would copy the whole frame). The keys stay
+	// in f (on the stack): GetMany does not keep them.
+	keys := f.keys[:f.n]
 	res := gjson.GetMany(unsafe.String(unsafe.SliceData(data), len(data)), keys...)
-	str := func(i int) (string, error) {
-		r := res[i]
-		if !r.Exists() || r.Type == gjson.Null {
-			return "", nil
-		}
-		if r.Type != gjson.String {
-			return "", fmt.Errorf("field %q is not a string", keys[i])
-		}
-		return strings.Clone(r.Str), nil
-	}
-	raw := func(i int) json.RawMessage {
-		if !res[i].Exists() {
-			return nil
-		}
-		if alias {
-			return json.RawMessage(SubBytes(data, res[i]))
-		}
-		return append(json.RawMessage(nil), res[i].Raw...)
-	}
-	var s [3]string
+	var ids [3]string
 	last := len(keys) - 1
-	for i := 0; i < last; i++ {
-		v, err := str(i)
+	for i, r := range res[:last] {
+		id, err := fastString(keys[i], r)
 		if err != nil {
 			return nil, true, err
 		}
-		s[i] = v
+		ids[i] = id
 	}
-	if typ == TypeRPCResponse || typ == TypeRPC { // third string field, then the payload
-		last = 3
-	}
-	var m Message
+	return f.build(ids, fastPayload(data, res[last], alias)), true, nil
+}
+
+// fastFrame is how decodeFast reads one frame type: its string fields (ids) in order, then its
+// payload field, and the message they make. keys is an array, not a slice, so that looking a
+// type up allocates nothing.
+type fastFrame struct {
+	keys  [4]string
+	n     int // keys in use; the last one is the payload
+	build func(ids [3]string, payload json.RawMessage) Message
+}
+
+// fastFrameOf is the fastFrame of typ, false for the types encoding/json decodes.
+func fastFrameOf(typ string) (fastFrame, bool) {
 	switch typ {
 	case TypeTaskDataResponse:
-		m = TaskDataResponse{TaskID: s[0], RequestID: s[1], Data: raw(last)}
+		return fastFrame{[4]string{"taskId", "requestId", "data"}, 3, func(s [3]string, p json.RawMessage) Message {
+			return TaskDataResponse{TaskID: s[0], RequestID: s[1], Data: p}
+		}}, true
 	case TypeNodeTypes:
-		m = NodeTypes{TaskID: s[0], RequestID: s[1], NodeTypes: raw(last)}
+		return fastFrame{[4]string{"taskId", "requestId", "nodeTypes"}, 3, func(s [3]string, p json.RawMessage) Message {
+			return NodeTypes{TaskID: s[0], RequestID: s[1], NodeTypes: p}
+		}}, true
 	case TypeTaskDataRequest:
-		m = TaskDataRequest{TaskID: s[0], RequestID: s[1], RequestParams: raw(last)}
+		return fastFrame{[4]string{"taskId", "requestId", "requestParams"}, 3, func(s [3]string, p json.RawMessage) Message {
+			return TaskDataRequest{TaskID: s[0], RequestID: s[1], RequestParams: p}
+		}}, true
 	case TypeNodeTypesRequest:
-		m = NodeTypesRequest{TaskID: s[0], RequestID: s[1], RequestParams: raw(last)}
+		return fastFrame{[4]string{"taskId", "requestId", "requestParams"}, 3, func(s [3]string, p json.RawMessage) Message {
+			return NodeTypesRequest{TaskID: s[0], RequestID: s[1], RequestParams: p}
+		}}, true
 	case TypeRPCResponse:
-		m = RPCResponse{TaskID: s[0], CallID: s[1], Status: s[2], Data: raw(last)}
+		return fastFrame{[4]string{"taskId", "callId", "status", "data"}, 4, func(s [3]string, p json.RawMessage) Message {
+			return RPCResponse{TaskID: s[0], CallID: s[1], Status: s[2], Data: p}
+		}}, true
 	case TypeRPC:
-		m = RPC{TaskID: s[0], CallID: s[1], Name: s[2], Params: raw(last)}
+		return fastFrame{[4]string{"taskId", "callId", "name", "params"}, 4, func(s [3]string, p json.RawMessage) Message {
+			return RPC{TaskID: s[0], CallID: s[1], Name: s[2], Params: p}
+		}}, true
 	case TypeTaskSettings:
-		m = TaskSettings{TaskID: s[0], Settings: raw(last)}
+		return fastFrame{[4]string{"taskId", "settings"}, 2, func(s [3]string, p json.RawMessage) Message {
+			return TaskSettings{TaskID: s[0], Settings: p}
+		}}, true
 	case TypeTaskDone:
-		m = TaskDone{TaskID: s[0], Data: raw(last)}
+		return fastFrame{[4]string{"taskId", "data"}, 2, func(s [3]string, p json.RawMessage) Message {
+			return TaskDone{TaskID: s[0], Data: p}
+		}}, true
 	case TypeTaskError:
-		m = TaskError{TaskID: s[0], Error: raw(last)}
+		return fastFrame{[4]string{"taskId", "error"}, 2, func(s [3]string, p json.RawMessage) Message {
+			return TaskError{TaskID: s[0], Error: p}
+		}}, true
 	}
-	return m, true, nil
+	return fastFrame{}, false
+}
+
+// fastString is an id field of a fast frame: "" when missing or null (as encoding/json would
+// leave it), cloned so it does not pin the frame.
+func fastString(key string, r gjson.Result) (string, error) {
+	if !r.Exists() || r.Type == gjson.Null {
+		return "", nil
+	}
+	if r.Type != gjson.String {
+		return "", fmt.Errorf("field %q is not a string", key)
+	}
+	return strings.Clone(r.Str), nil
+}
+
+// fastPayload is the payload field of a fast frame, nil when missing. It is cloned, unless alias
+// (decodeOwned): then it is a sub-slice of data (capacity cut at its end, so an append copies).
+func fastPayload(data []byte, r gjson.Result, alias bool) json.RawMessage {
+	if !r.Exists() {
+		return nil
+	}
+	if alias {
+		return json.RawMessage(SubBytes(data, r))
+	}
+	return append(json.RawMessage(nil), r.Raw...)
 }
 
 func decodeAs[T Message](data []byte) (Message, error) {
@@ -507,33 +545,17 @@ func Encode(m Message) ([]byte, error) {
 // (json.Marshal would copy and re-scan a data response of up to 1 GiB twice). The payload is still
 // validated, so a broken payload never reaches the wire.
 func encodeFast(m Message) ([]byte, bool, error) {
-	var (
-		typ    string
-		ids    [][2]string
-		key    string
-		raw    json.RawMessage
-		errPfx string
-	)
-	switch v := m.(type) {
-	case TaskDataResponse:
-		typ, ids, key, raw = TypeTaskDataResponse, [][2]string{{"taskId", v.TaskID}, {"requestId", v.RequestID}}, "data", v.Data
+	switch v := m.(type) { // Encode takes pointers too: encodeFastParts reads values
 	case *TaskDataResponse:
-		return encodeFast(*v)
-	case TaskSettings:
-		typ, ids, key, raw = TypeTaskSettings, [][2]string{{"taskId", v.TaskID}}, "settings", v.Settings
+		m = *v
 	case *TaskSettings:
-		return encodeFast(*v)
-	case TaskDone:
-		typ, ids, key, raw = TypeTaskDone, [][2]string{{"taskId", v.TaskID}}, "data", v.Data
+		m = *v
 	case *TaskDone:
-		return encodeFast(*v)
-	default:
-		return nil, false, nil
+		m = *v
 	}
-	errPfx = "n8nproto: encode " + typ
-	head, err := fastHead(typ, ids, key, raw, errPfx)
-	if err != nil {
-		return nil, true, err
+	head, raw, ok, err := encodeFastParts(m)
+	if !ok || err != nil {
+		return nil, ok, err
 	}
 	out := make([]byte, 0, len(head)+len(raw)+1)
 	out = append(out, head...)
@@ -611,81 +633,14 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 // withTaskID returns a copy of m whose TaskID is id (Send rewrites ids so a relay can forward as is).
+// A pointer to a task message is copied as its value (the copy is a TaskDone, not a *TaskDone).
 func withTaskID(m TaskMessage, id string) (TaskMessage, error) {
-	switch v := m.(type) {
-	case TaskOfferAccept:
-		v.TaskID = id
-		return v, nil
-	case *TaskOfferAccept:
-		return withTaskID(*v, id)
-	case TaskSettings:
-		v.TaskID = id
-		return v, nil
-	case *TaskSettings:
-		return withTaskID(*v, id)
-	case TaskCancel:
-		v.TaskID = id
-		return v, nil
-	case *TaskCancel:
-		return withTaskID(*v, id)
-	case TaskDataResponse:
-		v.TaskID = id
-		return v, nil
-	case *TaskDataResponse:
-		return withTaskID(*v, id)
-	case NodeTypes:
-		v.TaskID = id
-		return v, nil
-	case *NodeTypes:
-		return withTaskID(*v, id)
-	case RPCResponse:
-		v.TaskID = id
-		return v, nil
-	case *RPCResponse:
-		return withTaskID(*v, id)
-	case TaskAccepted:
-		v.TaskID = id
-		return v, nil
-	case *TaskAccepted:
-		return withTaskID(*v, id)
-	case TaskRejected:
-		v.TaskID = id
-		return v, nil
-	case *TaskRejected:
-		return withTaskID(*v, id)
-	case TaskDeferred:
-		v.TaskID = id
-		return v, nil
-	case *TaskDeferred:
-		return withTaskID(*v, id)
-	case TaskDataRequest:
-		v.TaskID = id
-		return v, nil
-	case *TaskDataRequest:
-		return withTaskID(*v, id)
-	case NodeTypesRequest:
-		v.TaskID = id
-		return v, nil
-	case *NodeTypesRequest:
-		return withTaskID(*v, id)
-	case RPC:
-		v.TaskID = id
-		return v, nil
-	case *RPC:
-		return withTaskID(*v, id)
-	case TaskDone:
-		v.TaskID = id
-		return v, nil
-	case *TaskDone:
-		return withTaskID(*v, id)
-	case TaskError:
-		v.TaskID = id
-		return v, nil
-	case *TaskError:
-		return withTaskID(*v, id)
-	case nil:
+	if m == nil {
 		return nil, errors.New("n8nproto: nil task message")
-	default:
+	}
+	c, ok := m.(taskIDCopier)
+	if !ok {
 		return nil, fmt.Errorf("n8nproto: %T is not a task message of this package", m)
 	}
+	return c.copyWithTaskID(id), nil
 }

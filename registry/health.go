@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,6 +78,9 @@ func (r *Registry) LiveSidecars(ctx context.Context, fn FunctionKey) ([]string, 
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
+	// A hash's field order changes as it is rewritten: sorted, two reads of one set agree
+	// (status, the status page and the CLI show it as it is, not in Redis's order of the moment).
+	slices.Sort(ids)
 	return ids, wrap(op, fn, err)
 }
 

@@ -54,7 +54,7 @@ func (k keys) index() string { return k.prefix + "index" }
 
 // functionKeys lists every key that belongs to one function (used by RemoveFunction and the slot test).
 func (k keys) functionKeys(fn FunctionKey) []string {
-	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.slots(fn)}
+	return []string{k.calls(fn), k.dead(fn), k.record(fn), k.live(fn), k.slots(fn), k.batchLead(fn)}
 }
 
 // claim is a call's dispatch record (hash): "d" = how many times it was dispatched (the number the
@@ -69,6 +69,10 @@ func (k keys) execution(execID string) string { return k.prefix + "{x:" + execID
 // slots is the function's global concurrency semaphore: a sorted set of call ids scored by the
 // lease's expiry (server ms). Lease holders refresh it; a dead holder's lease runs out.
 func (k keys) slots(fn FunctionKey) string { return k.tag(fn) + ":slots" }
+
+// batchLead is held (value: a sidecar id, PX) by the one sidecar that reads the calls of a
+// batching function with "parallel" at the moment, so that its calls meet in one dispatcher.
+func (k keys) batchLead(fn FunctionKey) string { return k.tag(fn) + ":batchlead" }
 
 // idemRun marks an idempotency key whose first call is running (value: that call's id), so a
 // second call with the key waits for that result instead of running the function again.

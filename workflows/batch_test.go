@@ -19,8 +19,12 @@ func TestParseFunctionBatch(t *testing.T) {
 		t.Fatalf("batch: %+v %v", d, err)
 	}
 	d, err = parse(`{"op":"function","name":"f","batch":{"max":8}}`)
-	if err != nil || d.Batch == nil || d.Batch.WaitMs != DefaultBatchWaitMs {
-		t.Fatalf("default waitMs: %+v %v", d.Batch, err)
+	if err != nil || d.Batch == nil || d.Batch.WaitMs != DefaultBatchWaitMs || d.Batch.Parallel != 0 {
+		t.Fatalf("default waitMs and parallel: %+v %v", d.Batch, err)
+	}
+	d, err = parse(`{"op":"function","name":"f","batch":{"max":8,"parallel":1}}`)
+	if err != nil || d.Batch == nil || d.Batch.Parallel != 1 {
+		t.Fatalf("parallel: %+v %v", d.Batch, err)
 	}
 	// No batch, and max 1, mean one call per execution.
 	for _, dir := range []string{`{"op":"function","name":"f"}`, `{"op":"function","name":"f","batch":{"max":1}}`} {
@@ -34,6 +38,9 @@ func TestParseFunctionBatch(t *testing.T) {
 		`{"op":"function","name":"f","batch":{"max":1000}}`:                    "batch.max",
 		`{"op":"function","name":"f","batch":{"max":4,"waitMs":5000}}`:         "batch.waitMs",
 		`{"op":"function","name":"f","batch":{"max":4,"wait":5}}`:              "wait",
+		`{"op":"function","name":"f","batch":{"max":4,"parallel":-1}}`:         "batch.parallel",
+		`{"op":"function","name":"f","batch":{"max":4,"parallel":1000}}`:       "batch.parallel",
+		`{"op":"function","name":"f","batch":{"max":4,"parallel":1.5}}`:        "batch.parallel",
 		`{"op":"function","name":"f","batch":{"max":4},"globalConcurrency":1}`: "cannot be combined with globalConcurrency",
 	} {
 		_, err := parse(dir)

@@ -184,9 +184,15 @@ type FunctionDirective struct {
 
 // Batch is a function's {"batch":{"max":16,"waitMs":5}}: the dispatcher hands up to Max pending
 // calls to one execution, waiting at most WaitMs after the first for more.
+//
+// Parallel (opt-in, 0 = off) trades a little latency for bigger batches under load, as Nagle's
+// algorithm does for small packets: one sidecar at a time reads the function's calls, and a batch
+// that is not full waits while Parallel batches of the function are running, gathering the calls
+// that arrive meanwhile (a full batch goes at once, up to maxConcurrency).
 type Batch struct {
-	Max    int `json:"max"`
-	WaitMs int `json:"waitMs"`
+	Max      int `json:"max"`
+	WaitMs   int `json:"waitMs"`
+	Parallel int `json:"parallel,omitempty"`
 }
 
 // Batch limits.
@@ -194,6 +200,7 @@ const (
 	MaxBatch           = 256
 	DefaultBatchWaitMs = 5
 	MaxBatchWaitMs     = 1000
+	MaxBatchParallel   = 256
 )
 
 // CallDirective is {"op":"call",...}: it calls a function and waits for its return value.
@@ -514,11 +521,12 @@ func parseBatch(f *fields, b gjson.Result) *Batch {
 		f.fail("batch", fmt.Sprintf("expected an object {\"max\":16,\"waitMs\":5}, got %s", excerpt(b.Raw)))
 		return nil
 	}
-	bf := newFields(f.node, "", []byte(b.Raw), "max", "waitMs")
+	bf := newFields(f.node, "", []byte(b.Raw), "max", "waitMs", "parallel")
 	bf.lim = f.lim
 	out := &Batch{
-		Max:    bf.integer("max", 0, 1, MaxBatch, false, ""),
-		WaitMs: bf.integer("waitMs", DefaultBatchWaitMs, 0, MaxBatchWaitMs, true, " ms"),
+		Max:      bf.integer("max", 0, 1, MaxBatch, false, ""),
+		WaitMs:   bf.integer("waitMs", DefaultBatchWaitMs, 0, MaxBatchWaitMs, true, " ms"),
+		Parallel: bf.integer("parallel", 0, 1, MaxBatchParallel, true, ""),
 	}
 	if !bf.has("max") {
 		bf.fail("max", fmt.Sprintf("is required: how many calls one execution may serve (2..%d)", MaxBatch))
@@ -649,6 +657,13 @@ func topField(s string) string {
 // parseCallShaping checks the fields that say where a call's params come from and where its
 // result and errors go, and fills in the result mode.
 func parseCallShaping(f *fields, d *CallDirective) {
+	checkParamsShaping(f, d)
+	checkResultShaping(f, d)
+	checkErrorShaping(f, d)
+}
+
+// checkParamsShaping checks paramsField and the options that only mean something with it.
+func checkParamsShaping(f *fields, d *CallDirective) {
 	if f.has("paramsField") {
 		if why := topField(d.ParamsField); why != "" {
 			f.fail("paramsField", why)
@@ -661,6 +676,11 @@ func parseCallShaping(f *fields, d *CallDirective) {
 			f.fail(opt, "only applies with \"paramsField\" (the field that holds the params)")
 		}
 	}
+}
+
+// checkResultShaping checks resultMode against the fields it uses or ignores (resultField,
+// valueField, skipNull).
+func checkResultShaping(f *fields, d *CallDirective) {
 	mode := d.EffectiveResultMode()
 	switch d.ResultMode {
 	case "", ResultItems, ResultField, ResultMerge, ResultReplace, ResultNone:
@@ -683,6 +703,11 @@ func parseCallShaping(f *fields, d *CallDirective) {
 	if f.has("skipNull") && mode != ResultField {
 		f.fail("skipNull", "only applies with resultMode \"field\" (merge skips a null result anyway)")
 	}
+}
+
+// checkErrorShaping checks errorOutput and errorField, which only the input and details outputs
+// take.
+func checkErrorShaping(f *fields, d *CallDirective) {
 	switch d.ErrorOutput {
 	case "", ErrorOutputError:
 		if f.has("errorField") {

@@ -497,39 +497,9 @@ func (w *walker) add(f *frame, res []int, fail string) {
 
 // step follows one pair of frame f: to the target, to a settled item, or onto the stack.
 func (w *walker) step(f *frame, p pairRef) error {
-	if p.bad != "" {
-		w.add(f, nil, p.bad)
-		return nil
-	}
-	src := p.over
-	switch {
-	case f.t == nil:
-		// First hop: sourceOverwrite || connectionInputSource.main[input] ?? main[0].
-		if src.state != srcNone {
-			break
-		}
-		if p.input < len(w.cis) && w.cis[p.input].state != srcNone {
-			src = w.cis[p.input]
-		} else if len(w.cis) > 0 {
-			src = w.cis[0]
-		}
-	case p.input >= len(f.t.sources):
-		// n8n drops such a reference silently; it only matters when nothing else is found.
-		if len(f.t.sources) == 0 {
-			w.add(f, nil, fmt.Sprintf("node %q has no input (a trigger or pinned data), so the lineage ends there", f.t.node))
-		} else {
-			w.add(f, nil, fmt.Sprintf("item %d of node %q names input %d, but that run has %d", f.item, f.t.node, p.input, len(f.t.sources)))
-		}
-		return nil
-	case src.state == srcNone:
-		src = f.t.sources[p.input]
-	}
-	switch src.state {
-	case srcNone:
-		w.add(f, nil, "no source recorded for the input it came from")
-		return nil
-	case srcBad:
-		w.add(f, nil, "a malformed source (previousNode, previousNodeOutput, previousNodeRun)")
+	src, fail := w.pairSource(f, p)
+	if fail != "" {
+		w.add(f, nil, fail)
 		return nil
 	}
 	isTarget := src.node == w.target
@@ -546,48 +516,117 @@ func (w *walker) step(f *frame, p pairRef) error {
 		return nil
 	}
 	if isTarget {
-		if !w.haveSpace {
-			w.haveSpace, w.space = true, [2]int{src.run, src.output}
-			w.ident = make([]int, co.n)
-			for k := range w.ident {
-				w.ident[k] = k
-			}
-		} else if w.space != [2]int{src.run, src.output} {
-			return &LineageError{Item: w.item, Target: w.target, Reason: fmt.Sprintf(
-				"it derives from run %d output %d of the node while other items derive from run %d output %d; indices of different runs or outputs cannot be told apart",
-				src.run, src.output, w.space[0], w.space[1])}
-		}
-		w.add(f, w.one(p.item), "")
-		return nil
+		return w.reachTarget(f, p.item, src, co.n)
 	}
-	e := &co.memo[p.item]
+	return w.descend(f, p.item, src, ct, co)
+}
+
+// pairSource is the run output pair p of frame f points into; fail says why it points nowhere
+// ("" when it does).
+func (w *walker) pairSource(f *frame, p pairRef) (src srcRef, fail string) {
+	if p.bad != "" {
+		return srcRef{}, p.bad
+	}
+	src = p.over
+	switch {
+	case f.t == nil:
+		if src.state == srcNone {
+			src = w.firstHopSource(p.input)
+		}
+	case p.input >= len(f.t.sources):
+		// n8n drops such a reference silently; it only matters when nothing else is found. It is
+		// checked before sourceOverwrite, which does not make the input exist.
+		if len(f.t.sources) == 0 {
+			return srcRef{}, fmt.Sprintf("node %q has no input (a trigger or pinned data), so the lineage ends there", f.t.node)
+		}
+		return srcRef{}, fmt.Sprintf("item %d of node %q names input %d, but that run has %d", f.item, f.t.node, p.input, len(f.t.sources))
+	case src.state == srcNone:
+		src = f.t.sources[p.input]
+	}
+	switch src.state {
+	case srcNone:
+		return srcRef{}, "no source recorded for the input it came from"
+	case srcBad:
+		return srcRef{}, "a malformed source (previousNode, previousNodeOutput, previousNodeRun)"
+	}
+	return src, ""
+}
+
+// firstHopSource is where an input item of the current node without sourceOverwrite came from:
+// connectionInputSource.main[input] ?? main[0], as n8n reads it (srcNone when there is neither).
+func (w *walker) firstHopSource(input int) srcRef {
+	if input < len(w.cis) && w.cis[input].state != srcNone {
+		return w.cis[input]
+	}
+	if len(w.cis) > 0 {
+		return w.cis[0]
+	}
+	return srcRef{}
+}
+
+// reachTarget ends a pair at item k of the target's run output src (n items). All items must end
+// in the same run and output: indices of different ones could not be told apart.
+func (w *walker) reachTarget(f *frame, k int, src srcRef, n int) error {
+	space := [2]int{src.run, src.output}
+	if !w.haveSpace {
+		w.haveSpace, w.space = true, space
+		w.ident = make([]int, n)
+		for i := range w.ident {
+			w.ident[i] = i
+		}
+	} else if w.space != space {
+		return &LineageError{Item: w.item, Target: w.target, Reason: fmt.Sprintf(
+			"it derives from run %d output %d of the node while other items derive from run %d output %d; indices of different runs or outputs cannot be told apart",
+			src.run, src.output, w.space[0], w.space[1])}
+	}
+	w.add(f, w.one(k), "")
+	return nil
+}
+
+// descend continues a pair through item k of output co of an intermediate task ct: with the
+// item's settled result, or with a new frame for its own pairs on top of the stack.
+func (w *walker) descend(f *frame, k int, src srcRef, ct *task, co *output) error {
+	e := &co.memo[k]
 	switch e.state {
 	case memoDone:
 		w.add(f, e.res, e.fail)
 		return nil
 	case memoOnStack:
 		return fmt.Errorf("%w: input item %d: the lineage loops back to item %d of node %q run %d output %d",
-			ErrLineageLimit, w.item, p.item, src.node, src.run, src.output)
+			ErrLineageLimit, w.item, k, src.node, src.run, src.output)
 	}
 	if len(w.stack) >= w.lim.hops {
 		return fmt.Errorf("%w: input item %d: more than %d hops back", ErrLineageLimit, w.item, w.lim.hops)
 	}
-	child := frame{t: ct, out: co, item: p.item, pairLo: len(w.pairs), moreLo: len(w.more)}
-	if raw := co.paired[p.item]; raw != "" {
-		w.pushPairs(gjson.Parse(raw))
-	} else if dp, ok, err := w.defaultPair(ct, co.n, p.item); err != nil {
+	child := frame{t: ct, out: co, item: k, pairLo: len(w.pairs), moreLo: len(w.more)}
+	if err := w.pushItemPairs(ct, co, k); err != nil {
 		return err
-	} else if ok {
-		w.pairs = append(w.pairs, dp)
 	}
 	child.pairHi = len(w.pairs)
 	if child.pairHi == child.pairLo {
-		e.state, e.fail = memoDone, fmt.Sprintf("item %d of node %q run %d has no pairedItem (the node did not say which input item it came from)", p.item, src.node, src.run)
+		e.state, e.fail = memoDone, fmt.Sprintf("item %d of node %q run %d has no pairedItem (the node did not say which input item it came from)", k, src.node, src.run)
 		w.add(f, nil, e.fail)
 		return nil
 	}
 	e.state = memoOnStack
 	w.stack = append(w.stack, child)
+	return nil
+}
+
+// pushItemPairs pushes the pairs of item k of output co of task ct: its pairedItem, or the one
+// n8n would have assigned (defaultPair), or none.
+func (w *walker) pushItemPairs(ct *task, co *output, k int) error {
+	if raw := co.paired[k]; raw != "" {
+		w.pushPairs(gjson.Parse(raw))
+		return nil
+	}
+	dp, ok, err := w.defaultPair(ct, co.n, k)
+	if err != nil {
+		return err
+	}
+	if ok {
+		w.pairs = append(w.pairs, dp)
+	}
 	return nil
 }
 

@@ -86,18 +86,32 @@ func LintSet(wfs [][]byte) []Finding {
 // LintWorkflows is LintSet for parsed workflows.
 func LintWorkflows(wfs []*Workflow) []Finding {
 	var out []Finding
-	type site struct {
-		wf   *Workflow
-		node string
-	}
-	type callSite struct {
-		site
-		d *CallDirective
-	}
-	globals := map[string][]site{}
-	var calls []callSite
 	for _, w := range wfs {
 		out = append(out, LintWorkflow(w)...)
+	}
+	globals, calls := lintSites(wfs)
+	out = append(out, duplicateGlobals(globals)...)
+	return append(out, unknownCallTargets(wfs, globals, calls)...)
+}
+
+// lintSite is a node of one of a set's workflows.
+type lintSite struct {
+	wf   *Workflow
+	node string
+}
+
+// lintCall is a call node of a set's workflows.
+type lintCall struct {
+	lintSite
+	d *CallDirective
+}
+
+// lintSites are the set's enabled global function nodes by function name, and its enabled call
+// nodes, in workflow and node order.
+func lintSites(wfs []*Workflow) (map[string][]lintSite, []lintCall) {
+	globals := map[string][]lintSite{}
+	var calls []lintCall
+	for _, w := range wfs {
 		for _, n := range w.Nodes {
 			d, err := n.Directive()
 			if err != nil || d == nil || n.Disabled {
@@ -106,13 +120,20 @@ func LintWorkflows(wfs []*Workflow) []Finding {
 			switch d := d.(type) {
 			case *FunctionDirective:
 				if d.Scope == ScopeGlobal {
-					globals[d.Name] = append(globals[d.Name], site{w, n.Name})
+					globals[d.Name] = append(globals[d.Name], lintSite{w, n.Name})
 				}
 			case *CallDirective:
-				calls = append(calls, callSite{site{w, n.Name}, d})
+				calls = append(calls, lintCall{lintSite{w, n.Name}, d})
 			}
 		}
 	}
+	return globals, calls
+}
+
+// duplicateGlobals is an error at each global function node whose name another workflow of the set
+// defines too, by function name, naming the others.
+func duplicateGlobals(globals map[string][]lintSite) []Finding {
+	var out []Finding
 	fnames := make([]string, 0, len(globals))
 	for name := range globals {
 		fnames = append(fnames, name)
@@ -135,6 +156,13 @@ func LintWorkflows(wfs []*Workflow) []Finding {
 				Hint:    "a global name must be unique across all published workflows: rename one, or give it \"scope\":\"workflow\""})
 		}
 	}
+	return out
+}
+
+// unknownCallTargets warns at calls no workflow of the set can answer: a global function none
+// defines, or a workflow id that is not in the set (only when the set has ids to compare with).
+func unknownCallTargets(wfs []*Workflow, globals map[string][]lintSite, calls []lintCall) []Finding {
+	var out []Finding
 	ids := map[string]*Workflow{}
 	for _, w := range wfs {
 		if w.ID != "" {
@@ -156,81 +184,99 @@ func LintWorkflows(wfs []*Workflow) []Finding {
 	return out
 }
 
-// LintWorkflow checks one parsed workflow.
+// LintWorkflow checks one parsed workflow: each node on its own, then how its directives relate.
 func LintWorkflow(w *Workflow) []Finding {
-	var out []Finding
-	add := func(node string, sev Severity, msg, hint string) {
-		out = append(out, Finding{WorkflowID: w.ID, WorkflowName: w.Name, Node: node, Severity: sev, Message: msg, Hint: hint})
-	}
-	directives := map[string]Directive{}
+	l := &workflowLint{w: w, directives: map[string]Directive{}}
 	for _, n := range w.Nodes {
-		if strings.HasPrefix(n.Type, OriginTypePrefix) {
-			add(n.Name, SeverityWarning, fmt.Sprintf("node of the n8n-nodes-function package (%s)", n.Type),
-				"convert it with `n8n-fn migrate` (see MIGRATION.md)")
-			continue
-		}
-		if !n.IsCode() {
-			continue
-		}
-		code := n.Code()
-		if !IsDirective(code) {
-			if strings.Contains(code, "/* "+Marker) || strings.Contains(code, "/*"+Marker) {
-				add(n.Name, SeverityWarning, "the code holds an @n8n-fn header but not at its very start, so it runs as ordinary code",
-					"move the /* @n8n-fn {...} */ comment to the first line")
-			}
-			continue
-		}
-		if lang := n.CodeLanguage(); lang != CodeLanguageJS {
-			add(n.Name, SeverityError, fmt.Sprintf("directive in a Code node whose language is %q", lang), "set Language to JavaScript")
-		}
-		if mode := n.CodeMode(); mode != CodeModeAllItems {
-			add(n.Name, SeverityError, fmt.Sprintf("directive in a Code node whose mode is %q", mode), "set Mode to \"Run Once for All Items\"")
-		}
-		d, err := n.Directive()
-		if err != nil {
-			var es DirectiveErrors
-			if errors.As(err, &es) {
-				for _, e := range es {
-					add(n.Name, SeverityError, directiveMessage(e), directiveHint(e))
-				}
-			} else {
-				add(n.Name, SeverityError, err.Error(), "see docs/directives.md")
-			}
-			continue
-		}
-		if n.Disabled {
-			add(n.Name, SeverityWarning, fmt.Sprintf("%s node is disabled", d.DirectiveOp()), "")
-			continue
-		}
-		directives[n.Name] = d
+		l.node(n)
 	}
 	localNames := map[string]string{} // scope+name -> first node
 	for _, n := range w.Nodes {
-		switch d := directives[n.Name].(type) {
+		switch d := l.directives[n.Name].(type) {
 		case *FunctionDirective:
 			key := d.Scope + "/" + d.Name
 			if first, dup := localNames[key]; dup {
-				add(n.Name, SeverityError, fmt.Sprintf("function %q (%s scope) is also defined by node %q in this workflow", d.Name, d.Scope, first),
+				l.add(n.Name, SeverityError, fmt.Sprintf("function %q (%s scope) is also defined by node %q in this workflow", d.Name, d.Scope, first),
 					"give each function node its own name")
 			} else {
 				localNames[key] = n.Name
 			}
-			out = append(out, lintFunction(w, n, directives)...)
+			l.out = append(l.out, lintFunction(w, n, l.directives)...)
 		case *ReturnDirective:
-			if !hasAncestorOp(w, n, directives, OpFunction) {
-				add(n.Name, SeverityError, "return with no function node upstream: nothing to return to",
+			if !hasAncestorOp(w, n, l.directives, OpFunction) {
+				l.add(n.Name, SeverityError, "return with no function node upstream: nothing to return to",
 					"connect it after a function node (Webhook -> function -> ... -> return)")
 			}
 		case *CallDirective:
-			if d.Scope == ScopeWorkflow {
-				if !definesLocal(w, directives, d.Function) {
-					add(n.Name, SeverityWarning, fmt.Sprintf("calls workflow-scoped function %q, which this workflow does not define", d.Function),
-						"define it here with \"scope\":\"workflow\", or call the global function (\"scope\":\"global\")")
-				}
+			if d.Scope == ScopeWorkflow && !definesLocal(w, l.directives, d.Function) {
+				l.add(n.Name, SeverityWarning, fmt.Sprintf("calls workflow-scoped function %q, which this workflow does not define", d.Function),
+					"define it here with \"scope\":\"workflow\", or call the global function (\"scope\":\"global\")")
 			}
 		}
 	}
-	return out
+	return l.out
+}
+
+// workflowLint collects the findings of one workflow and its nodes' usable directives (parsed,
+// enabled) by node name.
+type workflowLint struct {
+	w          *Workflow
+	directives map[string]Directive
+	out        []Finding
+}
+
+func (l *workflowLint) add(node string, sev Severity, msg, hint string) {
+	l.out = append(l.out, Finding{WorkflowID: l.w.ID, WorkflowName: l.w.Name, Node: node, Severity: sev, Message: msg, Hint: hint})
+}
+
+// node checks one node on its own: an origin package node, a header that is not at the start, a
+// directive in a Code node set up to run something else, a directive that does not parse, a
+// disabled one. A usable directive is kept for the checks across nodes.
+func (l *workflowLint) node(n *Node) {
+	if strings.HasPrefix(n.Type, OriginTypePrefix) {
+		l.add(n.Name, SeverityWarning, fmt.Sprintf("node of the n8n-nodes-function package (%s)", n.Type),
+			"convert it with `n8n-fn migrate` (see MIGRATION.md)")
+		return
+	}
+	if !n.IsCode() {
+		return
+	}
+	code := n.Code()
+	if !IsDirective(code) {
+		if strings.Contains(code, "/* "+Marker) || strings.Contains(code, "/*"+Marker) {
+			l.add(n.Name, SeverityWarning, "the code holds an @n8n-fn header but not at its very start, so it runs as ordinary code",
+				"move the /* @n8n-fn {...} */ comment to the first line")
+		}
+		return
+	}
+	if lang := n.CodeLanguage(); lang != CodeLanguageJS {
+		l.add(n.Name, SeverityError, fmt.Sprintf("directive in a Code node whose language is %q", lang), "set Language to JavaScript")
+	}
+	if mode := n.CodeMode(); mode != CodeModeAllItems {
+		l.add(n.Name, SeverityError, fmt.Sprintf("directive in a Code node whose mode is %q", mode), "set Mode to \"Run Once for All Items\"")
+	}
+	d, err := n.Directive()
+	if err != nil {
+		l.directiveError(n, err)
+		return
+	}
+	if n.Disabled {
+		l.add(n.Name, SeverityWarning, fmt.Sprintf("%s node is disabled", d.DirectiveOp()), "")
+		return
+	}
+	l.directives[n.Name] = d
+}
+
+// directiveError reports a header that does not parse: each of its problems when it lists them.
+func (l *workflowLint) directiveError(n *Node, err error) {
+	var es DirectiveErrors
+	if !errors.As(err, &es) {
+		l.add(n.Name, SeverityError, err.Error(), "see docs/directives.md")
+		return
+	}
+	for _, e := range es {
+		l.add(n.Name, SeverityError, directiveMessage(e), directiveHint(e))
+	}
 }
 
 func definesLocal(w *Workflow, directives map[string]Directive, name string) bool {

@@ -107,23 +107,58 @@ func Migrate(wfs [][]byte, opts MigrateOptions) ([]Migration, error) {
 		}
 		parsed[i] = w
 	}
-	era, why := detectEra(parsed)
-	if opts.Origin != "" {
-		e, err := ParseOriginVersion(opts.Origin)
-		if err != nil {
-			return nil, fmt.Errorf("migrate: %w", err)
-		}
-		era, why = e, "origin "+opts.Origin+" (given)"
+	era, why, err := migrationEra(parsed, opts.Origin)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
 	}
+	keys := workflowKeys(parsed)
 	// Decide every function's name and scope first, so calls in other workflows agree.
-	funcs := map[string]map[string]migrationFunction{} // workflow key -> origin node name -> decision
+	funcs := planFunctions(parsed, keys, opts.Global)
+	out := make([]Migration, len(wfs))
+	for i, b := range wfs {
+		m, err := migrateOne(b, parsed[i], keys[i], funcs, opts, era, why)
+		if err == nil {
+			err = m.remapScopes(opts.IDMap)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("migrate: workflow %s: %w", parsed[i].Label(), err)
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// migrationEra is the origin version the workflows were written for: the given one, or the one
+// their nodes show; why says which.
+func migrationEra(parsed []*Workflow, origin string) (OriginEra, string, error) {
+	if origin == "" {
+		era, why := detectEra(parsed)
+		return era, why, nil
+	}
+	e, err := ParseOriginVersion(origin)
+	if err != nil {
+		return e, "", err
+	}
+	return e, "origin " + origin + " (given)", nil
+}
+
+// workflowKeys are the workflows' ids, "#index" for one without: files without ids must not share
+// one entry.
+func workflowKeys(parsed []*Workflow) []string {
 	keys := make([]string, len(parsed))
 	for i, w := range parsed {
 		keys[i] = w.ID
 		if keys[i] == "" {
-			keys[i] = fmt.Sprintf("#%d", i) // files without ids must not share one entry
+			keys[i] = fmt.Sprintf("#%d", i)
 		}
 	}
+	return keys
+}
+
+// planFunctions decides every origin Function node's function: workflow key -> origin node name ->
+// decision.
+func planFunctions(parsed []*Workflow, keys []string, allGlobal bool) map[string]map[string]migrationFunction {
+	funcs := map[string]map[string]migrationFunction{}
 	for i, w := range parsed {
 		for _, n := range w.Nodes {
 			if n.Type != OriginFunction {
@@ -133,43 +168,48 @@ func Migrate(wfs [][]byte, opts MigrateOptions) ([]Migration, error) {
 				funcs[keys[i]] = map[string]migrationFunction{}
 			}
 			scope := ScopeWorkflow
-			if opts.Global || n.Param("globalFunction").Bool() {
+			if allGlobal || n.Param("globalFunction").Bool() {
 				scope = ScopeGlobal
 			}
-			declared := map[string]bool{}
-			var forced []string
-			for _, p := range n.Param("parameters.parameter").Array() {
-				name := p.Get("name").String()
-				if name == "" || name == ContextField || declared[name] {
-					continue
-				}
-				declared[name] = true
-				if p.Get("required").Bool() || p.Get("defaultValue").String() != "" {
-					forced = append(forced, name)
-				}
-			}
+			declared, forced := originParams(n)
 			funcs[keys[i]][n.Name] = migrationFunction{name: SanitizeFunctionName(n.Name), scope: scope, params: declared, forced: forced, wfKey: keys[i], wfID: w.ID}
 		}
 	}
-	out := make([]Migration, len(wfs))
-	for i, b := range wfs {
-		m, err := migrateOne(b, parsed[i], keys[i], funcs, opts, era, why)
-		if err != nil {
-			return nil, fmt.Errorf("migrate: workflow %s: %w", parsed[i].Label(), err)
+	return funcs
+}
+
+// originParams are the params an origin Function node declares (the first of a name; unnamed ones
+// and the call context are not params) and, in order, those with a default or required.
+func originParams(n *Node) (declared map[string]bool, forced []string) {
+	declared = map[string]bool{}
+	for _, p := range n.Param("parameters.parameter").Array() {
+		name := p.Get("name").String()
+		if name == "" || name == ContextField || declared[name] {
+			continue
 		}
-		if len(opts.IDMap) > 0 {
-			b, notes, err := RemapScopes(m.Workflow, opts.IDMap)
-			if err != nil {
-				return nil, fmt.Errorf("migrate: workflow %s: %w", parsed[i].Label(), err)
-			}
-			if len(notes) > 0 {
-				m.Workflow, m.Changed = b, true
-				m.Report.Converted = append(m.Report.Converted, notes...)
-			}
+		declared[name] = true
+		if p.Get("required").Bool() || p.Get("defaultValue").String() != "" {
+			forced = append(forced, name)
 		}
-		out[i] = m
 	}
-	return out, nil
+	return declared, forced
+}
+
+// remapScopes applies an id map (workflows moved to other ids) to the migrated workflow's calls,
+// noting each change as converted.
+func (m *Migration) remapScopes(idMap map[string]string) error {
+	if len(idMap) == 0 {
+		return nil
+	}
+	b, notes, err := RemapScopes(m.Workflow, idMap)
+	if err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		m.Workflow, m.Changed = b, true
+		m.Report.Converted = append(m.Report.Converted, notes...)
+	}
+	return nil
 }
 
 var unsafeNameRun = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)

@@ -134,6 +134,9 @@ func encodeFunction(o *obj, d *FunctionDirective) {
 		var b obj
 		b.add("max", d.Batch.Max)
 		b.add("waitMs", d.Batch.WaitMs)
+		if d.Batch.Parallel > 0 {
+			b.add("parallel", d.Batch.Parallel)
+		}
 		o.add("batch", json.RawMessage(b.String()))
 	}
 }

@@ -19,6 +19,7 @@ func TestDirectiveRoundTrip(t *testing.T) {
 		&FunctionDirective{Name: "add", Scope: ScopeGlobal, Params: []Param{p1, p2}, TimeoutMs: 5000, MaxConcurrency: 3, Description: "adds */ things"},
 		&FunctionDirective{Name: "f", Scope: ScopeWorkflow, TimeoutMs: DefaultFunctionTimeoutMs},
 		&FunctionDirective{Name: "batched", Scope: ScopeGlobal, TimeoutMs: DefaultFunctionTimeoutMs, Batch: &Batch{Max: 16, WaitMs: 5}},
+		&FunctionDirective{Name: "nagle", Scope: ScopeGlobal, TimeoutMs: DefaultFunctionTimeoutMs, Batch: &Batch{Max: 16, WaitMs: 5, Parallel: 1}},
 		&CallDirective{Function: "add", Scope: "wf1", Mode: ModeAllItems, TimeoutMs: 1000, Retries: 2, RetryBackoffMs: 50, ResultField: "r", IdempotencyKey: "order.id", WaitForLiveMs: 0},
 		&CallDirective{Function: "add", Scope: ScopeGlobal, Mode: ModeEachItem, RetryBackoffMs: DefaultRetryBackoffMs, WaitForLiveMs: DefaultWaitForLiveMs},
 		&ReturnDirective{},

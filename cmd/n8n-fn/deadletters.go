@@ -47,17 +47,8 @@ func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	switch {
-	case action == "list" && len(ids) > 0, action == "replay" && len(ids) != 1:
-		fs.Usage()
-		return fmt.Errorf("%w: %s takes %s", errUsage, action, map[string]string{"list": "only FUNCTION", "replay": "FUNCTION and one ID"}[action])
-	case action == "purge" && len(ids) == 0 && !*all:
-		return fmt.Errorf("%w: purge needs dead letter IDs, or --all to delete every dead letter of %s", errUsage, fn)
-	case action == "purge" && len(ids) > 0 && *all:
-		return fmt.Errorf("%w: give IDs or --all, not both", errUsage)
-	case action != "list" && action != "replay" && action != "purge":
-		fs.Usage()
-		return fmt.Errorf("%w: unknown action %q (want list, replay or purge)", errUsage, action)
+	if err := checkDeadLetterArgs(fs, action, fn, ids, *all); err != nil {
+		return err
 	}
 	reg, closeReg, err := registryFromEnv()
 	if err != nil {
@@ -66,16 +57,7 @@ func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer closeReg()
 	switch action {
 	case "list":
-		dls, err := reg.ListDeadLetters(ctx, fn, *count)
-		if err != nil {
-			return redisHint(err)
-		}
-		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(dls)
-		}
-		printDeadLetters(stdout, fn, dls)
+		return listDeadLetters(ctx, reg, stdout, fn, *count, *asJSON)
 	case "replay":
 		id, err := reg.ReplayDeadLetter(ctx, fn, ids[0])
 		if err != nil {
@@ -89,6 +71,39 @@ func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		fmt.Fprintf(stdout, "purged %d dead letter(s) of %s\n", n, fn)
 	}
+	return nil
+}
+
+// checkDeadLetterArgs refuses an action with the wrong IDs (or --all) before Redis is asked; the
+// usage is printed where the action itself is in question.
+func checkDeadLetterArgs(fs *flag.FlagSet, action string, fn registry.FunctionKey, ids []string, all bool) error {
+	switch {
+	case action == "list" && len(ids) > 0, action == "replay" && len(ids) != 1:
+		fs.Usage()
+		return fmt.Errorf("%w: %s takes %s", errUsage, action, map[string]string{"list": "only FUNCTION", "replay": "FUNCTION and one ID"}[action])
+	case action == "purge" && len(ids) == 0 && !all:
+		return fmt.Errorf("%w: purge needs dead letter IDs, or --all to delete every dead letter of %s", errUsage, fn)
+	case action == "purge" && len(ids) > 0 && all:
+		return fmt.Errorf("%w: give IDs or --all, not both", errUsage)
+	case action != "list" && action != "replay" && action != "purge":
+		fs.Usage()
+		return fmt.Errorf("%w: unknown action %q (want list, replay or purge)", errUsage, action)
+	}
+	return nil
+}
+
+// listDeadLetters prints at most count dead letters of fn, oldest first: a table, or JSON.
+func listDeadLetters(ctx context.Context, reg *registry.Registry, stdout io.Writer, fn registry.FunctionKey, count int64, asJSON bool) error {
+	dls, err := reg.ListDeadLetters(ctx, fn, count)
+	if err != nil {
+		return redisHint(err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(dls)
+	}
+	printDeadLetters(stdout, fn, dls)
 	return nil
 }
 

@@ -40,66 +40,17 @@ func snippetCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, snippetUsage) }
 	workflowTitle := fs.String("workflow", "", "print a whole importable workflow with this name")
-
-	var frag func(name string) (*workflows.Fragment, error)
-	switch kind {
-	case workflows.OpFunction:
-		var params paramFlags
-		fs.Var(&params, "param", "a param: name:type[:required][=default] (repeatable)")
-		scope := fs.String("scope", workflows.ScopeGlobal, "global or workflow")
-		timeout := fs.Int("timeout", workflows.DefaultFunctionTimeoutMs, "function timeout in ms")
-		maxConc := fs.Int("max-concurrency", 0, "calls of this function each sidecar dispatches at once (0 = the dispatcher default)")
-		globalConc := fs.Int("global-concurrency", 0, "calls of this function that run at once across every sidecar (0 = no global bound)")
-		desc := fs.String("description", "", "what the function does")
-		withReturn := fs.Bool("with-return", false, "add a return node after the function node")
-		frag = func(name string) (*workflows.Fragment, error) {
-			fn := &workflows.FunctionDirective{Name: name, Scope: *scope, Params: params, TimeoutMs: *timeout, MaxConcurrency: *maxConc, GlobalConcurrency: *globalConc, Description: *desc}
-			return workflows.FunctionSnippet(fn, workflows.SnippetOptions{WithReturn: *withReturn})
-		}
-	case workflows.OpCall:
-		scope := fs.String("scope", workflows.ScopeGlobal, "global, workflow (this workflow) or a workflow id")
-		mode := fs.String("mode", workflows.ModeEachItem, "eachItem (one call per item) or allItems (one call)")
-		timeout := fs.Int("timeout", 0, "call timeout in ms (0 = the function's timeout)")
-		retries := fs.Int("retries", 0, "retries after a failed or timed-out call")
-		backoff := fs.Int("backoff", workflows.DefaultRetryBackoffMs, "first retry delay in ms (doubles per retry)")
-		resultField := fs.String("result-field", "", "keep the input item and put the result under this field")
-		idem := fs.String("idempotency-key", "", "field path in the input item that identifies the call")
-		waitLive := fs.Int("wait-for-live", workflows.DefaultWaitForLiveMs, "ms to wait for a live sidecar serving the function")
-		frag = func(name string) (*workflows.Fragment, error) {
-			c := &workflows.CallDirective{Function: name, Scope: *scope, Mode: *mode, TimeoutMs: *timeout, Retries: *retries,
-				RetryBackoffMs: *backoff, ResultField: *resultField, IdempotencyKey: *idem, WaitForLiveMs: *waitLive}
-			return workflows.CallSnippet(c, workflows.SnippetOptions{})
-		}
-	case workflows.OpReturn:
-		fail := fs.Bool("fail", false, "the fail form: send an error to the caller")
-		message := fs.String("message", "", "with --fail: the error message (default: the item's error or message field)")
-		frag = func(string) (*workflows.Fragment, error) {
-			return workflows.ReturnSnippet(&workflows.ReturnDirective{Fail: *fail, Message: *message}, workflows.SnippetOptions{})
-		}
-	default:
+	frag := snippetFlags(kind, fs)
+	if frag == nil {
 		fs.Usage()
 		return fmt.Errorf("%w: unknown snippet %q (function, call or return)", errUsage, kind)
 	}
-
-	// NAME may come before or after the flags.
-	var name string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		name, rest = rest[0], rest[1:]
-	}
-	if err := fs.Parse(rest); err != nil {
+	name, err := parseSnippetArgs(fs, rest)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return err
 	}
 	if kind != workflows.OpReturn && name == "" {
 		return fmt.Errorf("%w: snippet %s needs the function NAME", errUsage, kind)
@@ -107,7 +58,6 @@ func snippetCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if kind == workflows.OpReturn && name != "" {
 		return fmt.Errorf("%w: snippet return takes no name", errUsage)
 	}
-
 	f, err := frag(name)
 	if err != nil {
 		// Directive errors say which field is wrong; present them as usage errors.
@@ -116,9 +66,95 @@ func snippetCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return fmt.Errorf("snippet: %w", err)
 	}
+	return writeSnippet(stdout, f, *workflowTitle)
+}
+
+// snippetFragment builds the snippet of one kind for a function NAME from its parsed flags.
+type snippetFragment func(name string) (*workflows.Fragment, error)
+
+// snippetFlags defines the flags of one kind of snippet on fs; nil for an unknown kind.
+func snippetFlags(kind string, fs *flag.FlagSet) snippetFragment {
+	switch kind {
+	case workflows.OpFunction:
+		return functionSnippetFlags(fs)
+	case workflows.OpCall:
+		return callSnippetFlags(fs)
+	case workflows.OpReturn:
+		return returnSnippetFlags(fs)
+	}
+	return nil
+}
+
+func functionSnippetFlags(fs *flag.FlagSet) snippetFragment {
+	var params paramFlags
+	fs.Var(&params, "param", "a param: name:type[:required][=default] (repeatable)")
+	scope := fs.String("scope", workflows.ScopeGlobal, "global or workflow")
+	timeout := fs.Int("timeout", workflows.DefaultFunctionTimeoutMs, "function timeout in ms")
+	maxConc := fs.Int("max-concurrency", 0, "calls of this function each sidecar dispatches at once (0 = the dispatcher default)")
+	globalConc := fs.Int("global-concurrency", 0, "calls of this function that run at once across every sidecar (0 = no global bound)")
+	desc := fs.String("description", "", "what the function does")
+	withReturn := fs.Bool("with-return", false, "add a return node after the function node")
+	return func(name string) (*workflows.Fragment, error) {
+		fn := &workflows.FunctionDirective{Name: name, Scope: *scope, Params: params, TimeoutMs: *timeout, MaxConcurrency: *maxConc, GlobalConcurrency: *globalConc, Description: *desc}
+		return workflows.FunctionSnippet(fn, workflows.SnippetOptions{WithReturn: *withReturn})
+	}
+}
+
+func callSnippetFlags(fs *flag.FlagSet) snippetFragment {
+	scope := fs.String("scope", workflows.ScopeGlobal, "global, workflow (this workflow) or a workflow id")
+	mode := fs.String("mode", workflows.ModeEachItem, "eachItem (one call per item) or allItems (one call)")
+	timeout := fs.Int("timeout", 0, "call timeout in ms (0 = the function's timeout)")
+	retries := fs.Int("retries", 0, "retries after a failed or timed-out call")
+	backoff := fs.Int("backoff", workflows.DefaultRetryBackoffMs, "first retry delay in ms (doubles per retry)")
+	resultField := fs.String("result-field", "", "keep the input item and put the result under this field")
+	idem := fs.String("idempotency-key", "", "field path in the input item that identifies the call")
+	waitLive := fs.Int("wait-for-live", workflows.DefaultWaitForLiveMs, "ms to wait for a live sidecar serving the function")
+	return func(name string) (*workflows.Fragment, error) {
+		c := &workflows.CallDirective{Function: name, Scope: *scope, Mode: *mode, TimeoutMs: *timeout, Retries: *retries,
+			RetryBackoffMs: *backoff, ResultField: *resultField, IdempotencyKey: *idem, WaitForLiveMs: *waitLive}
+		return workflows.CallSnippet(c, workflows.SnippetOptions{})
+	}
+}
+
+func returnSnippetFlags(fs *flag.FlagSet) snippetFragment {
+	fail := fs.Bool("fail", false, "the fail form: send an error to the caller")
+	message := fs.String("message", "", "with --fail: the error message (default: the item's error or message field)")
+	return func(string) (*workflows.Fragment, error) {
+		return workflows.ReturnSnippet(&workflows.ReturnDirective{Fail: *fail, Message: *message}, workflows.SnippetOptions{})
+	}
+}
+
+// parseSnippetArgs parses the flags and returns NAME, which may come before or after them ("" when
+// none). flag.ErrHelp comes back as it is for -h before NAME; every other error is a usage error.
+func parseSnippetArgs(fs *flag.FlagSet, rest []string) (string, error) {
+	var name string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		name, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if name == "" && fs.NArg() > 0 {
+		name = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return "", fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	return name, nil
+}
+
+// writeSnippet prints the fragment, as a whole workflow when it has a title.
+func writeSnippet(stdout io.Writer, f *workflows.Fragment, workflowTitle string) error {
 	var out []byte
-	if *workflowTitle != "" {
-		out, err = f.WorkflowJSON(*workflowTitle)
+	var err error
+	if workflowTitle != "" {
+		out, err = f.WorkflowJSON(workflowTitle)
 	} else {
 		out, err = f.JSON()
 	}

@@ -584,44 +584,51 @@ func classifyTransport(err error) (outcome, kind string) {
 // digits with at least two digits (a call id, an execution id, a key) becomes <id>.
 func normalize(s string) string {
 	var b strings.Builder
-	word := func(w string) {
-		digits, under := 0, strings.Contains(w, "_")
-		for _, c := range w {
-			if c >= '0' && c <= '9' {
-				digits++
-			}
-		}
-		switch {
-		case digits > 0 && digits == len(w):
-			b.WriteString("N")
-		case len(w) >= 8 && digits >= 2 && !under:
-			b.WriteString("<id>")
-		default:
-			b.WriteString(w)
-		}
-	}
-	start := -1
+	start := -1 // where the current word began, -1 between words
 	for i, c := range s {
-		isWord := c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-		if isWord && start < 0 {
-			start = i
-		}
-		if !isWord {
-			if start >= 0 {
-				word(s[start:i])
-				start = -1
+		if isWordRune(c) {
+			if start < 0 {
+				start = i
 			}
-			b.WriteRune(c)
+			continue
 		}
+		if start >= 0 {
+			b.WriteString(normalizeWord(s[start:i]))
+			start = -1
+		}
+		b.WriteRune(c)
 	}
 	if start >= 0 {
-		word(s[start:])
+		b.WriteString(normalizeWord(s[start:]))
 	}
 	out := strings.Join(strings.Fields(b.String()), " ")
 	if len(out) > 160 {
 		out = strings.ToValidUTF8(out[:160], "") + "..."
 	}
 	return out
+}
+
+// isWordRune: ids and numbers are made of ASCII letters, digits, '-' and '_'.
+func isWordRune(c rune) bool {
+	return c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// normalizeWord is N for a number, <id> for what looks like an id (8 or more characters, at least
+// two digits, no '_': env variable names such as N8N_RUNNERS_TASK_TIMEOUT stay), else the word.
+func normalizeWord(w string) string {
+	digits := 0
+	for _, c := range w {
+		if c >= '0' && c <= '9' {
+			digits++
+		}
+	}
+	switch {
+	case digits > 0 && digits == len(w):
+		return "N"
+	case len(w) >= 8 && digits >= 2 && !strings.Contains(w, "_"):
+		return "<id>"
+	}
+	return w
 }
 
 // busiestWorker is the worker running the most function bodies now (worker1 when none runs).

@@ -437,3 +437,31 @@ func FuzzParseReport(f *testing.F) {
 		}
 	})
 }
+
+// TestNormalizeWords pins the word rules of normalize one by one: what a word is (letters,
+// digits, '-' and '_'), which words become N or <id>, and where a long message is cut.
+func TestNormalizeWords(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"007", "N"},
+		{"-", "-"},
+		{"--12", "--12"},
+		{"a1b2c3d4", "<id>"},
+		{"a1b2c3d", "a1b2c3d"},
+		{"abcdefg1", "abcdefg1"},
+		{"ab_12345678", "ab_12345678"},
+		{"12345678-ab", "<id>"},
+		{"x:1,y=22;z(333)", "x:N,y=N;z(N)"},
+		{"né 12é34 end9", "né NéN end9"},
+		{"tab\tand\nnewline  99", "tab and newline N"},
+		{"trailing 42", "trailing N"},
+		{"日本 1", "日本 N"},
+		{strings.Repeat("a ", 80), strings.TrimSpace(strings.Repeat("a ", 80))},
+		{strings.Repeat("ab ", 60), strings.Repeat("ab ", 53) + "a..."},
+		{strings.Repeat("x", 159) + "é", strings.Repeat("x", 159) + "..."},
+	} {
+		if got := normalize(tc.in); got != tc.want {
+			t.Errorf("normalize(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

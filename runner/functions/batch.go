@@ -37,6 +37,14 @@ type pendingBatch struct {
 	calls []registry.Delivery
 	max   int
 	timer *time.Timer
+	due   bool // it waits for a running batch of its function to end (batch.parallel)
+}
+
+// stopTimer stops the batch's waitMs timer (none with batch.parallel: it waits for batchEnded).
+func (pb *pendingBatch) stopTimer() {
+	if pb.timer != nil {
+		pb.timer.Stop()
+	}
 }
 
 // gather adds a call of a batching function to the batch being gathered, or opens one with the
@@ -56,7 +64,7 @@ func (d *dispatcher) gather(ctx context.Context, l *fnLoop, dl registry.Delivery
 		full := len(pb.calls) >= pb.max
 		if full {
 			delete(d.batches, dl.Function)
-			pb.timer.Stop()
+			pb.stopTimer()
 		}
 		d.mu.Unlock()
 		if full {
@@ -96,13 +104,21 @@ func (d *dispatcher) gather(ctx context.Context, l *fnLoop, dl registry.Delivery
 	for _, m := range pb.calls[1:] {
 		trackIn(d.inflight, m.Function, m.EntryID, true)
 	}
-	if len(pb.calls) >= pb.max {
+	fn := dl.Function
+	if len(pb.calls) >= pb.max || (b.Parallel > 0 && !d.mustHold(fn)) {
+		// Full, or (batch.parallel, Nagle's rule) none of the function's batches is running
+		// that this one could wait for: it goes now, with what was queued already.
 		d.mu.Unlock()
 		d.launchBatch(pb)
 		return true
 	}
-	d.batches[dl.Function] = pb
-	fn := dl.Function
+	d.batches[fn] = pb
+	if b.Parallel > 0 {
+		// Batches run: gather until one of them ends (batchEnded launches this one).
+		pb.due = true
+		d.mu.Unlock()
+		return true
+	}
 	pb.timer = time.AfterFunc(time.Duration(b.WaitMs)*time.Millisecond, func() {
 		d.mu.Lock()
 		mine := d.batches[fn] == pb
@@ -123,7 +139,7 @@ func (d *dispatcher) flushBatches() {
 	d.mu.Lock()
 	var all []*pendingBatch
 	for fn, pb := range d.batches {
-		pb.timer.Stop()
+		pb.stopTimer()
 		delete(d.batches, fn)
 		all = append(all, pb)
 	}
@@ -135,9 +151,14 @@ func (d *dispatcher) flushBatches() {
 
 // launchBatch dispatches a gathered batch in its own goroutine; it gives the batch's slot back.
 func (d *dispatcher) launchBatch(pb *pendingBatch) {
+	fn := pb.calls[0].Function
+	d.mu.Lock()
+	d.running[fn]++
+	d.mu.Unlock()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		defer d.batchEnded(fn) // after the slot is back: a held batch may go now
 		defer d.slotFreed()
 		defer func() { <-pb.l.slots }()
 		defer func() {
@@ -154,6 +175,10 @@ func (d *dispatcher) launchBatch(pb *pendingBatch) {
 func (d *dispatcher) dispatchBatch(ctx context.Context, batch []registry.Delivery) {
 	if len(batch) > 1 {
 		batch = d.tryBatch(ctx, batch)
+	} else if len(batch) == 1 {
+		// A call that found no company: its dispatch counts as usual, the histogram shows it
+		// as a batch of one (what tells an operator that batching does not pay here).
+		d.f.met.BatchSize(batch[0].Function.String(), 1)
 	}
 	for _, dl := range batch {
 		d.dispatch(ctx, dl)
@@ -204,6 +229,11 @@ func (d *dispatcher) tryBatch(ctx context.Context, batch []registry.Delivery) []
 		ref.Sign(f.signer)
 		refs = append(refs, ref)
 	}
+	queued := make([]time.Duration, len(jobs))
+	for i, j := range jobs {
+		queued[i] = time.Duration(sinceEntry(j.dl.EntryID, time.Now())) * time.Millisecond
+	}
+	f.met.Batched(fn.String(), len(jobs), queued)
 	body, err := json.Marshal(map[string]any{workflows.BatchField: refs})
 	if err != nil {
 		log.WithError(err).Warn("could not encode the batch; dispatching the calls one by one")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
 	"github.com/n8n-fn/n8n-fn/registry"
+	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -23,11 +24,19 @@ const batchAddFunction = `/* @n8n-fn {"op":"function","name":"add","batch":{"max
 // lineage tracing from n8n's run data is tested in lineage_test.go).
 func newBatchHarness(t *testing.T, rs *redistest.Server) *harness {
 	t.Helper()
+	h, _ := newBatchHarnessMetrics(t, rs)
+	return h
+}
+
+// newBatchHarnessMetrics is newBatchHarness with the runtime's metrics.
+func newBatchHarnessMetrics(t *testing.T, rs *redistest.Server) (*harness, *metrics.Metrics) {
+	t.Helper()
 	h := &harness{}
 	h.wf = &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
 	h.srv = httptest.NewServer(h.wf)
 	t.Cleanup(h.srv.Close)
-	h.rt = newRuntime(t, rs, "sidecar-a", h.srv.URL, nil)
+	m := metrics.New()
+	h.rt = newRuntimeDeps(t, rs, "sidecar-a", h.srv.URL, nil, Deps{Metrics: m})
 	h.rt.lineage = func(_ context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error) {
 		if len(data.Items) != len(calls) {
 			return nil, errors.New("the stand-in lineage maps items one to one")
@@ -46,7 +55,7 @@ func newBatchHarness(t *testing.T, rs *redistest.Server) *harness {
 	s.Def = workflows.FunctionDef{Ref: h.wf.dir.Ref("wfFn"), WorkflowID: "wfFn", Node: "Function", Function: h.wf.dir,
 		WebhookPath: s.Record.WebhookPath, WebhookMethod: "POST", LastNodeResponse: true}
 	startRuntime(t, h.rt)
-	return h
+	return h, m
 }
 
 // TestBatchedCallsShareOneExecution: the calls of one call node (queued together) reach a
@@ -54,7 +63,7 @@ func newBatchHarness(t *testing.T, rs *redistest.Server) *harness {
 // execution fails, its calls run one by one, so only the bad one fails.
 func TestBatchedCallsShareOneExecution(t *testing.T) {
 	rs := redistest.Start(t)
-	h := newBatchHarness(t, rs)
+	h, m := newBatchHarnessMetrics(t, rs)
 	call := `/* @n8n-fn {"op":"call","function":"add","timeoutMs":10000} */`
 	out, err := h.call(t, call, false, `{"a":1,"b":2}`, `{"a":3,"b":4}`, `{"a":10}`, `{"a":20,"b":1}`, `{"a":0}`)
 	if err != nil {
@@ -78,6 +87,29 @@ func TestBatchedCallsShareOneExecution(t *testing.T) {
 	h.wf.mu.Unlock()
 	if refs := gjson.GetBytes(first, workflows.BatchField).Array(); len(refs) != 5 {
 		t.Fatalf("webhook body is not a batch of 5 references: %s", first)
+	}
+	// The batch is one dispatch, and the batch-size histogram says it served 5 calls.
+	sc := scrapeOf(t, m)
+	if n := metricValue(sc, metrics.Prefix+"function_dispatches_total"); n != 1 {
+		t.Errorf("dispatches after one batch: %v, want 1", n)
+	}
+	if hs := sc[metrics.Prefix+"batch_calls"].GetMetric(); len(hs) != 1 || hs[0].GetHistogram().GetSampleCount() != 1 || hs[0].GetHistogram().GetSampleSum() != 5 {
+		t.Errorf("batch size histogram after one batch of 5: %v", hs)
+	}
+	if n := metricValue(sc, metrics.Prefix+"call_queue_wait_seconds"); n != 5 {
+		t.Errorf("queue waits after one batch of 5: %v observed, want 5", n)
+	}
+
+	// A lone call is a batch of one in the histogram (and an ordinary dispatch).
+	if _, err := h.call(t, call, false, `{"a":2,"b":2}`); err != nil {
+		t.Fatal(err)
+	}
+	sc = scrapeOf(t, m)
+	if hs := sc[metrics.Prefix+"batch_calls"].GetMetric(); len(hs) != 1 || hs[0].GetHistogram().GetSampleCount() != 2 || hs[0].GetHistogram().GetSampleSum() != 6 {
+		t.Errorf("batch size histogram after a batch of 5 and a lone call: %v", hs)
+	}
+	if n := metricValue(sc, metrics.Prefix+"function_dispatches_total"); n != 2 {
+		t.Errorf("dispatches after a batch and a lone call: %v, want 2", n)
 	}
 
 	// One bad call fails the batch; retried one by one, the others succeed.

@@ -48,6 +48,8 @@ type dispatcher struct {
 	freed    chan struct{}                            // a dispatch ended and gave its slot back
 	stopRead context.CancelFunc
 	batches  map[registry.FunctionKey]*pendingBatch // batches being gathered (batch.go)
+	leads    map[registry.FunctionKey]bool          // functions whose batch lead this sidecar holds (batchlead.go)
+	running  map[registry.FunctionKey]int           // launched batches per function, for batch.parallel
 }
 
 // dispatchDeps is what the dispatcher uses of the runtime, given explicitly.
@@ -80,6 +82,7 @@ func newDispatcher(f dispatchDeps) *dispatcher {
 		loops: map[registry.FunctionKey]*fnLoop{}, inflight: map[registry.FunctionKey]map[string]bool{},
 		slots: map[registry.FunctionKey]map[string]bool{}, freed: make(chan struct{}, 1),
 		batches: map[registry.FunctionKey]*pendingBatch{},
+		leads:   map[registry.FunctionKey]bool{}, running: map[registry.FunctionKey]int{},
 	}
 }
 
@@ -93,6 +96,7 @@ func (d *dispatcher) start(ctx context.Context, wg *sync.WaitGroup) {
 		d.loopsWG.Wait() // hand-offs waiting for a slot
 	}()
 	every(ctx, wg, d.f.tun.keepAliveInterval, d.keepAlive)
+	every(ctx, wg, d.f.tun.batchLeadInterval, d.holdLeads)
 }
 
 // shutdown stops reading new calls and waits (until ctx ends) for the dispatches in flight, so
@@ -101,6 +105,7 @@ func (d *dispatcher) shutdown(ctx context.Context) {
 	if d.stopRead != nil {
 		d.stopRead()
 	}
+	d.dropLeads()    // another sidecar reads the batching functions from its next renewal on
 	d.flushBatches() // a batch being gathered is dispatched now, not after shutdown waited
 	done := make(chan struct{})
 	go func() {
@@ -151,7 +156,7 @@ func (d *dispatcher) takeSlots(fns []registry.FunctionKey) (free []registry.Func
 	taken = make(map[registry.FunctionKey]*fnLoop, len(fns))
 	for _, k := range fns {
 		l := d.loops[k]
-		if l == nil {
+		if l == nil || !d.readsHere(k) {
 			continue
 		}
 		if pb := d.batches[k]; pb != nil && len(pb.calls) < pb.max {

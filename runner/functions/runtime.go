@@ -140,6 +140,8 @@ type tunables struct {
 	masterWatchInterval time.Duration
 	// A waiting call node looks for calls Redis lost every lostCheck (op_call.go waitReplies).
 	lostCheck time.Duration
+	// How often a sidecar takes or renews the read lead of functions with batch.parallel.
+	batchLeadInterval time.Duration
 }
 
 func defaultTunables() tunables {
@@ -161,6 +163,7 @@ func defaultTunables() tunables {
 		workerLostAfter:     20 * time.Second,
 		masterWatchInterval: time.Second, // callers wait 2 s (waitForLive) for a live sidecar
 		lostCheck:           5 * time.Second,
+		batchLeadInterval:   time.Second,
 	}
 }
 

@@ -40,6 +40,9 @@ const (
 // ~10 ms) to the 5-minute task timeout.
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 
+// batchBuckets are calls per batched execution: powers of two up to a batch's largest max (256).
+var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}
+
 // Metrics holds one sidecar's collectors. Build it with New.
 type Metrics struct {
 	reg *prometheus.Registry
@@ -56,6 +59,7 @@ type Metrics struct {
 	relayed       *prometheus.CounterVec
 	relayDuration *prometheus.HistogramVec
 	redisErrors   *prometheus.CounterVec
+	batchSize     *prometheus.HistogramVec
 }
 
 // New builds the collectors of one sidecar on a fresh registry, with Go's runtime and process
@@ -84,6 +88,9 @@ func New() *Metrics {
 	m.relayed = counter("relayed_tasks_total", "Ordinary Code-node tasks relayed to the runner behind the sidecar, by outcome (relayed, no_runner, cancelled, error).", "task_type", "outcome")
 	m.relayDuration = histogram("relay_duration_seconds", "How long a relayed task took, from n8n handing it over to its end.", "task_type")
 	m.redisErrors = counter("redis_errors_total", "Failed Redis commands of the function runtime, by command (op) and kind (connection: Redis unreachable or slow; reply: Redis answered an error).", "op", "kind")
+	m.batchSize = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: Prefix + "batch_calls",
+		Help: "Calls sent to one batched execution of a function with batch, by this sidecar's dispatcher (how well its calls batch: a mean near 1 saves nothing).", Buckets: batchBuckets}, []string{"function"})
+	m.reg.MustRegister(m.batchSize)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -134,6 +141,31 @@ func (m *Metrics) CallFinished(function, outcome string, took time.Duration) {
 	}
 	m.callsFinished.WithLabelValues(function, outcome).Inc()
 	m.callDuration.WithLabelValues(function, outcome).Observe(took.Seconds())
+}
+
+// Batched counts one trigger of a batched execution of function serving calls calls (one
+// dispatch, as an execution); each call's queue wait is recorded as for a single dispatch.
+func (m *Metrics) Batched(function string, calls int, queued []time.Duration) {
+	if m == nil {
+		return
+	}
+	m.dispatches.WithLabelValues(function).Inc()
+	m.reclaimed.WithLabelValues(function)
+	m.deadLetters.WithLabelValues(function)
+	m.reruns.WithLabelValues(function)
+	m.BatchSize(function, calls)
+	for _, q := range queued {
+		m.queueWait.WithLabelValues(function).Observe(max(q, 0).Seconds())
+	}
+}
+
+// BatchSize records that a dispatch of a batching function served calls calls (1: a call that
+// found no others to share its execution with).
+func (m *Metrics) BatchSize(function string, calls int) {
+	if m == nil {
+		return
+	}
+	m.batchSize.WithLabelValues(function).Observe(float64(calls))
 }
 
 // Dispatched counts one trigger of a function execution; dispatch is the call's dispatch number

@@ -94,48 +94,83 @@ func Run(ctx context.Context, api API, suites []Suite, opt Options) (*Report, er
 	if opt.RequestTimeout == 0 {
 		opt.RequestTimeout = 90 * time.Second
 	}
-	progress := func(format string, args ...any) {
-		if opt.Progress != nil {
-			fmt.Fprintf(opt.Progress, format+"\n", args...)
-		}
-	}
+	progress := progressTo(opt.Progress)
 	rep := &Report{}
 	start := time.Now()
 	imported, err := importAll(ctx, api, suites, progress)
-	defer func() {
-		if opt.Keep {
-			progress("keeping %d workflows in n8n (--keep)", len(imported))
-			return
-		}
-		// Clean up even when ctx was cancelled: the workflows would otherwise stay published.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		for _, im := range imported {
-			if err := remove(cctx, api, im.ID); err != nil {
-				progress("could not delete workflow %q (%s): %v", im.Suite.Name, im.ID, err)
-			}
-		}
-		progress("removed the %d imported workflows", len(imported))
-	}()
+	defer removeImported(ctx, api, imported, opt.Keep, progress)
 	rep.ImportMs = ms(time.Since(start))
 	if err != nil {
 		return rep, err
 	}
 	if opt.WaitReady != nil {
-		t := time.Now()
-		progress("waiting until the sidecars serve the functions ...")
-		if err := opt.WaitReady(ctx, imported); err != nil {
-			return rep, fmt.Errorf("replay: the functions did not become ready: %w", err)
+		if rep.ReadyMs, err = waitReady(ctx, opt.WaitReady, imported, progress); err != nil {
+			return rep, err
 		}
-		rep.ReadyMs = ms(time.Since(t))
-		progress("functions ready after %.0f ms", rep.ReadyMs)
 	}
+	if err := runCases(ctx, api, suites, workflowByHook(imported), opt, rep, progress); err != nil {
+		return rep, err
+	}
+	rep.TotalMs = ms(time.Since(start))
+	if rep.Failed > 0 {
+		return rep, fmt.Errorf("%w: %d of %d", ErrFailed, rep.Failed, len(rep.Results))
+	}
+	return rep, nil
+}
+
+// progressTo writes one line per call to w; nothing when w is nil.
+func progressTo(w io.Writer) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		if w != nil {
+			fmt.Fprintf(w, format+"\n", args...)
+		}
+	}
+}
+
+// removeImported deletes the imported workflows unless keep. It runs even when ctx was cancelled:
+// the workflows would otherwise stay published.
+func removeImported(ctx context.Context, api API, imported []Imported, keep bool, progress func(string, ...any)) {
+	if keep {
+		progress("keeping %d workflows in n8n (--keep)", len(imported))
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for _, im := range imported {
+		if err := remove(cctx, api, im.ID); err != nil {
+			progress("could not delete workflow %q (%s): %v", im.Suite.Name, im.ID, err)
+		}
+	}
+	progress("removed the %d imported workflows", len(imported))
+}
+
+// waitReady waits until the sidecars serve the imported workflows' functions, and says how long
+// that took (ms).
+func waitReady(ctx context.Context, ready func(context.Context, []Imported) error, imported []Imported, progress func(string, ...any)) (float64, error) {
+	t := time.Now()
+	progress("waiting until the sidecars serve the functions ...")
+	if err := ready(ctx, imported); err != nil {
+		return 0, fmt.Errorf("replay: the functions did not become ready: %w", err)
+	}
+	readyMs := ms(time.Since(t))
+	progress("functions ready after %.0f ms", readyMs)
+	return readyMs, nil
+}
+
+// workflowByHook is the id of the imported workflow serving each webhook path (a failed case
+// reads its error from that workflow's executions).
+func workflowByHook(imported []Imported) map[string]string {
 	byHook := map[string]string{}
 	for _, im := range imported {
 		for _, h := range im.Suite.Webhooks {
 			byHook[h] = im.ID
 		}
 	}
+	return byHook
+}
+
+// runCases runs the cases opt.Filter selects, in file order, into rep; an error only when ctx ends.
+func runCases(ctx context.Context, api API, suites []Suite, byHook map[string]string, opt Options, rep *Report, progress func(string, ...any)) error {
 	for si := range suites {
 		s := &suites[si]
 		for _, c := range s.Cases {
@@ -144,38 +179,43 @@ func Run(ctx context.Context, api API, suites []Suite, opt Options) (*Report, er
 				continue
 			}
 			if ctx.Err() != nil {
-				return rep, ctx.Err()
+				return ctx.Err()
 			}
-			var r Result
-			if c.Skip != "" {
-				r = Result{Suite: s.File, Case: c.Name, Status: "skip", Detail: c.Skip}
-			} else {
+			r := Result{Suite: s.File, Case: c.Name, Status: "skip", Detail: c.Skip}
+			if c.Skip == "" {
 				r = runCase(ctx, api, s, c, byHook[c.Webhook], opt.RequestTimeout)
 			}
-			switch r.Status {
-			case "pass":
-				rep.Passed++
-			case "fail":
-				rep.Failed++
-			default:
-				rep.Skipped++
-			}
-			line := fmt.Sprintf("%-4s %s (%d req, p50 %.0f ms, max %.0f ms)", strings.ToUpper(r.Status), label, r.Requests, r.P50Ms, r.MaxMs)
-			if len(r.Workers) > 0 {
-				line += " workers=" + strings.Join(r.Workers, ",")
-			}
-			if r.Detail != "" {
-				line += "\n     " + r.Detail
-			}
-			progress("%s", line)
-			rep.Results = append(rep.Results, r)
+			rep.add(r)
+			progress("%s", resultLine(label, r))
 		}
 	}
-	rep.TotalMs = ms(time.Since(start))
-	if rep.Failed > 0 {
-		return rep, fmt.Errorf("%w: %d of %d", ErrFailed, rep.Failed, len(rep.Results))
+	return nil
+}
+
+// add counts r by its status and appends it.
+func (rep *Report) add(r Result) {
+	switch r.Status {
+	case "pass":
+		rep.Passed++
+	case "fail":
+		rep.Failed++
+	default:
+		rep.Skipped++
 	}
-	return rep, nil
+	rep.Results = append(rep.Results, r)
+}
+
+// resultLine is the progress line of one case: status, timings, the workers seen and, indented on
+// a line of its own, why it failed or was skipped.
+func resultLine(label string, r Result) string {
+	line := fmt.Sprintf("%-4s %s (%d req, p50 %.0f ms, max %.0f ms)", strings.ToUpper(r.Status), label, r.Requests, r.P50Ms, r.MaxMs)
+	if len(r.Workers) > 0 {
+		line += " workers=" + strings.Join(r.Workers, ",")
+	}
+	if r.Detail != "" {
+		line += "\n     " + r.Detail
+	}
+	return line
 }
 
 // importAll replaces every workflow of the same name, creates and publishes each suite's workflow.

@@ -123,8 +123,35 @@ func Load(dir string) ([]Suite, error) {
 	return suites, nil
 }
 
+// loadSuite reads the workflow file in dir and the cases file next to it.
 func loadSuite(dir, file string) (Suite, error) {
 	wfPath := filepath.Join(dir, file)
+	s, err := readSuiteWorkflow(wfPath)
+	if err != nil {
+		return Suite{}, err
+	}
+	s.File = file
+	casesPath := filepath.Join(dir, strings.TrimSuffix(file, ".json")+CasesSuffix)
+	cf, err := readCasesFile(wfPath, casesPath)
+	if err != nil {
+		return Suite{}, err
+	}
+	s.Description, s.Origin = cf.Description, cf.Origin
+	for i, c := range cf.Cases {
+		if err := checkCase(c); err != nil {
+			return Suite{}, fmt.Errorf("%w: %s, case %d (%q): %s", ErrSuite, casesPath, i, c.Name, err)
+		}
+		s.Cases = append(s.Cases, withCaseDefaults(c))
+	}
+	if len(s.Cases) == 0 {
+		return Suite{}, fmt.Errorf("%w: %s has no cases", ErrSuite, casesPath)
+	}
+	return s, nil
+}
+
+// readSuiteWorkflow reads the workflow of a suite: its name (what the import replaces) and the
+// webhook paths it serves (what its cases may call).
+func readSuiteWorkflow(wfPath string) (Suite, error) {
 	wf, err := os.ReadFile(wfPath)
 	if err != nil {
 		return Suite{}, fmt.Errorf("load replay suite: %w", err)
@@ -137,61 +164,74 @@ func loadSuite(dir, file string) (Suite, error) {
 	if name == "" || !doc.Get("nodes").IsArray() || !doc.Get("connections").IsObject() {
 		return Suite{}, fmt.Errorf("%w: %s is not an n8n workflow (needs name, nodes, connections)", ErrSuite, wfPath)
 	}
-	s := Suite{File: file, Name: name, Workflow: wf}
+	return Suite{Name: name, Workflow: wf, Webhooks: webhookPaths(doc)}, nil
+}
+
+// webhookPaths are the paths of the workflow's enabled webhook nodes, without their slashes (as
+// a case names them).
+func webhookPaths(doc gjson.Result) []string {
+	var paths []string
 	doc.Get("nodes").ForEach(func(_, n gjson.Result) bool {
 		if n.Get("type").String() == "n8n-nodes-base.webhook" && !n.Get("disabled").Bool() {
 			if p := strings.Trim(n.Get("parameters.path").String(), "/"); p != "" {
-				s.Webhooks = append(s.Webhooks, p)
+				paths = append(paths, p)
 			}
 		}
 		return true
 	})
-	casesPath := filepath.Join(dir, strings.TrimSuffix(file, ".json")+CasesSuffix)
+	return paths
+}
+
+// readCasesFile reads a cases file strictly: a misspelt field would silently check nothing.
+func readCasesFile(wfPath, casesPath string) (casesFile, error) {
 	cb, err := os.ReadFile(casesPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return Suite{}, fmt.Errorf("%w: %s has no cases file %s (write one, or move the workflow out of the directory)", ErrSuite, wfPath, casesPath)
+			return casesFile{}, fmt.Errorf("%w: %s has no cases file %s (write one, or move the workflow out of the directory)", ErrSuite, wfPath, casesPath)
 		}
-		return Suite{}, fmt.Errorf("load replay suite: %w", err)
+		return casesFile{}, fmt.Errorf("load replay suite: %w", err)
 	}
 	var cf casesFile
 	dec := json.NewDecoder(strings.NewReader(string(cb)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cf); err != nil {
-		return Suite{}, fmt.Errorf("%w: %s: %v", ErrSuite, casesPath, err)
+		return casesFile{}, fmt.Errorf("%w: %s: %v", ErrSuite, casesPath, err)
 	}
-	s.Description, s.Origin = cf.Description, cf.Origin
-	for i, c := range cf.Cases {
-		where := fmt.Sprintf("%s, case %d (%q)", casesPath, i, c.Name)
-		switch {
-		case c.Name == "":
-			return Suite{}, fmt.Errorf("%w: %s: missing name", ErrSuite, where)
-		case c.Webhook == "":
-			return Suite{}, fmt.Errorf("%w: %s: missing webhook (the path to call)", ErrSuite, where)
-		case len(c.Expect) == 0 && c.ExpectError == "":
-			return Suite{}, fmt.Errorf("%w: %s: give expect or expectError", ErrSuite, where)
-		case len(c.Expect) > 0 && c.ExpectError != "":
-			return Suite{}, fmt.Errorf("%w: %s: give expect or expectError, not both", ErrSuite, where)
-		case c.Concurrency < 0 || c.Repeat < 0 || c.MaxMs < 0 || c.ExpectWorkers < 0 || c.ExpectParallel < 0:
-			return Suite{}, fmt.Errorf("%w: %s: concurrency, repeat, maxMs, expectWorkers and expectParallel must not be negative", ErrSuite, where)
-		}
-		c.Webhook = strings.Trim(c.Webhook, "/")
-		if c.Method == "" {
-			c.Method = "POST"
-		}
-		if c.Concurrency == 0 {
-			c.Concurrency = 1
-		}
-		if c.Repeat == 0 {
-			c.Repeat = 1
-		}
-		if c.WorkerField == "" {
-			c.WorkerField = "worker"
-		}
-		s.Cases = append(s.Cases, c)
+	return cf, nil
+}
+
+// checkCase refuses a case that could not be run or could not fail; the error is the bare reason.
+func checkCase(c Case) error {
+	switch {
+	case c.Name == "":
+		return errors.New("missing name")
+	case c.Webhook == "":
+		return errors.New("missing webhook (the path to call)")
+	case len(c.Expect) == 0 && c.ExpectError == "":
+		return errors.New("give expect or expectError")
+	case len(c.Expect) > 0 && c.ExpectError != "":
+		return errors.New("give expect or expectError, not both")
+	case c.Concurrency < 0 || c.Repeat < 0 || c.MaxMs < 0 || c.ExpectWorkers < 0 || c.ExpectParallel < 0:
+		return errors.New("concurrency, repeat, maxMs, expectWorkers and expectParallel must not be negative")
 	}
-	if len(s.Cases) == 0 {
-		return Suite{}, fmt.Errorf("%w: %s has no cases", ErrSuite, casesPath)
+	return nil
+}
+
+// withCaseDefaults is c with its webhook path as a workflow names it and the documented defaults
+// for what it leaves out.
+func withCaseDefaults(c Case) Case {
+	c.Webhook = strings.Trim(c.Webhook, "/")
+	if c.Method == "" {
+		c.Method = "POST"
 	}
-	return s, nil
+	if c.Concurrency == 0 {
+		c.Concurrency = 1
+	}
+	if c.Repeat == 0 {
+		c.Repeat = 1
+	}
+	if c.WorkerField == "" {
+		c.WorkerField = "worker"
+	}
+	return c
 }
