@@ -18,17 +18,11 @@ import (
 
 const batchAddFunction = `/* @n8n-fn {"op":"function","name":"add","batch":{"max":8,"waitMs":300},"params":[{"name":"a","type":"number","required":true},{"name":"b","type":"number","default":0}]} */`
 
-// newBatchHarness is newHarness for a batching function: the served definition carries the
+// newBatchHarnessMetrics is newHarness for a batching function: the served definition carries the
 // directive (batch, Webhook answering when the execution ends), and the return node's lineage
 // maps its item i to item i of the function node (the stand-in body maps items one to one; real
 // lineage tracing from n8n's run data is tested in lineage_test.go).
-func newBatchHarness(t *testing.T, rs *redistest.Server) *harness {
-	t.Helper()
-	h, _ := newBatchHarnessMetrics(t, rs)
-	return h
-}
-
-// newBatchHarnessMetrics is newBatchHarness with the runtime's metrics.
+// It returns the runtime's metrics too.
 func newBatchHarnessMetrics(t *testing.T, rs *redistest.Server) (*harness, *metrics.Metrics) {
 	t.Helper()
 	h := &harness{}
