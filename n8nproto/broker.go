@@ -339,7 +339,7 @@ func (rc *runnerConn) serve() {
 		cause = err
 	}
 	for cause == nil {
-		_, data, err := ws.ReadMessage()
+		data, err := readMessage(ws)
 		returnReadGarbage(len(data))
 		if err != nil {
 			cause = err

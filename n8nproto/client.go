@@ -423,7 +423,7 @@ func (s *session) run() error {
 
 	var readErr error
 	for {
-		_, data, err := ws.ReadMessage()
+		data, err := readMessage(ws)
 		returnReadGarbage(len(data))
 		if err != nil {
 			readErr = err

@@ -291,7 +291,7 @@ func DecodeLimited(data []byte, maxDepth int) (Message, error) {
 }
 
 // decodeOwned is DecodeLimited for a frame whose buffer the caller owns and never writes to again
-// (a websocket message as ReadMessage returns it): the payload of a big message is a sub-slice of
+// (a websocket message as readMessage returns it): the payload of a big message is a sub-slice of
 // data instead of a copy, so a 200 MB data response costs its size once, not twice.
 func decodeOwned(data []byte, maxDepth int) (Message, error) {
 	return decodeLimited(data, maxDepth, true)

@@ -28,6 +28,9 @@ type wsConn struct {
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
 
 func (c *wsConn) send(ctx context.Context, m Message) error {
+	if dp, ok := m.(doneParts); ok {
+		return c.sendDoneParts(ctx, dp)
+	}
 	// A big payload (task data, a result) goes to the socket as it is: head, payload, "}" written
 	// into one message, so the sidecar never holds a second, frame-sized copy of it.
 	if head, payload, ok, err := encodeFastParts(m); ok {
@@ -125,12 +128,13 @@ func (c *wsConn) markClosed() {
 // bigMessage is the message size from which reading or sending it is followed by returnReadGarbage.
 const bigMessage = 16 << 20
 
-// returnReadGarbage collects and returns to the OS what reading a big message left behind: gorilla
-// reads a message through io.ReadAll, which for a message of n bytes allocates about 2.4n (its
-// chunks, then the final copy) and keeps n. Without this the chunks of one 30 MB message were
-// still there when the next arrived a moment later (Go's GC waits until the heap doubles), and a
-// sidecar that relayed a 30 MB result and then read it back peaked at 160 MB. One GC per message
-// of 16 MiB or more costs milliseconds, next to what reading it costs.
+// returnReadGarbage collects and returns to the OS what the steps around a big message left
+// behind: the message read before this one, a result encoded, a reply read from Redis (readMessage
+// reads a message of known size into one buffer of its size; a fragmented one still costs about
+// 2.4x through io.ReadAll). Without this the garbage of one 30 MB message was still there when the
+// next arrived a moment later (Go's GC waits until the heap doubles), and a sidecar that relayed a
+// 30 MB result and then read it back peaked at 160 MB. One GC per message of 16 MiB or more costs
+// milliseconds, next to what reading it costs.
 func returnReadGarbage(n int) {
 	if n >= bigMessage {
 		debug.FreeOSMemory()

@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -255,10 +256,30 @@ func TestReplyCodec(t *testing.T) {
 		{CallID: "c1", OK: true, Items: json.RawMessage(`[{"a":1,"s":"x y"},{"b":[1,2]}]`), Binaries: []json.RawMessage{json.RawMessage(`null`), json.RawMessage(`{"data":{"id":"k"}}`)}},
 		{CallID: "c2", ErrorKind: ErrorKindFailed, Error: "boom \"quoted\" <b>"},
 		{CallID: "c3", OK: true},
+		{CallID: "c4", OK: true, ItemList: []json.RawMessage{json.RawMessage(`{"a":1,"s":"x y"}`), json.RawMessage(`{"b":[1,2]}`)},
+			Binaries: []json.RawMessage{json.RawMessage(`null`), json.RawMessage(`{"data":{"id":"k"}}`)}},
+		{CallID: "c5", OK: true, ItemList: []json.RawMessage{}},
 	} {
+		if rep.ItemList != nil {
+			if got, want := rep.ItemsSize(), len(mustJoin(rep.ItemList)); got != want {
+				t.Fatalf("ItemsSize of %s = %d, want %d", mustJoin(rep.ItemList), got, want)
+			}
+		}
 		b, err := encodeReply(rep)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if enc, items, err := EncodeReply(rep); err != nil || string(enc) != string(b) || len(items) != len(rep.ItemList) {
+			t.Fatalf("EncodeReply of %s: %s, %d items, %v", rep.CallID, enc, len(items), err)
+		} else {
+			for k, it := range items {
+				if string(it) != string(rep.ItemList[k]) || cap(it) != len(it) {
+					t.Fatalf("EncodeReply item %d is %s (cap %d), want %s", k, it, cap(it), rep.ItemList[k])
+				}
+			}
+			if again, _ := encodeReply(Reply{CallID: "ignored", Encoded: enc}); string(again) != string(enc) {
+				t.Fatalf("a reply with Encoded set is not pushed as it is")
+			}
 		}
 		var std, got Reply
 		if err := json.Unmarshal(b, &std); err != nil {
@@ -266,6 +287,9 @@ func TestReplyCodec(t *testing.T) {
 		}
 		if err := decodeReply(string(b), &got); err != nil {
 			t.Fatal(err)
+		}
+		if rep.ItemList != nil { // what it stands for: Items, joined
+			rep.Items, rep.ItemList = mustJoin(rep.ItemList), nil
 		}
 		want, _ := json.Marshal(rep)
 		g1, _ := json.Marshal(std)
@@ -277,7 +301,48 @@ func TestReplyCodec(t *testing.T) {
 	if _, err := encodeReply(Reply{CallID: "bad", Items: json.RawMessage(`[1,`)}); err == nil {
 		t.Fatal("encodeReply took invalid items")
 	}
+	for _, bad := range [][]json.RawMessage{{json.RawMessage(`{"a":1}`), json.RawMessage(`[1,`)}, {nil}} {
+		if _, err := encodeReply(Reply{CallID: "bad", ItemList: bad}); err == nil {
+			t.Fatalf("encodeReply took the item list %q", bad)
+		}
+	}
 	if err := decodeReply(`{"callId":`, &Reply{}); err == nil {
 		t.Fatal("decodeReply took invalid JSON")
+	}
+}
+
+func mustJoin(list []json.RawMessage) json.RawMessage {
+	b, err := json.Marshal(list)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// A big result is copied once on its way into the stored reply: from the items where they are
+// (slices of n8n's data response) straight into the reply, not joined into an array first.
+func TestEncodeReplyCopiesItemsOnce(t *testing.T) {
+	const n = 32 << 20
+	big := json.RawMessage(`{"s":"` + strings.Repeat("r", n) + `"}`)
+	list := []json.RawMessage{big, json.RawMessage(`{"i":2}`)}
+	var b []byte
+	allocs := testing.AllocsPerRun(3, func() {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var err error
+		if b, err = encodeReply(Reply{CallID: "c1", OK: true, ItemList: list}); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > n+n/50 {
+			t.Errorf("encoding a reply of %d MiB allocated %.1f MiB, want about its size", n>>20, float64(alloc)/(1<<20))
+		}
+	})
+	if allocs > 10 {
+		t.Errorf("encodeReply made %.0f allocations", allocs)
+	}
+	var got Reply
+	if err := decodeReply(string(b), &got); err != nil || len(got.Items) != len(big)+len(`[,{"i":2}]`) {
+		t.Fatalf("decoded %d bytes of items, %v", len(got.Items), err)
 	}
 }

@@ -202,22 +202,85 @@ func (r *Registry) popReply(ctx context.Context, f *features, key string, d time
 
 // encodeReply is json.Marshal(rep) with the items written as they are into a buffer of the final
 // size: json.Marshal would copy a 30 MB result twice more (its growing buffer, then the result).
-// The items were checked where they were built (the return op), and are checked again here.
+// ItemList is written as the array it makes. The items were checked where they were built (the
+// return op), and are checked again here.
 func encodeReply(rep Reply) ([]byte, error) {
-	items := rep.Items
-	rep.Items = nil
+	b, _, err := encodeReplyItems(rep)
+	return b, err
+}
+
+// EncodeReply encodes rep as Complete would (into Reply.Encoded) and returns the items of its
+// ItemList as slices of the encoded reply, in order.
+func EncodeReply(rep Reply) (json.RawMessage, []json.RawMessage, error) {
+	b, items, err := encodeReplyItems(rep)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: encode reply %s: %v", ErrInvalid, rep.CallID, err)
+	}
+	return b, items, nil
+}
+
+// encodeReplyItems is encodeReply, with the items of an ItemList as slices of the result.
+func encodeReplyItems(rep Reply) ([]byte, []json.RawMessage, error) {
+	if rep.Encoded != nil {
+		return rep.Encoded, nil, nil
+	}
+	items, list := rep.Items, rep.ItemList
+	rep.Items, rep.ItemList = nil, nil
 	head, err := json.Marshal(rep)
-	if err != nil || len(items) == 0 {
-		return head, err
+	if err != nil || (len(items) == 0 && list == nil) {
+		return head, nil, err
 	}
-	if !gjson.ValidBytes(items) {
-		return nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
+	var size int
+	if len(items) > 0 {
+		if !gjson.ValidBytes(items) {
+			return nil, nil, fmt.Errorf("reply %s: items are not valid JSON", rep.CallID)
+		}
+		size = len(items)
+	} else {
+		for i, v := range list {
+			if len(v) == 0 || !gjson.ValidBytes(v) {
+				return nil, nil, fmt.Errorf("reply %s: item %d is not valid JSON", rep.CallID, i)
+			}
+		}
+		size = Reply{ItemList: list}.ItemsSize()
 	}
-	b := make([]byte, 0, len(head)+len(items)+10)
+	b := make([]byte, 0, len(head)+size+10)
 	b = append(b, head[:len(head)-1]...) // without its closing brace
 	b = append(b, `,"items":`...)
-	b = append(b, items...)
-	return append(b, '}'), nil
+	if len(items) > 0 {
+		b = append(b, items...)
+		return append(b, '}'), nil, nil
+	}
+	b = append(b, '[')
+	at := make([]int, len(list))
+	for i, v := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		at[i] = len(b)
+		b = append(b, v...)
+	}
+	b = append(b, "]}"...)
+	// b has its final size now (it never moved): the items are slices of it, capacity cut.
+	out := make([]json.RawMessage, len(list))
+	for i, v := range list {
+		end := at[i] + len(v)
+		out[i] = b[at[i]:end:end]
+	}
+	return b, out, nil
+}
+
+// ItemsSize is how many bytes the items of rep take in the stored reply (Items, or ItemList as an
+// array): what a result limit counts.
+func (rep Reply) ItemsSize() int {
+	if len(rep.Items) > 0 || rep.ItemList == nil {
+		return len(rep.Items)
+	}
+	n := 2 + max(len(rep.ItemList)-1, 0)
+	for _, v := range rep.ItemList {
+		n += len(v)
+	}
+	return n
 }
 
 // decodeReply is json.Unmarshal into rep without copying a reply's items (json.Unmarshal of the

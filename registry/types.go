@@ -77,6 +77,16 @@ type Reply struct {
 	CallID string          `json:"callId"`
 	OK     bool            `json:"ok"`
 	Items  json.RawMessage `json:"items,omitempty"`
+	// ItemList is Items one value at a time, for a reply being published (never set on one read):
+	// they are written into the stored reply as the array Items would hold, so the function's
+	// sidecar copies a big result once instead of joining it into an array first. Set Items or
+	// ItemList, not both (Items wins).
+	ItemList []json.RawMessage `json:"-"`
+	// Encoded is the whole reply as EncodeReply encoded it, pushed as it is (the other fields but
+	// CallID are not looked at then): the function's sidecar encodes a big result early, points its
+	// own output at the items in the encoded reply and lets n8n's data response go before it
+	// pushes the reply. Never set on a reply read.
+	Encoded json.RawMessage `json:"-"`
 	// Binaries holds each returned item's n8n binary object, parallel to Items (null where an
 	// item has none); absent when no item has binary data.
 	Binaries  []json.RawMessage `json:"binaries,omitempty"`

@@ -37,7 +37,7 @@ func fetchInput(ctx context.Context, t *n8nproto.UpstreamTask) ([]map[string]jso
 
 // echoOp returns the input items unchanged plus json._n8nfn = {"echo":true,"sidecar":<id>} and a
 // pairedItem pointing at the input item: it proves a Code node reached the sidecar.
-func (s *Sidecar) echoOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+func (s *Sidecar) echoOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (n8nproto.Parts, error) {
 	items, node, err := fetchInput(ctx, t)
 	if err != nil {
 		return nil, fmt.Errorf("echo: %w", err)
@@ -69,5 +69,9 @@ func (s *Sidecar) echoOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workf
 		}
 		out = append(out, item)
 	}
-	return json.Marshal(map[string]any{"result": out})
+	b, err := json.Marshal(map[string]any{"result": out})
+	if err != nil {
+		return nil, fmt.Errorf("echo: encode the output: %w", err)
+	}
+	return n8nproto.Parts{b}, nil
 }

@@ -64,12 +64,12 @@ func (s *Sidecar) runNative(ctx context.Context, t *n8nproto.UpstreamTask, cs n8
 		}
 		return
 	}
-	if err := t.Done(ctx, data); err != nil {
+	if err := t.DoneParts(ctx, data); err != nil {
 		log.WithError(err).Warn("could not send the task result to n8n")
 	}
 }
 
-func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs n8nproto.CodeSettings) (string, json.RawMessage, error) {
+func (s *Sidecar) nativeResult(ctx context.Context, t *n8nproto.UpstreamTask, cs n8nproto.CodeSettings) (string, n8nproto.Parts, error) {
 	h, err := s.cfg.Limits.ParseHeader(cs.Code)
 	if err != nil {
 		err = workflows.NodeError(s.nodeName(ctx, t), err)

@@ -65,7 +65,7 @@ func callWave(t *testing.T, rts []*Runtime, n int, gap time.Duration, tag string
 			defer wg.Done()
 			data := &taskData{WorkflowID: "wfC", NodeName: "Call", ExecutionID: fmt.Sprintf("%s-%d", tag, i),
 				Items: []item{{JSON: json.RawMessage(fmt.Sprintf(`{"a":%d,"b":1}`, i))}}}
-			out, err := rt.runCall(context.Background(), data, d, callOptions{taskID: fmt.Sprintf("t%s%d", tag, i), started: time.Now()})
+			out, err := joined(rt.runCall(context.Background(), data, d, callOptions{taskID: fmt.Sprintf("t%s%d", tag, i), started: time.Now()}))
 			if err == nil {
 				if got := gjson.GetBytes(out, "result.0.json.sum").Int(); got != int64(i+1) {
 					err = fmt.Errorf("got %s, want sum %d", out, i+1)

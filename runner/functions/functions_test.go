@@ -19,6 +19,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
+	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/runner/metrics"
 	"github.com/n8n-fn/n8n-fn/workflows"
@@ -144,7 +145,7 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 	}
 	webhookItem := json.RawMessage(`{"headers":{},"params":{},"query":{},"body":` + string(b) + `}`)
 	exec := w.nextExec()
-	out, err := w.rt.runFunction(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Function", ExecutionID: exec, Items: []item{{JSON: webhookItem}}}, w.dir)
+	out, err := joined(w.rt.runFunction(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Function", ExecutionID: exec, Items: []item{{JSON: webhookItem}}}, w.dir))
 	if err != nil {
 		fail(err)
 		return
@@ -188,7 +189,7 @@ func (w *fnWorkflow) run(ctx context.Context, b []byte, rw http.ResponseWriter) 
 			in[i].Binary = json.RawMessage(bins[i].Raw)
 		}
 	}
-	ret, err := w.rt.runReturn(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Return", ExecutionID: exec, Items: in}, &workflows.ReturnDirective{})
+	ret, err := joined(w.rt.runReturn(ctx, &taskData{WorkflowID: w.workflow, NodeName: "Return", ExecutionID: exec, Items: in}, &workflows.ReturnDirective{}))
 	if err != nil {
 		fail(err)
 		return
@@ -202,6 +203,9 @@ func (w *fnWorkflow) set(fn func(w *fnWorkflow)) {
 	defer w.mu.Unlock()
 	fn(w)
 }
+
+// joined is an op's result as the one JSON value n8n receives.
+func joined(p n8nproto.Parts, err error) (json.RawMessage, error) { return p.JSON(), err }
 
 func resultItems(t testing.TB, out json.RawMessage) []json.RawMessage {
 	t.Helper()
@@ -364,7 +368,7 @@ func (h *harness) callData(t *testing.T, code string, cof bool, data *taskData) 
 	d := parseDirective(t, code, workflows.ParseCall)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return h.rt.runCall(ctx, data, d, callOptions{taskID: "task1", continueOnFail: cof, started: time.Now()})
+	return joined(h.rt.runCall(ctx, data, d, callOptions{taskID: "task1", continueOnFail: cof, started: time.Now()}))
 }
 
 func TestCallFunctionReturnThroughDispatcher(t *testing.T) {
@@ -683,8 +687,8 @@ func TestDeadDispatcherCallIsReclaimed(t *testing.T) {
 	done := make(chan res, 1)
 	go func() {
 		d := parseDirective(t, `/* @n8n-fn {"op":"call","function":"add","timeoutMs":15000} */`, workflows.ParseCall)
-		out, err := caller.runCall(ctx, &taskData{WorkflowID: "wfC", Items: []item{{JSON: json.RawMessage(`{"a":20,"b":22}`)}}}, d,
-			callOptions{taskID: "t", started: time.Now()})
+		out, err := joined(caller.runCall(ctx, &taskData{WorkflowID: "wfC", Items: []item{{JSON: json.RawMessage(`{"a":20,"b":22}`)}}}, d,
+			callOptions{taskID: "t", started: time.Now()}))
 		done <- res{out, err}
 	}()
 	var got []registry.Delivery
@@ -764,7 +768,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 	data := &taskData{WorkflowID: "wfC", Items: []item{{JSON: json.RawMessage(`{"a":1,"b":2}`)}}}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		out, err := f.runCall(ctx, data, d, callOptions{taskID: "t", started: time.Now()})
+		out, err := joined(f.runCall(ctx, data, d, callOptions{taskID: "t", started: time.Now()}))
 		if err != nil || gjson.GetBytes(out, "result.0.json.sum").Float() != 3 {
 			b.Fatalf("call %d: %s %v", i, out, err)
 		}

@@ -18,7 +18,7 @@ import (
 
 // callOp answers a `call` node: one call per input item (all in parallel) or one call for all
 // items, queued on the function's stream, then one wait on this task's reply list for all of them.
-func (f *Runtime) callOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error) {
+func (f *Runtime) callOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (n8nproto.Parts, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ type callPlan struct {
 }
 
 // runCall is callOp after the data request (tests call it directly).
-func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.CallDirective, o callOptions) (json.RawMessage, error) {
+func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.CallDirective, o callOptions) (n8nproto.Parts, error) {
 	key := keyOf(d.Target(data.WorkflowID))
 	label := "n8n-fn call " + display(key)
 
@@ -92,7 +92,7 @@ func (f *Runtime) runCall(ctx context.Context, data *taskData, d *workflows.Call
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
 	if len(reqs) == 0 {
-		return resultJSON(nil)
+		return resultParts(nil)
 	}
 	// A call whose idempotency key already has a successful result is answered with it.
 	if err := f.reuseIdempotent(ctx, key, reqs); err != nil {
@@ -678,7 +678,7 @@ func ambiguous(key registry.FunctionKey, rec registry.FunctionRecord) error {
 
 // callFailed answers the node when the call could not even be queued: error items with
 // continueOnFail, else the error.
-func (f *Runtime) callFailed(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, err error) (json.RawMessage, error) {
+func (f *Runtime) callFailed(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, err error) (n8nproto.Parts, error) {
 	if !o.continueOnFail {
 		return nil, err
 	}
@@ -691,7 +691,7 @@ func (f *Runtime) callFailed(reqs []*callReq, data *taskData, d *workflows.CallD
 // callOutput builds the node's items: the returned items (or the input with the result under
 // resultField) with pairedItem to the input item; failures become error items with
 // continueOnFail, else the first failure fails the node.
-func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, label string) (json.RawMessage, error) {
+func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallDirective, o callOptions, label string) (n8nproto.Parts, error) {
 	var out []outItem
 	for _, r := range reqs {
 		inputs := make([]json.RawMessage, len(r.items))
@@ -725,7 +725,7 @@ func (f *Runtime) callOutput(reqs []*callReq, data *taskData, d *workflows.CallD
 			out = append(out, it)
 		}
 	}
-	return resultJSON(out)
+	return resultParts(out)
 }
 
 // failureMessage is the text of a failed call, and the error that fails the node with it.

@@ -16,7 +16,7 @@ import (
 // functionOp answers a `function` node: the Webhook node before it received a signed call
 // reference from a dispatcher. It verifies the reference, loads the call from Redis, checks the
 // deadline, binds the params and emits one item: the params at the root plus _functionCall.
-func (f *Runtime) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (json.RawMessage, error) {
+func (f *Runtime) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, _ n8nproto.CodeSettings) (n8nproto.Parts, error) {
 	if err := f.enabled(); err != nil {
 		return nil, err
 	}
@@ -32,7 +32,7 @@ func (f *Runtime) functionOp(ctx context.Context, t *n8nproto.UpstreamTask, h *w
 }
 
 // runFunction is functionOp after the data request (tests call it directly).
-func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (json.RawMessage, error) {
+func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.FunctionDirective) (n8nproto.Parts, error) {
 	key := keyOf(d.Ref(data.WorkflowID))
 	name := display(key)
 	if len(data.Items) == 0 {
@@ -111,7 +111,7 @@ func (f *Runtime) runFunction(ctx context.Context, data *taskData, d *workflows.
 	if err != nil {
 		return nil, fmt.Errorf("n8n-fn function %s: encode the output: %w", name, err)
 	}
-	return b, nil
+	return n8nproto.Parts{b}, nil
 }
 
 // notCallRef is the error of a function node whose webhook item is no valid call reference.

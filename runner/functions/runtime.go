@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/tidwall/gjson"
 
+	"github.com/n8n-fn/n8n-fn/internal/jsonlimit"
+	"github.com/n8n-fn/n8n-fn/internal/jsonparts"
 	"github.com/n8n-fn/n8n-fn/n8napi"
 	"github.com/n8n-fn/n8n-fn/n8nproto"
 	"github.com/n8n-fn/n8n-fn/registry"
@@ -79,7 +80,7 @@ type Deps struct {
 // Op answers one directive task. It returns the runner:taskdone data ({"result":[...]}). An error
 // fails the node (or becomes an error item with continueOnFail); return an *OpError to control the
 // message n8n shows. The sidecar's own ops (echo) have the same shape.
-type Op func(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (json.RawMessage, error)
+type Op func(ctx context.Context, t *n8nproto.UpstreamTask, h *workflows.Header, s n8nproto.CodeSettings) (n8nproto.Parts, error)
 
 // OpError is an error an op wants shown in n8n with a description (the grey text under the
 // message in the node's error view).
@@ -436,57 +437,57 @@ type pairedItem struct {
 	Item int `json:"item"`
 }
 
-// resultJSON is the taskdone data {"result":[{"json":...,"binary":...,"pairedItem":{"item":N}}]},
-// written into one buffer of its final size: json.Marshal would copy every item's json twice more
-// (its growing buffer, then the result), three times a 30 MB result for a moment.
-func resultJSON(items []outItem) (json.RawMessage, error) {
+// resultParts is the taskdone data {"result":[{"json":...,"binary":...,"pairedItem":{"item":N}}]}
+// as parts for DoneParts: an item's json or binary of bigValue or more is a part of its own (the
+// value itself, where it was read: n8n's data response, a reply read from Redis), everything else
+// is written into one buffer of its final size. A 30 MB result was copied once more to be sent
+// (and json.Marshal would have copied it three times).
+func resultParts(items []outItem) (n8nproto.Parts, error) {
 	n := len(`{"result":[]}`)
 	for _, it := range items {
-		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + len(it.JSON) + len(it.Binary) + 20
+		n += len(`{"json":,"binary":,"pairedItem":{"item":}},`) + 20 + jsonparts.SmallLen(len(it.JSON), bigValue) + jsonparts.SmallLen(len(it.Binary), bigValue)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"result":[`...)
+	pb := jsonparts.NewBuilder(n, bigValue)
+	pb.Glue(`{"result":[`)
 	for i, it := range items {
 		if i > 0 {
-			b = append(b, ',')
+			pb.Glue(",")
 		}
-		if err := checkRaw(it.JSON); err != nil {
+		if err := checkValue(it.JSON); err != nil {
 			return nil, fmt.Errorf("encode the node's output: item %d json: %w", i, err)
 		}
-		b = append(b, `{"json":`...)
-		b = appendRaw(b, it.JSON)
+		pb.Glue(`{"json":`)
+		pb.Value(it.JSON)
 		if len(it.Binary) > 0 {
-			if err := checkRaw(it.Binary); err != nil {
+			if err := checkValue(it.Binary); err != nil {
 				return nil, fmt.Errorf("encode the node's output: item %d binary: %w", i, err)
 			}
-			b = append(b, `,"binary":`...)
-			b = append(b, it.Binary...)
+			pb.Glue(`,"binary":`)
+			pb.Value(it.Binary)
 		}
-		b = append(b, `,"pairedItem":{"item":`...)
-		b = strconv.AppendInt(b, int64(it.PairedItem.Item), 10)
-		b = append(b, `}}`...)
+		pb.Glue(`,"pairedItem":{"item":`)
+		pb.Int(int64(it.PairedItem.Item))
+		pb.Glue(`}}`)
 	}
-	return append(b, `]}`...), nil
+	pb.Glue(`]}`)
+	return pb.Parts(), nil
 }
 
-// joinJSON writes values as one JSON array into a buffer of its final size (see resultJSON).
-func joinJSON(values []json.RawMessage) (json.RawMessage, error) {
-	n := 2
-	for _, v := range values {
-		n += len(v) + 1
+// bigValue is the size from which resultParts sends a value as it is instead of copying it.
+const bigValue = 64 << 10
+
+// checkValue refuses a value that would break the result it is written into: not JSON, or nested
+// so deep that the frame (three levels around it) would pass n8nproto.DefaultMaxFrameDepth
+// (DoneParts does not parse what it sends; the depth is checked first, since gjson's validator
+// recurses). Empty is null.
+func checkValue(v json.RawMessage) error {
+	if len(v) == 0 {
+		return nil
 	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, v := range values {
-		if err := checkRaw(v); err != nil {
-			return nil, fmt.Errorf("value %d: %w", i, err)
-		}
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendRaw(b, v)
+	if err := jsonlimit.Check(v, n8nproto.DefaultMaxFrameDepth-3); err != nil {
+		return err
 	}
-	return append(b, ']'), nil
+	return checkRaw(v)
 }
 
 // checkRaw refuses what would break the JSON it is written into (json.Marshal checked it too).
@@ -496,14 +497,6 @@ func checkRaw(v json.RawMessage) error {
 		return errors.New("not valid JSON")
 	}
 	return nil
-}
-
-// appendRaw appends v, or null for an empty value (as json.Marshal writes a nil RawMessage).
-func appendRaw(b []byte, v json.RawMessage) []byte {
-	if len(v) == 0 {
-		return append(b, "null"...)
-	}
-	return append(b, v...)
 }
 
 // webhookClient is the HTTP client the dispatcher posts call references with; each request has
