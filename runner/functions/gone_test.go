@@ -150,12 +150,12 @@ func TestUnclaimedSlowStartIsNotFencedWithoutLoss(t *testing.T) {
 			t.Errorf("the slow execution's function node: %v (it was fenced without a loss)", err)
 			return
 		}
-		items, _ := addBody(resultItems(t, out))
+		items, _ := addBody(resultItems(t, out.JSON()))
 		ret, err := h.rt.runReturn(context.Background(), &taskData{WorkflowID: "wfFn", NodeName: "Return", ExecutionID: "slow-exec", Items: []item{{JSON: items[0]}}}, &workflows.ReturnDirective{})
 		if err != nil {
 			t.Errorf("the slow execution's return: %v", err)
 		}
-		h.wf.unhold <- ret
+		h.wf.unhold <- ret.JSON()
 	}()
 	out, err := h.call(t, goneCall, false, `{"a":1,"b":6}`)
 	if err != nil {
