@@ -18,6 +18,19 @@ import (
 
 const batchAddFunction = `/* @n8n-fn {"op":"function","name":"add","batch":{"max":8,"waitMs":300},"params":[{"name":"a","type":"number","required":true},{"name":"b","type":"number","default":0}]} */`
 
+// oneToOneLineage stands in for n8n's item lineage of a body that maps items one to one: the
+// return node's item i derives from the function node's item i (one per call).
+func oneToOneLineage(_ context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error) {
+	if len(data.Items) != len(calls) {
+		return nil, errors.New("the stand-in lineage maps items one to one")
+	}
+	groups := make([][]int, len(calls))
+	for i := range calls {
+		groups[i] = []int{i}
+	}
+	return groups, nil
+}
+
 // newBatchHarnessMetrics is newHarness for a batching function: the served definition carries the
 // directive (batch, Webhook answering when the execution ends), and the return node's lineage
 // maps its item i to item i of the function node (the stand-in body maps items one to one; real
@@ -31,16 +44,7 @@ func newBatchHarnessMetrics(t *testing.T, rs *redistest.Server) (*harness, *metr
 	t.Cleanup(h.srv.Close)
 	m := metrics.New()
 	h.rt = newRuntimeDeps(t, rs, "sidecar-a", h.srv.URL, nil, Deps{Metrics: m})
-	h.rt.lineage = func(_ context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error) {
-		if len(data.Items) != len(calls) {
-			return nil, errors.New("the stand-in lineage maps items one to one")
-		}
-		groups := make([][]int, len(calls))
-		for i := range calls {
-			groups[i] = []int{i}
-		}
-		return groups, nil
-	}
+	h.rt.lineage = oneToOneLineage
 	h.wf.rt = h.rt
 	h.wf.dir = parseDirective(t, batchAddFunction, workflows.ParseFunction)
 	h.key = keyOf(h.wf.dir.Ref("wfFn"))

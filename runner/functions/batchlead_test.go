@@ -3,7 +3,6 @@ package functions
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"sync"
@@ -13,7 +12,6 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/n8n-fn/n8n-fn/internal/redistest"
-	"github.com/n8n-fn/n8n-fn/registry"
 	"github.com/n8n-fn/n8n-fn/workflows"
 )
 
@@ -29,16 +27,7 @@ func nagleSidecars(t *testing.T, rs *redistest.Server, directive string, delay t
 	var rts []*Runtime
 	for _, id := range []string{"sc-1", "sc-2", "sc-3"} {
 		rt := newRuntime(t, rs, id, srv.URL, func(tu *tunables) { tu.batchLeadInterval = 100 * time.Millisecond })
-		rt.lineage = func(_ context.Context, data *taskData, calls []registry.ExecCall) ([][]int, error) {
-			if len(data.Items) != len(calls) {
-				return nil, errors.New("the stand-in lineage maps items one to one")
-			}
-			groups := make([][]int, len(calls))
-			for i := range calls {
-				groups[i] = []int{i}
-			}
-			return groups, nil
-		}
+		rt.lineage = oneToOneLineage
 		serve(t, rt, key, "wfFn", 0)
 		s := rt.catalog.get(key)
 		s.Def = workflows.FunctionDef{Ref: dir.Ref("wfFn"), WorkflowID: "wfFn", Node: "Function", Function: dir,
