@@ -795,6 +795,7 @@ type watched struct {
 	dispatch int64     // the dispatch number this trigger posted
 	since    time.Time // when it was posted (this sidecar's clock)
 	lostOn   map[string]bool
+	absent   map[string]time.Time // when a claiming sidecar's heartbeat was first seen missing (watchWorker makes it)
 	// fence lets the watch retire the dispatch while no execution claimed it, after some
 	// worker's n8n process went away: not for a batch (its other calls' numbers stay valid).
 	fence bool
@@ -814,6 +815,9 @@ type watched struct {
 //
 // The returned func stops it.
 func (d *dispatcher) watchWorker(ctx context.Context, cancel context.CancelCauseFunc, w watched) func() {
+	if w.absent == nil {
+		w.absent = map[string]time.Time{}
+	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -854,7 +858,7 @@ func (d *dispatcher) executionGone(ctx context.Context, w watched) string {
 		}
 		return ""
 	}
-	why := d.workerGone(ctx, c, w.lostOn)
+	why := d.workerGone(ctx, c, w.lostOn, w.absent)
 	if why != "" {
 		why = "sidecar " + c.Sidecar + " " + why
 	}
@@ -874,8 +878,11 @@ func (d *dispatcher) fencedUnclaimed(ctx context.Context, w watched) bool {
 }
 
 // workerGone says why the worker running claim c is gone, "" while it looks alive.
-func (d *dispatcher) workerGone(ctx context.Context, c registry.Claim, lostOn map[string]bool) string {
+func (d *dispatcher) workerGone(ctx context.Context, c registry.Claim, lostOn map[string]bool, absent map[string]time.Time) string {
 	st, err := d.f.reg.N8NState(ctx, c.Sidecar)
+	if err == nil && st.Alive {
+		delete(absent, c.Sidecar)
+	}
 	switch {
 	case err != nil:
 		return ""
@@ -887,9 +894,21 @@ func (d *dispatcher) workerGone(ctx context.Context, c registry.Claim, lostOn ma
 		// Given up on once already: its reports may still describe the old loss.
 		return ""
 	case !st.Alive:
+		// A Redis that restarted without its data has lost every heartbeat too: a live sidecar
+		// writes its own again within its heartbeat interval, so only a heartbeat missing for
+		// longer than that means the sidecar is gone (re-running earlier ran live bodies twice).
+		first, seen := absent[c.Sidecar]
+		if !seen {
+			absent[c.Sidecar] = time.Now()
+			return ""
+		}
+		if confirm := d.f.tun.heartbeatInterval * 3 / 2; time.Since(first) < confirm {
+			return ""
+		}
 		lostOn[c.Sidecar] = true
 		return "stopped heartbeating"
 	case st.LostFor >= d.f.tun.workerLostAfter:
+		delete(absent, c.Sidecar)
 		lostOn[c.Sidecar] = true
 		return fmt.Sprintf("has had no n8n process for %s", st.LostFor.Round(time.Second))
 	}

@@ -21,6 +21,12 @@ import (
 // (workerLostAfter stays 20 s).
 func goneHarness(t *testing.T, rs *redistest.Server) (*harness, *atomic.Bool) {
 	t.Helper()
+	return goneHarnessWith(t, rs, nil)
+}
+
+// goneHarnessWith is goneHarness with more tunables changed by extra.
+func goneHarnessWith(t *testing.T, rs *redistest.Server, extra func(*tunables)) (*harness, *atomic.Bool) {
+	t.Helper()
 	wf := &fnWorkflow{t: t, workflow: "wfFn", body: addBody, held: make(chan []byte, 1), unhold: make(chan []byte, 1)}
 	srv := httptest.NewServer(wf)
 	t.Cleanup(srv.Close)
@@ -30,6 +36,9 @@ func goneHarness(t *testing.T, rs *redistest.Server) (*harness, *atomic.Bool) {
 		tu.heartbeatInterval = 100 * time.Millisecond
 		tu.workerWatchInterval = 100 * time.Millisecond
 		tu.unclaimedGrace = 300 * time.Millisecond
+		if extra != nil {
+			extra(tu)
+		}
 	}, Deps{N8NConnected: up.Load})
 	wf.rt = rt
 	wf.dir = parseDirective(t, addFunction, workflows.ParseFunction)
@@ -166,5 +175,41 @@ func TestUnclaimedSlowStartIsNotFencedWithoutLoss(t *testing.T) {
 	}
 	if n := h.wf.calls.Load(); n != 1 {
 		t.Fatalf("triggered %d times, want 1", n)
+	}
+}
+
+// TestRedisDataLossDoesNotRunLiveBodiesAgain: a Redis restarted without its data (kill -9, no
+// persistence) has lost every sidecar's heartbeat; the sidecar running the body writes its own
+// again within its heartbeat interval. The dispatcher's watch sees the heartbeat missing in
+// between and must not take that for a dead sidecar (it did: the soak ran 9 live bodies twice).
+func TestRedisDataLossDoesNotRunLiveBodiesAgain(t *testing.T) {
+	rs := redistest.Start(t)
+	h, _ := goneHarnessWith(t, rs, func(tu *tunables) { tu.heartbeatInterval = 300 * time.Millisecond })
+	h.wf.set(func(w *fnWorkflow) { w.delay = 1500 * time.Millisecond })
+	wiped := make(chan int, 1)
+	go func() {
+		time.Sleep(400 * time.Millisecond) // the function node has claimed the call
+		ctx := context.Background()
+		keys, err := rs.Client().Keys(ctx, "*sidecar:sidecar-a").Result()
+		if err == nil && len(keys) > 0 {
+			err = rs.Client().Del(ctx, keys...).Err()
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		wiped <- len(keys)
+	}()
+	out, err := h.call(t, goneCall, false, `{"a":4,"b":1}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := <-wiped; n == 0 {
+		t.Fatal("no heartbeat key to wipe: the test does not show anything")
+	}
+	if sum := gjson.GetBytes(out, "result.0.json.sum").Float(); sum != 5 {
+		t.Fatalf("result %s", out)
+	}
+	if n := h.wf.calls.Load(); n != 1 {
+		t.Fatalf("the function was triggered %d times, want 1: a heartbeat lost with Redis's data is not a dead sidecar", n)
 	}
 }
