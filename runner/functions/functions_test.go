@@ -903,22 +903,13 @@ func TestCancelledCallIsWithdrawn(t *testing.T) {
 // the call again at once instead of waiting for n8n to fail the stalled job.
 func TestDeadWorkerCallRunsAgainEarly(t *testing.T) {
 	rs := redistest.Start(t)
-	wf := &fnWorkflow{t: t, workflow: "wfFn", body: addBody}
-	srv := httptest.NewServer(wf)
-	t.Cleanup(srv.Close)
-	var up atomic.Bool
-	up.Store(true)
-	rt := newRuntimeDeps(t, rs, "sidecar-a", srv.URL, func(tu *tunables) {
+	h, up := goneHarnessWith(t, rs, func(tu *tunables) {
 		tu.heartbeatInterval = 50 * time.Millisecond
 		tu.workerWatchInterval = 50 * time.Millisecond
 		tu.workerLostAfter = 300 * time.Millisecond
-	}, Deps{N8NConnected: up.Load})
-	wf.rt = rt
-	wf.dir = parseDirective(t, addFunction, workflows.ParseFunction)
-	key := keyOf(wf.dir.Ref("wfFn"))
-	serve(t, rt, key, "wfFn", 0)
-	startRuntime(t, rt)
-	h := &harness{rt: rt, wf: wf, srv: srv, key: key}
+		tu.unclaimedGrace = defaultTunables().unclaimedGrace // only the 20 s rule (shortened) may fire here
+	})
+	wf := h.wf
 
 	wf.onHang = func() { up.Store(false) } // the worker dies mid-function
 	wf.hangOnce.Store(true)
