@@ -870,7 +870,9 @@ func (d *dispatcher) executionGone(ctx context.Context, w watched) string {
 // worker claims its call within milliseconds of starting), and says whether it did.
 func (d *dispatcher) fencedUnclaimed(ctx context.Context, w watched) bool {
 	gone, err := d.f.reg.LatestN8NGone(ctx)
-	if err != nil || !gone.After(w.since) || time.Since(gone) < d.f.tun.unclaimedGrace {
+	// The registry keeps milliseconds: a loss in the dispatch's own millisecond counts (fencing
+	// is safe either way: a live execution of the dispatch would have claimed it by now).
+	if err != nil || gone.Before(w.since.Truncate(time.Millisecond)) || time.Since(gone) < d.f.tun.unclaimedGrace {
 		return false
 	}
 	ok, err := d.f.reg.FenceDispatch(ctx, w.fn, w.callID, w.dispatch)
@@ -886,9 +888,11 @@ func (d *dispatcher) workerGone(ctx context.Context, c registry.Claim, lostOn ma
 	switch {
 	case err != nil:
 		return ""
-	case !c.At.IsZero() && st.GoneAt.After(c.At):
-		// Both times are that sidecar's clock: its n8n process went away after the execution
-		// claimed the call, so the execution died with it (a restarted process runs it no more).
+	case !c.At.IsZero() && !st.GoneAt.IsZero() && !st.GoneAt.Before(c.At):
+		// Both times are that sidecar's clock, in milliseconds: its n8n process went away after
+		// (or in the millisecond of) the execution's claim, so the execution died with it (a
+		// restarted process runs it no more; a claim needs a connected n8n, so a loss found in
+		// the claim's own millisecond came after it).
 		return fmt.Sprintf("found its n8n process gone %s after the function's execution claimed the call (its task broker refused connections)", st.GoneAt.Sub(c.At).Round(time.Millisecond))
 	case lostOn[c.Sidecar]:
 		// Given up on once already: its reports may still describe the old loss.
